@@ -1,0 +1,126 @@
+"""Everything device-specific: CPU/CUDA/Ascend NPU choice, mixed precision, process groups.
+
+torch_npu is imported only when installed and asked for (or auto-detected), never at import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+
+def npu_available() -> bool:
+    if importlib.util.find_spec("torch_npu") is None:
+        return False
+    import torch_npu  # noqa: F401  registers torch.npu
+
+    return torch.npu.is_available()
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """`auto` picks CUDA, then NPU, then CPU; a named device that is absent is an error, not a fallback."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "npu" if npu_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    if name == "npu":
+        if not npu_available():
+            raise RuntimeError("--device npu was asked for, but torch_npu is not installed or sees no NPU")
+        torch.npu.set_device(local_rank)
+        return torch.device("npu", local_rank)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or npu")
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_name: str, timeout_s: float = 600.0) -> tuple[DistContext, torch.device]:
+    """Read torchrun's RANK/WORLD_SIZE/LOCAL_RANK; start the process group when there is more than one rank.
+
+    The timeout bounds every collective: if a rank dies, the others fail with an error after
+    `timeout_s` instead of hanging forever.
+    """
+    ctx = DistContext(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                      int(os.environ.get("LOCAL_RANK", 0)))
+    device = resolve_device(device_name, ctx.local_rank)
+    if ctx.enabled and not dist.is_initialized():
+        backend = {"cuda": "nccl", "npu": "hccl"}.get(device.type, "gloo")
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
+                                device_id=device if device.type == "cuda" else None)
+    return ctx, device
+
+
+def shutdown_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+@dataclass
+class Precision:
+    """fp32, fp16 (autocast + dynamic loss scaling) or bf16 (autocast, no scaling needed).
+
+    apex's O1 and O2 both map onto native autocast: weights stay fp32 (O2's "master weights") and
+    each op runs in fp16 where autocast deems it safe, so apex is not needed.
+    """
+
+    dtype: torch.dtype | None = None
+
+    @classmethod
+    def from_flags(cls, fp16: bool, bf16: bool, opt_level: str = "O1") -> Precision:
+        if fp16 and bf16:
+            raise ValueError("choose one of --fp16 and --bf16")
+        if opt_level not in ("O1", "O2"):
+            raise ValueError(f"--fp16_opt_level {opt_level!r}: use O1 or O2")
+        return cls(torch.float16 if fp16 else torch.bfloat16 if bf16 else None)
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.dtype]
+
+    def autocast(self, device: torch.device):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.dtype)
+
+    def grad_scaler(self, device: torch.device) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work, so that wall-clock timings are honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "npu":
+        torch.npu.synchronize(device)
+

@@ -1,0 +1,33 @@
+"""GLUE metrics, computed by scikit-learn and scipy."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from .data.glue import GlueTask
+
+
+def predictions_from_logits(task: GlueTask, logits: np.ndarray) -> np.ndarray:
+    """Class indices by argmax (any number of classes), or the regression score itself."""
+    logits = np.asarray(logits)
+    return logits.reshape(-1) if task.is_regression else logits.argmax(axis=-1)
+
+
+def compute_metrics(task: GlueTask, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if predictions.shape != labels.shape:
+        raise ValueError(f"{len(predictions)} predictions for {len(labels)} labels")
+    if task.is_regression:
+        # A constant prediction has no defined correlation; it predicts nothing, so it scores 0.
+        pearson = float(pearsonr(predictions, labels)[0]) if np.ptp(predictions) > 0 else 0.0
+        spearman = float(spearmanr(predictions, labels)[0]) if np.ptp(predictions) > 0 else 0.0
+        return {"pearson": pearson, "spearmanr": spearman, "corr": (pearson + spearman) / 2}
+    metrics = {"acc": float(accuracy_score(labels, predictions))}
+    if task.metric == "mcc":
+        metrics["mcc"] = float(matthews_corrcoef(labels, predictions))
+    if task.metric == "acc_and_f1":
+        metrics["f1"] = float(f1_score(labels, predictions))
+        metrics["acc_and_f1"] = (metrics["acc"] + metrics["f1"]) / 2
+    return metrics

@@ -1,0 +1,433 @@
+"""ALBERT in PyTorch, one file, top to bottom.
+
+ALBERT is BERT with two savings (Lan et al., 2019):
+- factorized embeddings: tokens are embedded in a small space (embedding_size, 128) and projected
+  up to hidden_size once, so the vocabulary matrix stays small;
+- cross-layer sharing: `num_hidden_layers` layer applications reuse `num_hidden_groups` groups of
+  `inner_group_num` layers, so albert-base has the weights of one BERT layer, run 12 times.
+
+Parameter names match Hugging Face's `modeling_albert.py` exactly (`LayerNorm` included), so a state
+dict moves between the two libraries without renaming.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import CONFIG_NAME, AlbertConfig
+from .io import atomic_write
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+LEGACY_WEIGHTS_NAME = "pytorch_model.bin"
+
+_ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+    "mish": F.mish,
+}
+
+
+class AlbertEmbeddings(nn.Module):
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        e = config.embedding_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, e, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, e)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, e)
+        self.LayerNorm = nn.LayerNorm(e, eps=config.layer_norm_eps)  # HF/TF checkpoint name
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        # A buffer rather than torch.arange in forward: tracing then bakes no device or length in.
+        self.register_buffer("position_ids", torch.arange(config.max_position_embeddings)[None], persistent=False)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        seq_len = input_ids.shape[1]
+        x = (self.word_embeddings(input_ids)
+             + self.token_type_embeddings(token_type_ids)
+             + self.position_embeddings(self.position_ids[:, :seq_len]))
+        return self.dropout(self.LayerNorm(x))  # (B, T, E)
+
+
+class AlbertAttention(nn.Module):
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        h = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_size = h // config.num_attention_heads
+        self.query = nn.Linear(h, h)
+        self.key = nn.Linear(h, h)
+        self.value = nn.Linear(h, h)
+        self.dense = nn.Linear(h, h)
+        self.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, H = x.shape
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.attention_dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, T, H)
+        return self.LayerNorm(x + self.output_dropout(self.dense(y)))
+
+
+class AlbertLayer(nn.Module):
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.attention = AlbertAttention(config)
+        self.ffn = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.ffn_output = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.activation = _ACTIVATIONS[config.hidden_act]
+        self.full_layer_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.attention(x, mask)
+        # HF applies no dropout to the FFN output (the `dropout` module exists only for its name).
+        return self.full_layer_layer_norm(x + self.ffn_output(self.activation(self.ffn(x))))
+
+
+class AlbertLayerGroup(nn.Module):
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.albert_layers = nn.ModuleList(AlbertLayer(config) for _ in range(config.inner_group_num))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        for layer in self.albert_layers:
+            x = layer(x, mask)
+        return x
+
+
+class AlbertTransformer(nn.Module):
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.num_hidden_layers = config.num_hidden_layers
+        self.layers_per_group = config.num_hidden_layers // config.num_hidden_groups
+        self.embedding_hidden_mapping_in = nn.Linear(config.embedding_size, config.hidden_size)
+        self.albert_layer_groups = nn.ModuleList(AlbertLayerGroup(config) for _ in range(config.num_hidden_groups))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.embedding_hidden_mapping_in(x)  # (B, T, E) -> (B, T, H)
+        # Each of the num_hidden_layers steps runs a whole group; groups are reused in order.
+        for i in range(self.num_hidden_layers):
+            x = self.albert_layer_groups[i // self.layers_per_group](x, mask)
+        return x
+
+
+class AlbertModel(nn.Module):
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.embeddings = AlbertEmbeddings(config)
+        self.encoder = AlbertTransformer(config)
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        # SDPA takes a boolean mask, True where a query may attend: (B, 1, 1, T) broadcasts over heads
+        # and queries. No mask at all lets SDPA pick its fastest kernel for unpadded batches.
+        mask = None if attention_mask is None else attention_mask[:, None, None, :].bool()
+        sequence = self.encoder(self.embeddings(input_ids, token_type_ids), mask)  # (B, T, H)
+        pooled = torch.tanh(self.pooler(sequence[:, 0]))  # [CLS] -> (B, H)
+        return sequence, pooled
+
+
+@dataclass
+class SequenceClassifierOutput:
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+
+
+@dataclass
+class PreTrainingOutput:
+    prediction_logits: torch.Tensor
+    sop_logits: torch.Tensor
+    loss: torch.Tensor | None = None
+
+
+class WeightsError(RuntimeError):
+    """Weights that are missing, unreadable, or do not fit the config."""
+
+
+class AlbertPreTrainedModel(nn.Module):
+    """Weight init and the Hugging Face directory format (config.json + model.safetensors)."""
+
+    architecture = "AlbertPreTrainedModel"
+    # Keys present in a checkpoint for another head; loading them is skipped without complaint.
+    head_prefixes: tuple[str, ...] = ()
+    # Keys this class may create fresh when the checkpoint is a backbone or another head.
+    new_head_prefixes: tuple[str, ...] = ()
+    tied_keys: tuple[str, ...] = ()
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.config = config
+
+    def init_weights(self) -> None:
+        self.apply(self._init_module)
+
+    def _init_module(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+            if module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    # -- saving ---------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write config.json and model.safetensors with Hugging Face's names, each atomically."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if k not in self.tied_keys}
+        atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+        self.config.extra["architectures"] = [self.architecture]
+        self.config.save_pretrained(directory)
+
+    # -- loading --------------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: AlbertConfig):
+        model = cls(config)
+        model.init_weights()
+        return model
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, num_labels: int | None = None,
+                        labels: list[str] | None = None, config: AlbertConfig | None = None):
+        """Load a Hugging Face-format ALBERT directory or hub id.
+
+        `labels` (or `num_labels`) set the classifier's outputs; when they differ from the
+        checkpoint's, the head is re-initialized and a warning names it. Backbone keys that are
+        missing or mis-shaped are an error, never silently random.
+        """
+        directory = resolve_model_dir(path_or_hub_id)
+        config = config or AlbertConfig.from_pretrained(directory)
+        if labels is not None or num_labels not in (None, config.num_labels):
+            config.set_labels(labels if labels is not None or num_labels == 1
+                              else [f"LABEL_{i}" for i in range(num_labels)])
+        state = load_state_dict(directory)
+        model = cls(config)
+        model.init_weights()
+        model._load_checked(state, source=directory)
+        return model
+
+    def _load_checked(self, state: dict[str, torch.Tensor], source: Path) -> None:
+        state = _normalize_keys(state, self.state_dict().keys())
+        own = self.state_dict()
+        mismatched = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
+        reinit_heads = [k for k in mismatched if k.startswith(self.new_head_prefixes)]
+        mismatched = [k for k in mismatched if k not in reinit_heads]
+        missing = [k for k in own if k not in state and k not in self.tied_keys]
+        fresh = [k for k in missing if k.startswith(self.new_head_prefixes)]
+        missing = [k for k in missing if k not in fresh]
+        unexpected = [k for k in state if k not in own and not k.startswith(self.head_prefixes)]
+        problems = []
+        if missing:
+            problems.append(f"missing keys: {', '.join(missing)}")
+        if mismatched:
+            problems.append("mis-shaped keys: " + ", ".join(
+                f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in mismatched))
+        if unexpected:
+            problems.append(f"unexpected keys: {', '.join(unexpected)}")
+        if problems:
+            raise WeightsError(f"{source}: the weights do not fit this ALBERT config; " + "; ".join(problems))
+        for key in reinit_heads + fresh:
+            state.pop(key, None)
+        if reinit_heads or fresh:
+            logger.warning("%s: newly initialized (train them before use): %s", source,
+                           ", ".join(sorted(set(reinit_heads + fresh))))
+        self.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Point tied parameters at their source; a no-op for heads without tied weights."""
+
+
+class AlbertForSequenceClassification(AlbertPreTrainedModel):
+    """ALBERT + dropout + linear on the pooled [CLS]: classification, or regression when num_labels == 1."""
+
+    architecture = "AlbertForSequenceClassification"
+    head_prefixes = ("predictions.", "sop_classifier.")
+    new_head_prefixes = ("classifier.",)
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__(config)
+        self.albert = AlbertModel(config)
+        self.dropout = nn.Dropout(config.classifier_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> SequenceClassifierOutput:
+        _, pooled = self.albert(input_ids, attention_mask, token_type_ids)
+        logits = self.classifier(self.dropout(pooled))  # (B, num_labels)
+        loss = None if labels is None else self.loss(logits, labels)
+        return SequenceClassifierOutput(logits=logits, loss=loss)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.config.is_regression:
+            return F.mse_loss(logits.view(-1).float(), labels.view(-1).float())
+        return F.cross_entropy(logits.float(), labels.view(-1))
+
+
+class AlbertMLMHead(nn.Module):
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.embedding_size)
+        self.activation = _ACTIVATIONS[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.embedding_size, config.vocab_size)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.LayerNorm(self.activation(self.dense(sequence))))  # (B, T, V)
+
+
+class AlbertSOPHead(nn.Module):
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.dropout = nn.Dropout(config.classifier_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, 2)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(pooled))  # (B, 2): in order / swapped
+
+
+class AlbertForPreTraining(AlbertPreTrainedModel):
+    """Masked-LM + sentence-order prediction, ALBERT's pretraining objective."""
+
+    architecture = "AlbertForPreTraining"
+    new_head_prefixes = ("predictions.", "sop_classifier.")
+    # The decoder reuses the input embedding matrix and the head's bias, as in the original.
+    tied_keys = ("predictions.decoder.weight", "predictions.decoder.bias")
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__(config)
+        self.albert = AlbertModel(config)
+        self.predictions = AlbertMLMHead(config)
+        self.sop_classifier = AlbertSOPHead(config)
+        self.tie_weights()
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        nn.init.zeros_(self.predictions.bias)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        self.predictions.decoder.weight = self.albert.embeddings.word_embeddings.weight
+        self.predictions.decoder.bias = self.predictions.bias
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                sentence_order_label: torch.Tensor | None = None) -> PreTrainingOutput:
+        sequence, pooled = self.albert(input_ids, attention_mask, token_type_ids)
+        prediction_logits = self.predictions(sequence)
+        sop_logits = self.sop_classifier(pooled)
+        loss = None
+        if labels is not None and sentence_order_label is not None:
+            # labels == -100 marks unmasked positions, which carry no MLM loss.
+            loss = (F.cross_entropy(prediction_logits.flatten(0, 1).float(), labels.view(-1))
+                    + F.cross_entropy(sop_logits.float(), sentence_order_label.view(-1)))
+        return PreTrainingOutput(prediction_logits=prediction_logits, sop_logits=sop_logits, loss=loss)
+
+
+# -- checkpoint files -------------------------------------------------------------------------------
+
+def resolve_model_dir(path_or_hub_id: str | os.PathLike) -> Path:
+    """A local directory as is; otherwise a hub id fetched through huggingface_hub."""
+    path = Path(path_or_hub_id)
+    if path.is_dir():
+        return path
+    if path.exists() or str(path_or_hub_id).startswith((".", "/", "~")) or str(path_or_hub_id).count("/") > 1:
+        raise WeightsError(f"{path}: not a model directory")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(
+            str(path_or_hub_id),
+            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME, "model-*.safetensors",
+                            LEGACY_WEIGHTS_NAME, "spiece.model", "tokenizer*.json", "special_tokens_map.json"]))
+    except Exception as err:  # network, auth and not-found errors all end the same way for the user
+        raise WeightsError(
+            f"{path_or_hub_id!r} is neither a local model directory nor a reachable hub model ({err}). "
+            "Pass a directory holding config.json and model.safetensors (or pytorch_model.bin).") from err
+
+
+def load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    """Tensors only: safetensors, or pytorch_model.bin with torch.load(weights_only=True)."""
+    from pickle import UnpicklingError
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    single, index, legacy = directory / WEIGHTS_NAME, directory / WEIGHTS_INDEX_NAME, directory / LEGACY_WEIGHTS_NAME
+    try:
+        if single.is_file():
+            return load_file(str(single))
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            return {k: v for shard in shards for k, v in load_file(str(directory / shard)).items()}
+        if legacy.is_file():
+            state = torch.load(legacy, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                raise WeightsError(f"{legacy}: not a state dict of tensors")
+            return state
+    except (SafetensorError, UnpicklingError, OSError, RuntimeError, ValueError, KeyError) as err:
+        if isinstance(err, WeightsError):
+            raise
+        raise WeightsError(f"{directory}: cannot read the weights ({type(err).__name__}: {err})") from err
+    raise WeightsError(
+        f"{directory}: no weights found (looked for {WEIGHTS_NAME}, {WEIGHTS_INDEX_NAME}, {LEGACY_WEIGHTS_NAME}). "
+        "A directory with only config.json describes a model but holds no trained weights: pass a "
+        "directory with pretrained weights, or train from scratch with --from_scratch "
+        "(random init from this config.json).")
+
+
+def _normalize_keys(state: dict[str, torch.Tensor], own_keys) -> dict[str, torch.Tensor]:
+    """Accept the spellings other exporters use: TF's gamma/beta, and a bare AlbertModel's unprefixed keys."""
+    own_keys = set(own_keys)
+    renamed = {}
+    for key, value in state.items():
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        if key not in own_keys and f"albert.{key}" in own_keys:
+            key = f"albert.{key}"
+        if key.endswith(("position_ids", "token_type_ids")) and key not in own_keys:
+            continue  # old HF checkpoints saved these buffers
+        renamed[key] = value
+    return renamed
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

@@ -1,0 +1,149 @@
+"""Our ALBERT against transformers' on the same weights: the acceptance test of the model."""
+
+import json
+
+import pytest
+import torch
+import transformers
+from conftest import tiny_config
+
+from albert_pytorch import (
+    AlbertConfig,
+    AlbertForPreTraining,
+    AlbertForSequenceClassification,
+    ConfigError,
+    WeightsError,
+)
+
+CONFIGS = {
+    "one_group": dict(num_hidden_groups=1),
+    "two_groups": dict(num_hidden_layers=4, num_hidden_groups=2),
+    "inner_group_2": dict(num_hidden_layers=3, inner_group_num=2),
+    "regression": dict(num_hidden_groups=2, id2label={0: "score"}),
+    "three_classes_gelu": dict(hidden_act="gelu", id2label={0: "a", 1: "b", 2: "c"}),
+}
+
+
+def padded_batch(vocab_size: int, num_labels: int):
+    ids = torch.randint(5, vocab_size, (4, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    mask[2, 3:] = 0
+    types = torch.zeros_like(ids)
+    types[:, 5:] = 1
+    labels = torch.rand(4) * 5 if num_labels == 1 else torch.randint(0, num_labels, (4,))
+    return ids, mask, types, labels
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_logits_and_loss_match_transformers(name, tmp_path):
+    ours = AlbertForSequenceClassification.from_config(tiny_config(**CONFIGS[name])).eval()
+    ours.save_pretrained(tmp_path)
+    theirs = transformers.AlbertForSequenceClassification.from_pretrained(tmp_path).eval()
+    ids, mask, types, labels = padded_batch(ours.config.vocab_size, ours.config.num_labels)
+    with torch.no_grad():
+        a = ours(ids, mask, types, labels=labels)
+        b = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels)
+    assert (a.logits - b.logits).abs().max() < 1e-5
+    assert (a.loss - b.loss).abs() < 1e-5
+
+
+def test_pretraining_heads_match_transformers(tmp_path):
+    ours = AlbertForPreTraining.from_config(tiny_config()).eval()
+    ours.save_pretrained(tmp_path)
+    theirs = transformers.AlbertForPreTraining.from_pretrained(tmp_path).eval()
+    ids, mask, types, _ = padded_batch(120, 2)
+    mlm_labels = torch.where(torch.rand(ids.shape) < 0.2, ids, torch.full_like(ids, -100))
+    order = torch.tensor([0, 1, 1, 0])
+    with torch.no_grad():
+        a = ours(ids, mask, types, labels=mlm_labels, sentence_order_label=order)
+        b = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=mlm_labels,
+                   sentence_order_label=order)
+    assert (a.prediction_logits - b.prediction_logits).abs().max() < 1e-5
+    assert (a.sop_logits - b.sop_logits).abs().max() < 1e-5
+    assert (a.loss - b.loss).abs() < 1e-5
+    # the decoder is tied to the input embeddings, as in the original
+    assert ours.predictions.decoder.weight.data_ptr() == ours.albert.embeddings.word_embeddings.weight.data_ptr()
+
+
+def test_round_trip_through_transformers(tmp_path):
+    ours = AlbertForSequenceClassification.from_config(tiny_config(num_hidden_groups=2)).eval()
+    ours.save_pretrained(tmp_path / "ours")
+    theirs = transformers.AlbertForSequenceClassification.from_pretrained(tmp_path / "ours")
+    theirs.save_pretrained(tmp_path / "theirs")
+    back = AlbertForSequenceClassification.from_pretrained(tmp_path / "theirs").eval()
+    ids, mask, types, _ = padded_batch(120, 2)
+    with torch.no_grad():
+        assert torch.equal(ours(ids, mask, types).logits, back(ids, mask, types).logits)
+    assert back.config.id2label == ours.config.id2label
+
+
+def test_config_json_keeps_unknown_fields(tmp_path):
+    config = AlbertConfig.from_dict({**tiny_config().to_dict(), "some_future_field": [1, 2]})
+    config.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["some_future_field"] == [1, 2]
+    assert AlbertConfig.from_pretrained(tmp_path).to_dict() == config.to_dict()
+
+
+def test_reads_pytorch_model_bin_with_weights_only(tmp_path):
+    model = AlbertForSequenceClassification.from_config(tiny_config())
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    loaded = AlbertForSequenceClassification.from_pretrained(tmp_path)
+    pairs = zip(model.state_dict().values(), loaded.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+
+
+def test_pickled_code_in_bin_is_refused(tmp_path):
+    tiny_config().save_pretrained(tmp_path)
+    torch.save({"weights": torch.zeros(1), "payload": print}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(WeightsError, match="cannot read the weights"):
+        AlbertForSequenceClassification.from_pretrained(tmp_path)
+
+
+def test_config_only_directory_is_an_error_not_random_weights(tmp_path):
+    tiny_config().save_pretrained(tmp_path)
+    with pytest.raises(WeightsError, match="no weights found.*--from_scratch"):
+        AlbertForSequenceClassification.from_pretrained(tmp_path)
+
+
+def test_missing_and_misshaped_keys_are_named(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    AlbertForSequenceClassification.from_config(tiny_config()).save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    del state["albert.pooler.weight"]
+    state["albert.embeddings.LayerNorm.weight"] = torch.ones(3)
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(WeightsError, match=r"missing keys: albert\.pooler\.weight.*mis-shaped keys: "
+                                           r"albert\.embeddings\.LayerNorm\.weight"):
+        AlbertForSequenceClassification.from_pretrained(tmp_path)
+
+
+def test_new_label_count_reinitializes_only_the_head(tmp_path, caplog):
+    source = AlbertForSequenceClassification.from_config(tiny_config())
+    source.save_pretrained(tmp_path)
+    model = AlbertForSequenceClassification.from_pretrained(tmp_path, num_labels=1)
+    assert model.classifier.weight.shape == (1, 32)
+    assert torch.equal(model.albert.pooler.weight, source.albert.pooler.weight)
+    assert "classifier.weight" in caplog.text
+
+
+def test_backbone_checkpoint_loads_into_classifier(tmp_path):
+    AlbertForPreTraining.from_config(tiny_config()).save_pretrained(tmp_path)
+    model = AlbertForSequenceClassification.from_pretrained(tmp_path, labels=["neg", "pos"])
+    assert model.config.id2label == {0: "neg", 1: "pos"}
+
+
+@pytest.mark.parametrize("field,value", [("hidden_size", 10**9), ("vocab_size", 0), ("num_hidden_layers", -1),
+                                         ("hidden_act", "nope"), ("num_attention_heads", 5)])
+def test_absurd_configs_are_refused_before_allocation(field, value):
+    with pytest.raises(ConfigError, match=field):
+        AlbertConfig.from_dict({**tiny_config().to_dict(), field: value})
+
+
+def test_config_overrides():
+    config = tiny_config().with_overrides("hidden_size=64, num_hidden_layers=3,hidden_act=gelu")
+    assert (config.hidden_size, config.num_hidden_layers, config.hidden_act) == (64, 3, "gelu")
+    with pytest.raises(ConfigError, match="bad config override"):
+        tiny_config().with_overrides("hiden_size=3")

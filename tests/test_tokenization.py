@@ -1,0 +1,39 @@
+import pytest
+
+from albert_pytorch.tokenization import TokenizerError, encode, fingerprint, load_tokenizer
+
+
+def test_real_albert_base_v2_tokenizer(shared_data):
+    tokenizer = load_tokenizer(shared_data / "albert_base_v2")
+    assert encode(tokenizer, ["Hello, my dog is cute"], None, 128)["input_ids"] == [
+        [2, 10975, 15, 51, 1952, 25, 10901, 3]]
+
+
+def test_tiny_tokenizer_has_albert_special_ids(tiny_tokenizer):
+    assert (tiny_tokenizer.pad_token_id, tiny_tokenizer.unk_token_id, tiny_tokenizer.cls_token_id,
+            tiny_tokenizer.sep_token_id, tiny_tokenizer.mask_token_id) == (0, 1, 2, 3, 4)
+
+
+def test_pairs_truncate_longest_first_and_keep_both_separators(tiny_tokenizer):
+    long_a = "the acting shines from start to finish . " * 5
+    out = encode(tiny_tokenizer, [long_a], ["a dull movie ."], max_seq_length=24)
+    ids, types = out["input_ids"][0], out["token_type_ids"][0]
+    assert len(ids) == 24 and ids[0] == 2 and ids.count(3) == 2 and ids[-1] == 3
+    second = ids.index(3) + 1
+    assert types == [0] * second + [1] * (24 - second)
+    # the short second segment survives whole: only the longer one was cut
+    assert ids[second:-1] == encode(tiny_tokenizer, ["a dull movie ."], None, 64)["input_ids"][0][1:-1]
+
+
+def test_single_sentences_truncate_with_sep_last(tiny_tokenizer):
+    ids = encode(tiny_tokenizer, ["warm , funny and smart . " * 10], None, 8)["input_ids"][0]
+    assert len(ids) == 8 and ids[0] == 2 and ids[-1] == 3
+
+
+def test_fingerprint_tells_tokenizers_apart(tiny_tokenizer, shared_data):
+    assert fingerprint(tiny_tokenizer) != fingerprint(load_tokenizer(shared_data / "albert_base_v2"))
+
+
+def test_missing_tokenizer_is_named(tmp_path):
+    with pytest.raises(TokenizerError, match="no tokenizer found"):
+        load_tokenizer(tmp_path)
