@@ -48,3 +48,28 @@ def shared_data() -> Path:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_task_dir(tmp_path_factory) -> Path:
+    """A small SST-2-layout folder: the sample's sentences, a few hundred rows."""
+    from albert_pytorch.sample import sample_data_dir
+
+    folder = tmp_path_factory.mktemp("data") / "SST-2"
+    folder.mkdir()
+    source = sample_data_dir()
+    (folder / "train.tsv").write_text((source / "train.tsv").read_text())
+    (folder / "dev.tsv").write_text((source / "dev.tsv").read_text())
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """Tokenizer + tiny config.json (dropout on, so resumption must restore randomness too)."""
+    from albert_pytorch.sample import prepare_sample_model
+
+    directory = prepare_sample_model(tmp_path_factory.mktemp("model"))
+    config = AlbertConfig.from_pretrained(directory)
+    config.hidden_dropout_prob = 0.1
+    config.save_pretrained(directory)
+    return directory

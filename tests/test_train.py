@@ -1,0 +1,136 @@
+"""The training job end to end at tiny sizes: outputs, transformers interop, exact resumption."""
+
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file
+
+from albert_pytorch import AlbertForSequenceClassification
+from albert_pytorch.train import TrainConfig, TrainingDiverged, run
+
+
+def tiny_run(tiny_task_dir, tiny_model_dir, output_dir, **overrides) -> TrainConfig:
+    values = dict(data_dir=str(tiny_task_dir), model_name_or_path=str(tiny_model_dir), output_dir=str(output_dir),
+                  from_scratch=True, learning_rate=2e-3, batch_size=16, max_seq_length=48, num_train_epochs=2,
+                  logging_steps=5, progress=False, device="cpu")
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_embedded_sample_learns_and_writes_every_output(tmp_path):
+    summary = run(TrainConfig(output_dir=str(tmp_path), learning_rate=2e-3, num_train_epochs=10, batch_size=16,
+                              max_seq_length=64, logging_steps=10, progress=False, device="cpu"))
+    assert summary["acc"] > 0.8  # 120 balanced-ish dev sentences: chance is about 0.5
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert results["splits"]["dev"]["num_examples"] == 120 and results["splits"]["dev"]["acc"] == summary["acc"]
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert {"step", "epoch", "loss", "learning_rate", "samples_per_second"} <= set(log[0])
+    assert (tmp_path / "training_curves.png").stat().st_size > 1000
+    assert list((tmp_path / "tensorboard").iterdir())
+    # the output directory is a transformers model directory with the same behaviour
+    ours = AlbertForSequenceClassification.from_pretrained(tmp_path).eval()
+    theirs = transformers.AlbertForSequenceClassification.from_pretrained(tmp_path).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    batch = tokenizer(["the film is a joy to watch .", "the plot is dull and lifeless ."], padding=True,
+                      return_token_type_ids=True, return_tensors="pt")
+    with torch.no_grad():
+        a = ours(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
+        b = theirs(**batch).logits
+    assert (a - b).abs().max() < 1e-5
+    assert theirs.config.id2label == {0: "0", 1: "1"}
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(tiny_task_dir, tiny_model_dir, tmp_path):
+    run(tiny_run(tiny_task_dir, tiny_model_dir, tmp_path / "full", max_steps=12, save_steps=4, do_eval=False,
+                 gradient_accumulation_steps=2))
+    partial = tiny_run(tiny_task_dir, tiny_model_dir, tmp_path / "part", max_steps=12, save_steps=4, do_eval=False,
+                       gradient_accumulation_steps=2)
+    run(partial)
+    shutil.rmtree(tmp_path / "part" / "checkpoint-12")  # resume from checkpoint-8: steps 9..12 are redone
+    partial.resume_from_checkpoint = "latest"
+    run(partial)
+    full = load_file(tmp_path / "full" / "model.safetensors")
+    resumed = load_file(tmp_path / "part" / "model.safetensors")
+    assert max((full[k] - resumed[k]).abs().max().item() for k in full) < 1e-6
+    steps = [json.loads(line)["step"] for line in (tmp_path / "part" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))
+
+
+def test_damaged_checkpoint_is_reported_and_the_previous_one_used(tiny_task_dir, tiny_model_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    cfg = tiny_run(tiny_task_dir, tiny_model_dir, tmp_path, max_steps=8, save_steps=4, do_eval=False)
+    run(cfg)
+    weights = tmp_path / "checkpoint-8" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated, as by a full disk
+    cfg.resume_from_checkpoint = "latest"
+    cfg.max_steps = 10
+    run(cfg)
+    assert "checkpoint-8" in caplog.text and "damaged" in caplog.text and "resumed from" in caplog.text
+    assert json.loads((tmp_path / "checkpoint-10" / "checkpoint.json").read_text())["step"] == 10
+
+
+def test_nan_loss_stops_with_step_and_last_checkpoint(tiny_task_dir, tiny_model_dir, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_loss = AlbertForSequenceClassification.loss
+
+    def loss_that_overflows_at_call_7(self, logits, labels):
+        calls["n"] += 1
+        loss = real_loss(self, logits, labels)
+        return loss * float("inf") if calls["n"] == 7 else loss
+
+    monkeypatch.setattr(AlbertForSequenceClassification, "loss", loss_that_overflows_at_call_7)
+    cfg = tiny_run(tiny_task_dir, tiny_model_dir, tmp_path, max_steps=30, save_steps=4, do_eval=False,
+                   logging_steps=10)
+    with pytest.raises(TrainingDiverged, match=r"NaN or infinite at step 7\b.*Last good checkpoint: .*checkpoint-4"):
+        run(cfg)
+    assert not (tmp_path / "checkpoint-8").exists()  # nothing trained on garbage was saved
+
+
+def test_max_seq_length_beyond_positions_is_refused(tiny_task_dir, tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="exceeds the model's max_position_embeddings"):
+        run(tiny_run(tiny_task_dir, tiny_model_dir, tmp_path, max_seq_length=4096))
+
+
+def _train_command(tiny_task_dir, tiny_model_dir, output_dir, *extra):
+    return [sys.executable, "-m", "albert_pytorch", "train", "--data_dir", str(tiny_task_dir),
+            "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(output_dir), "--from_scratch",
+            "--do_train", "--learning_rate", "2e-3", "--batch_size", "8", "--max_seq_length", "48",
+            "--max_steps", "40", "--save_steps", "2", "--logging_steps", "2", "--device", "cpu", "--seed", "3",
+            *extra]
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_then_resume_matches_uninterrupted(tiny_task_dir, tiny_model_dir, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_train_command(tiny_task_dir, tiny_model_dir, tmp_path / "full"), check=True, env=env,
+                   capture_output=True)
+    target = tmp_path / "killed"
+    rng = random.Random(1234)
+    kills = 0
+    for _ in range(3):
+        proc = subprocess.Popen(_train_command(tiny_task_dir, tiny_model_dir, target, "--resume_from_checkpoint",
+                                               "latest"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while not list(target.glob("checkpoint-*")) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.6))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    subprocess.run(_train_command(tiny_task_dir, tiny_model_dir, target, "--resume_from_checkpoint", "latest"),
+                   check=True, env=env, capture_output=True)
+    assert kills >= 1
+    full = load_file(tmp_path / "full" / "model.safetensors")
+    resumed = load_file(target / "model.safetensors")
+    assert max((full[k] - resumed[k]).abs().max().item() for k in full) < 1e-6
