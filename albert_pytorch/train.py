@@ -97,6 +97,8 @@ class TrainConfig:
             missing = "--data_dir" if self.data_dir is None else "--model_name_or_path"
             raise ValueError(f"{missing} is missing: give both --data_dir and --model_name_or_path, or neither "
                              "to run the embedded sample")
+        if self.from_scratch and not self.do_train:
+            raise ValueError("--from_scratch without --do_train would evaluate random weights")
         Precision.from_flags(self.fp16, self.bf16, self.fp16_opt_level)
 
 

@@ -1,0 +1,74 @@
+# Shared by the ModelZoo-style launchers in this folder; not run on its own.
+# Each launcher sets its recipe in DEFAULTS and calls `launch <case name> <process count>`.
+# Flags: --data_path=<root holding SST-2/ ...> (required), --model_path=, --task_name=, --device=,
+# --nproc= (multi-device launchers), --output_dir=; any other --name=value goes to the trainer and
+# overrides the recipe (e.g. --batch_size=64 --max_steps=50).
+
+cur_path=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+data_path=""
+model_path="prev_trained_model/albert_base_v2"
+task_name="SST-2"
+device="auto"
+nproc=""
+output_dir=""
+extra=()
+
+parse_args() {
+    for arg in "$@"; do
+        case "$arg" in
+            --data_path=*) data_path="${arg#*=}" ;;
+            --model_path=*) model_path="${arg#*=}" ;;
+            --task_name=*) task_name="${arg#*=}" ;;
+            --device=*) device="${arg#*=}" ;;
+            --nproc=*) nproc="${arg#*=}" ;;
+            --output_dir=*) output_dir="${arg#*=}" ;;
+            --*=*) extra+=("${arg%%=*}" "${arg#*=}") ;;
+            --*) extra+=("$arg") ;;
+            *) echo "unknown argument: $arg" >&2; exit 2 ;;
+        esac
+    done
+    if [ -z "$data_path" ]; then
+        echo "please give --data_path=<folder holding ${task_name}/> (python3 -m albert_pytorch download fetches GLUE)" >&2
+        exit 2
+    fi
+}
+
+launch() {
+    local case_name=$1 procs=$2
+    local device_id=${ASCEND_DEVICE_ID:-0}
+    local log_dir="$cur_path/test/output/$device_id"
+    mkdir -p "$log_dir"
+    local log="$log_dir/train_${device_id}.log"
+    [ -n "$output_dir" ] || output_dir="$cur_path/test/output/$device_id/${task_name}_${case_name}"
+    local runner=(python3 -m albert_pytorch train)
+    if [ "$procs" -gt 1 ]; then
+        runner=(python3 -m torch.distributed.run --standalone --nproc_per_node="$procs" -m albert_pytorch train)
+    fi
+    local start
+    start=$(date +%s)
+    # Recipe first, user flags last: argparse keeps the last value, so every recipe value can be overridden.
+    (cd "$cur_path" && "${runner[@]}" --task_name "$task_name" --data_dir "$data_path/$task_name" \
+        --model_name_or_path "$model_path" --output_dir "$output_dir" --device "$device" \
+        "${DEFAULTS[@]}" "${extra[@]}") 2>&1 | tee "$log"
+    local status=${PIPESTATUS[0]}
+    local e2e=$(( $(date +%s) - start ))
+    local summary
+    summary=$(grep -o 'summary: .*' "$log" | tail -1)
+    value() { echo "$summary" | tr ' ' '\n' | grep "^$1=" | head -1 | cut -d= -f2; }
+    local fps metric
+    fps=$(value train_samples_per_second)
+    metric=$(echo "$summary" | tr ' ' '\n' | grep -E '^(acc|corr|mcc|acc_and_f1)=' | head -1)
+    echo "------------------ Final result ------------------"
+    [ -n "$fps" ] && echo "Final Performance samples/sec : $fps"
+    [ -n "$metric" ] && echo "Final Accuracy : $metric"
+    echo "E2E Training Duration sec : $e2e"
+    {
+        echo "Network = ALBERT_${task_name}"
+        echo "RankSize = $procs"
+        echo "CaseName = ALBERT_${task_name}_${case_name}"
+        echo "ActualFPS = ${fps:-n/a}"
+        echo "TrainAccuracy = ${metric:-n/a}"
+        echo "E2ETrainingTime = $e2e"
+    } > "$log_dir/ALBERT_${task_name}_${case_name}.log"
+    return "$status"
+}

@@ -1,0 +1,32 @@
+"""The ModelZoo launchers on CPU with the real shared SST-2 data, at a tiny model size."""
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = ["--max_eval_samples=100", "--max_seq_length=64", "--device=cpu", "--no-fp16"]
+TINY_FROM_SCRATCH = ["--from_scratch", "--config_overrides=hidden_size=32,num_attention_heads=2,"
+                     "intermediate_size=64,embedding_size=16,num_hidden_layers=2", "--max_train_samples=300",
+                     "--batch_size=16"]
+
+
+def launch(script, shared_data, *args):
+    command = ["bash", str(ROOT / "test" / script), f"--data_path={shared_data / 'glue'}", *COMMON, *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_performance_then_distributed_eval_launchers(shared_data, tmp_path):
+    out = launch("train_performance_1p.sh", shared_data, f"--model_path={shared_data / 'albert_base_v2'}",
+                 *TINY_FROM_SCRATCH, "--max_steps=6", f"--output_dir={tmp_path / 'perf'}")
+    fps = float(re.search(r"Final Performance samples/sec : ([\d.]+)", out).group(1))
+    assert fps > 0
+    out = launch("train_eval_8p.sh", shared_data, "--nproc=2", f"--model_path={tmp_path / 'perf'}",
+                 f"--output_dir={tmp_path / 'eval'}")
+    assert re.search(r"Final Accuracy : acc=0\.\d+", out)
+    assert '"num_examples": 100' in (tmp_path / "eval" / "eval_results.json").read_text()
