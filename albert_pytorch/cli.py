@@ -82,6 +82,59 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if summary is not None else 1
 
 
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from .deploy.preprocess import preprocess
+
+    out = preprocess(args.pth_dir, args.data_dir, args.save_dir, args.max_seq_length, args.task_name, args.split)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_pth2onnx(args: argparse.Namespace) -> int:
+    from .deploy.export import export
+
+    texts = None
+    if args.data_dir:  # the ModelZoo script exports with the first dev batch; we check on it too
+        from .data.glue import get_task, read_split
+
+        texts = [e.text_a for e in read_split(get_task(args.task_name), args.data_dir, "dev")[0]]
+    path = export(args.pth_dir, args.onnx_dir, args.batch_size, args.max_seq_length, args.dynamic, texts,
+                  args.opset)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_opt_onnx(args: argparse.Namespace) -> int:
+    import json
+
+    from .deploy.optimize import optimize
+
+    report = optimize(args.input_file, args.output_file, args.target, args.fp16)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    import json
+
+    from .deploy.runtime import RunOptions, run
+
+    options = RunOptions(args.output_dirname, args.outfmt, args.batchsize, args.device, args.provider, args.loop,
+                         args.warmup_count, progress=sys.stderr.isatty())
+    summary = run(args.model, args.input.split(","), args.output, options)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_postprocess(args: argparse.Namespace) -> int:
+    import json
+
+    from .deploy.postprocess import postprocess
+
+    print(json.dumps(postprocess(args.result_dir, args.label_path, args.task_name), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig
 
@@ -96,6 +149,60 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--local_rank", "--local-rank", type=int, default=None,
                        help="ignored: launch with torchrun, which sets LOCAL_RANK")
     train.set_defaults(func=cmd_train)
+
+    defaults = argparse.ArgumentDefaultsHelpFormatter
+    pre = sub.add_parser("preprocess", help="dev set -> one .npy per sample (Albert_preprocess.py)",
+                         formatter_class=defaults)
+    pre.add_argument("--pth_dir", required=True, help="fine-tuned model directory (config.json + tokenizer)")
+    pre.add_argument("--data_dir", required=True, help="the task's folder of GLUE TSVs")
+    pre.add_argument("--save_dir", required=True, help="where input_ids/, attention_mask/, ... go")
+    pre.add_argument("--max_seq_length", type=int, default=128)
+    pre.add_argument("--task_name", default="SST-2")
+    pre.add_argument("--split", default="dev")
+    pre.add_argument("--prefix_dir", help="ignored: accepted for ModelZoo compatibility")
+    pre.set_defaults(func=cmd_preprocess)
+
+    exp = sub.add_parser("pth2onnx", help="export to ONNX, checked against PyTorch (Albert_pth2onnx.py)",
+                         formatter_class=defaults)
+    exp.add_argument("--pth_dir", required=True, help="fine-tuned model directory")
+    exp.add_argument("--onnx_dir", default="./outputs/")
+    exp.add_argument("--batch_size", type=int, default=16)
+    exp.add_argument("--max_seq_length", type=int, default=128)
+    exp.add_argument("--dynamic", action="store_true", help="dynamic batch and sequence axes")
+    exp.add_argument("--data_dir", help="the task's folder: check the export on its dev sentences")
+    exp.add_argument("--task_name", default="SST-2")
+    exp.add_argument("--opset", type=int, default=14)
+    exp.add_argument("--prefix_dir", help="ignored: accepted for ModelZoo compatibility")
+    exp.set_defaults(func=cmd_pth2onnx)
+
+    opt = sub.add_parser("opt_onnx", help="graph optimization for ORT or Ascend ATC (opt_onnx.py)",
+                         formatter_class=defaults)
+    opt.add_argument("--input_file", required=True)
+    opt.add_argument("--output_file", required=True)
+    opt.add_argument("--target", choices=("ort", "atc"), default="ort")
+    opt.add_argument("--fp16", action="store_true", help="fp16 weights and compute (ort target, for GPUs)")
+    opt.add_argument("--model_size", help="ignored: sizes are read off the graph")
+    opt.set_defaults(func=cmd_opt_onnx)
+
+    inf = sub.add_parser("infer", help="ais_bench-compatible runtime on ONNX Runtime", formatter_class=defaults)
+    inf.add_argument("--model", required=True)
+    inf.add_argument("--input", required=True, help="comma-separated folders, one per model input, in order")
+    inf.add_argument("--output", required=True)
+    inf.add_argument("--output_dirname", default=None, help="default: a timestamp, as ais_bench")
+    inf.add_argument("--outfmt", choices=("NPY", "BIN", "TXT"), default="NPY")
+    inf.add_argument("--batchsize", type=int, default=1)
+    inf.add_argument("--device", type=int, default=0)
+    inf.add_argument("--provider", choices=("cpu", "cuda", "tensorrt", "cann"), default="cpu")
+    inf.add_argument("--loop", type=int, default=1)
+    inf.add_argument("--warmup_count", type=int, default=1)
+    inf.set_defaults(func=cmd_infer)
+
+    post = sub.add_parser("postprocess", help="metrics from runtime outputs (Albert_postprocess.py)",
+                          formatter_class=defaults)
+    post.add_argument("--result_dir", required=True, help="folder of {i}_0.npy outputs")
+    post.add_argument("--label_path", required=True, help="label.npy written by preprocess")
+    post.add_argument("--task_name", default=None, help="default: from the manifest beside label.npy")
+    post.set_defaults(func=cmd_postprocess)
     return parser
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,8 +87,14 @@ class AlbertAttention(nn.Module):
             return t.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.attention_dropout if self.training else 0.0)
+        if mask is None or mask.dtype == torch.bool:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.attention_dropout if self.training else 0.0)
+        else:
+            # Spelled out for ONNX export: this MatMul/Div/Add/Softmax/MatMul chain is the pattern
+            # ONNX Runtime's optimizer fuses into one Attention op (an exported SDPA is not).
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size) + mask  # (B, nh, T, T)
+            y = torch.softmax(scores, dim=-1) @ v
         y = y.transpose(1, 2).reshape(B, T, H)
         return self.LayerNorm(x + self.output_dropout(self.dense(y)))
 
@@ -141,6 +148,7 @@ class AlbertModel(nn.Module):
         self.embeddings = AlbertEmbeddings(config)
         self.encoder = AlbertTransformer(config)
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+        self.export_mode = False  # set by deploy.export: additive mask and spelled-out attention
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,6 +157,9 @@ class AlbertModel(nn.Module):
         # SDPA takes a boolean mask, True where a query may attend: (B, 1, 1, T) broadcasts over heads
         # and queries. No mask at all lets SDPA pick its fastest kernel for unpadded batches.
         mask = None if attention_mask is None else attention_mask[:, None, None, :].bool()
+        if self.export_mode and mask is not None:
+            # BERT's additive mask, (1 - mask) * -10000, which ONNX Runtime's fusion recognizes.
+            mask = (1.0 - attention_mask[:, None, None, :].float()) * -10000.0
         sequence = self.encoder(self.embeddings(input_ids, token_type_ids), mask)  # (B, T, H)
         pooled = torch.tanh(self.pooler(sequence[:, 0]))  # [CLS] -> (B, H)
         return sequence, pooled

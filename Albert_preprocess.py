@@ -1,0 +1,8 @@
+"""ModelZoo-compatible entry point: `python3 Albert_preprocess.py --help`; the work is in albert_pytorch.deploy."""
+
+import sys
+
+from albert_pytorch.cli import main
+
+if __name__ == "__main__":
+    main(["preprocess", *sys.argv[1:]])

@@ -1,0 +1,1 @@
+"""The inference half: preprocess -> export -> optimize -> runtime -> postprocess."""
