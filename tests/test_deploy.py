@@ -1,0 +1,135 @@
+"""The inference chain on a tiny model: preprocess -> export -> optimize -> runtime -> postprocess."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import tiny_config
+
+from albert_pytorch import AlbertForSequenceClassification
+from albert_pytorch.cli import main
+from albert_pytorch.data import Collator, get_task, load_or_build_features, read_split
+from albert_pytorch.deploy.export import export
+from albert_pytorch.deploy.optimize import optimize
+from albert_pytorch.deploy.postprocess import OutputError, postprocess
+from albert_pytorch.deploy.preprocess import preprocess
+from albert_pytorch.deploy.runtime import InputError, RunOptions, run
+from albert_pytorch.device import DistContext, Precision
+from albert_pytorch.evaluate import predict_logits
+from albert_pytorch.metrics import compute_metrics
+from albert_pytorch.tokenization import load_tokenizer
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_model_dir):
+    directory = tmp_path_factory.mktemp("finetuned")
+    config = tiny_config(vocab_size=len(load_tokenizer(tiny_model_dir)), num_hidden_layers=3)
+    config.set_labels(["0", "1"])
+    AlbertForSequenceClassification.from_config(config).save_pretrained(directory)
+    shutil.copy(tiny_model_dir / "spiece.model", directory)
+    return directory
+
+
+def pytorch_predictions(model_dir, task_dir, max_seq_length):
+    task = get_task("SST-2")
+    tokenizer = load_tokenizer(model_dir)
+    examples, _ = read_split(task, task_dir, "dev")
+    features = load_or_build_features(task, "dev", examples, tokenizer, max_seq_length)
+    model = AlbertForSequenceClassification.from_pretrained(model_dir)
+    logits = predict_logits(model, features, 16, torch.device("cpu"), Precision(), DistContext(), Collator())
+    return logits.argmax(-1), features.labels.numpy()
+
+
+def run_chain(model_dir, task_dir, tmp_path, seq, batch, target, dynamic=False):
+    pre = preprocess(model_dir, task_dir, tmp_path / "pre", seq, progress=False)
+    exported = export(model_dir, tmp_path / "onnx", batch, seq, dynamic=dynamic)
+    optimized = tmp_path / "onnx" / f"{target}.onnx"
+    report = optimize(exported, optimized, target)
+    summary = run(optimized, [pre / n for n in INPUTS], tmp_path / "results",
+                  RunOptions(output_dirname="out", batchsize=batch, progress=False))
+    outputs = np.stack([np.load(tmp_path / "results" / "out" / f"{i}_0.npy")[0] for i in range(120)])
+    return pre, report, summary, outputs
+
+
+@pytest.mark.parametrize("seq,batch,target,dynamic", [(64, 16, "atc", False), (16, 64, "atc", False),
+                                                      (64, 16, "ort", True)])
+def test_chain_predictions_equal_pytorch_evaluation(model_dir, tiny_task_dir, tmp_path, seq, batch, target, dynamic):
+    pre, report, summary, outputs = run_chain(model_dir, tiny_task_dir, tmp_path, seq, batch, target, dynamic)
+    expected, labels = pytorch_predictions(model_dir, tiny_task_dir, seq)
+    assert np.array_equal(outputs.argmax(-1), expected)  # the same predictions, not just a close accuracy
+    metrics = postprocess(tmp_path / "results" / "out", pre / "label.npy")
+    assert metrics["acc"] == compute_metrics(get_task("SST-2"), expected, labels)["acc"]
+    assert summary["num_samples"] == 120 and summary["compute"]["throughput_samples_per_s"] > 0
+    assert (tmp_path / "results" / "out_summary.json").is_file()
+    if target == "atc":
+        assert report["domains"] == ["ai.onnx"] and "Expand" in report["ops"]
+    else:
+        assert report["ops"].get("Attention", 0) >= 1 and report["ops"].get("SkipLayerNormalization", 0) >= 1
+
+
+def test_shared_layer_is_stored_once(model_dir, tmp_path):
+    path = export(model_dir, tmp_path, 2, 16)
+    weights = AlbertForSequenceClassification.from_pretrained(model_dir)
+    size = sum(p.numel() * 4 for p in weights.parameters())
+    initializers = sum(np.prod(i.dims) * 4 for i in onnx.load(str(path)).graph.initializer)
+    assert initializers < 1.2 * size  # 3 layer applications, one copy of the layer
+
+
+def test_manifest_traces_outputs_to_examples(model_dir, tiny_task_dir, tmp_path):
+    pre = preprocess(model_dir, tiny_task_dir, tmp_path, 32, progress=False)
+    manifest = json.loads((pre / "manifest.json").read_text())
+    assert manifest["num_examples"] == 120 and manifest["examples"][0] == {
+        "index": 0, "id": "dev-2", "line": 2, "length": manifest["examples"][0]["length"]}
+    ids = np.load(pre / "input_ids" / "0.npy")
+    assert ids.shape == (1, 32) and ids.dtype == np.int64
+
+
+def test_runtime_rejects_wrong_shapes_naming_the_file(model_dir, tiny_task_dir, tmp_path):
+    pre = preprocess(model_dir, tiny_task_dir, tmp_path / "pre", 32, progress=False)
+    exported = export(model_dir, tmp_path, 8, 64)
+    with pytest.raises(InputError, match=r"0\.npy: shape \[1, 32\].*\[8, 64\]|0\.npy: shape \[1, 32\]"):
+        run(exported, [pre / n for n in INPUTS], tmp_path / "r", RunOptions(batchsize=8, progress=False))
+    np.save(pre / "input_ids" / "0.npy", np.zeros((1, 32), dtype=np.float32))
+    exported32 = export(model_dir, tmp_path, 8, 32)
+    with pytest.raises(InputError, match="0.npy: dtype float32"):
+        run(exported32, [pre / n for n in INPUTS], tmp_path / "r", RunOptions(batchsize=8, progress=False))
+
+
+def test_postprocess_refuses_missing_and_extra_outputs(tmp_path):
+    np.save(tmp_path / "label.npy", np.array([0, 1, 1]))
+    results = tmp_path / "results"
+    results.mkdir()
+    for i in range(2):
+        np.save(results / f"{i}_0.npy", np.array([[0.1, 0.9]], dtype=np.float32))
+    with pytest.raises(OutputError, match="1 output files are missing, e.g. 2_0.npy"):
+        postprocess(results, tmp_path / "label.npy", "SST-2")
+    for i in (2, 3):
+        np.save(results / f"{i}_0.npy", np.array([[0.1, 0.9]], dtype=np.float32))
+    with pytest.raises(OutputError, match="match no label, e.g. 3_0.npy"):
+        postprocess(results, tmp_path / "label.npy", "SST-2")
+
+
+def test_postprocess_handles_regression_and_many_classes(tmp_path):
+    np.save(tmp_path / "label.npy", np.array([0.5, 2.0, 4.5], dtype=np.float32))
+    for i, score in enumerate([0.7, 2.2, 4.0]):
+        np.save(tmp_path / f"{i}_0.npy", np.array([[score]], dtype=np.float32))
+    metrics = postprocess(tmp_path, tmp_path / "label.npy", "STS-B")
+    assert metrics["spearmanr"] == pytest.approx(1.0)
+    (tmp_path / "mnli").mkdir()
+    np.save(tmp_path / "mnli" / "label.npy", np.array([2, 0]))
+    for i, row in enumerate([[0.1, 0.2, 0.7], [0.8, 0.1, 0.1]]):
+        np.save(tmp_path / "mnli" / f"{i}_0.npy", np.array([row], dtype=np.float32))
+    assert postprocess(tmp_path / "mnli", tmp_path / "mnli" / "label.npy", "MNLI")["acc"] == 1.0
+
+
+def test_wrapper_scripts_parse_modelzoo_flags(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["pth2onnx", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert all(flag in text for flag in ("--pth_dir", "--onnx_dir", "--batch_size", "--max_seq_length", "--dynamic"))
