@@ -135,6 +135,17 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from .deploy.predict import predict, read_inputs
+
+    pairs = read_inputs(args.texts, args.input)
+    for record in predict(args.model_dir, pairs, args.onnx, args.batch_size, args.max_seq_length):
+        print(json.dumps(record, ensure_ascii=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig
 
@@ -203,6 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--label_path", required=True, help="label.npy written by preprocess")
     post.add_argument("--task_name", default=None, help="default: from the manifest beside label.npy")
     post.set_defaults(func=cmd_postprocess)
+
+    pred = sub.add_parser("predict", help="labels and probabilities for raw text, as JSON lines",
+                          formatter_class=defaults)
+    pred.add_argument("texts", nargs="*", help="sentences; a pair is two sentences joined by a tab")
+    pred.add_argument("--model_dir", required=True, help="fine-tuned model directory (labels, tokenizer)")
+    pred.add_argument("--onnx", default=None, help="run this exported model instead of PyTorch")
+    pred.add_argument("--input", default=None, help="a file with one sentence (or tab-separated pair) per line")
+    pred.add_argument("--batch_size", type=int, default=32)
+    pred.add_argument("--max_seq_length", type=int, default=128)
+    pred.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -133,3 +133,18 @@ def test_wrapper_scripts_parse_modelzoo_flags(capsys):
     assert done.value.code == 0
     text = capsys.readouterr().out
     assert all(flag in text for flag in ("--pth_dir", "--onnx_dir", "--batch_size", "--max_seq_length", "--dynamic"))
+
+
+def test_predict_from_pytorch_and_from_onnx_agree(model_dir, tmp_path):
+    from albert_pytorch.deploy.predict import predict, read_inputs
+
+    (tmp_path / "in.tsv").write_text("a dull , lifeless movie .\nwarm , funny and smart .\n")
+    pairs = read_inputs(["the film is a joy to watch ."], tmp_path / "in.tsv")
+    eager = list(predict(model_dir, pairs))
+    for onnx_file in (export(model_dir, tmp_path, 2, 32), export(model_dir, tmp_path, 2, 32, dynamic=True)):
+        exported = list(predict(model_dir, pairs, onnx_file=str(onnx_file)))
+        assert [r["label"] for r in exported] == [r["label"] for r in eager]
+        assert all(abs(a["probabilities"]["1"] - b["probabilities"]["1"]) < 1e-4 for a, b in zip(eager, exported,
+                                                                                                strict=True))
+    assert [r["text"] for r in eager] == [p[0] for p in pairs]
+    assert sum(eager[0]["probabilities"].values()) == pytest.approx(1.0)

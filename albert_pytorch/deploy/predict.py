@@ -1,0 +1,75 @@
+"""Raw text -> label names and probabilities (or the STS-B score), from PyTorch or an exported model."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..modeling import AlbertForSequenceClassification
+from ..tokenization import encode, load_tokenizer
+from .export import INPUT_NAMES
+
+
+def read_inputs(texts: list[str], input_file: str | os.PathLike | None) -> list[tuple[str, str | None]]:
+    """Sentences, or tab-separated pairs, from the command line or a file (one per line)."""
+    lines = list(texts)
+    if input_file is not None:
+        lines += [line for line in Path(input_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    pairs = []
+    for line in lines:
+        first, _, second = line.partition("\t")
+        pairs.append((first, second or None))
+    if not pairs:
+        raise ValueError("nothing to predict: give sentences as arguments or --input FILE")
+    return pairs
+
+
+def predict(model_dir: str | os.PathLike, pairs: list[tuple[str, str | None]], onnx_file: str | None = None,
+            batch_size: int = 32, max_seq_length: int = 128) -> Iterator[dict]:
+    """One record per input, in input order; batches are length-sorted so they pad little."""
+    model = AlbertForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = load_tokenizer(model_dir)
+    is_pair = any(b is not None for _, b in pairs)
+    encoded = encode(tokenizer, [a for a, _ in pairs], [b or "" for _, b in pairs] if is_pair else None,
+                     max_seq_length)
+    session = None
+    if onnx_file is not None:
+        from .runtime import open_session
+
+        session = open_session(onnx_file)
+    static_batch = None
+    if session is not None and isinstance(session.get_inputs()[0].shape[0], int):
+        static_batch = batch_size = session.get_inputs()[0].shape[0]  # a static export takes its fixed batch only
+    order = sorted(range(len(pairs)), key=lambda i: len(encoded["input_ids"][i]), reverse=True)
+    logits = np.zeros((len(pairs), model.config.num_labels), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        width = max(len(encoded["input_ids"][i]) for i in rows)
+        if session is not None and isinstance(session.get_inputs()[0].shape[1], int):
+            width = session.get_inputs()[0].shape[1]  # a static export takes its fixed length only
+        feed = {name: np.zeros((static_batch or len(rows), width), dtype=np.int64) for name in INPUT_NAMES}
+        for r, i in enumerate(rows):
+            n = len(encoded["input_ids"][i])
+            feed["input_ids"][r, :n] = encoded["input_ids"][i]
+            feed["attention_mask"][r, :n] = 1
+            feed["token_type_ids"][r, :n] = encoded["token_type_ids"][i]
+        if session is not None:
+            logits[rows] = session.run(None, feed)[0][: len(rows)]  # rows past len(rows) are padding
+        else:
+            with torch.no_grad():
+                logits[rows] = model(*(torch.from_numpy(feed[n]) for n in INPUT_NAMES)).logits.numpy()
+    labels = model.config.id2label
+    for (text_a, text_b), row in zip(pairs, logits, strict=True):
+        record = {"text": text_a} | ({"text_b": text_b} if text_b is not None else {})
+        if model.config.is_regression:
+            record["score"] = float(row[0])
+        else:
+            probabilities = np.exp(row - row.max())
+            probabilities /= probabilities.sum()
+            record["label"] = labels[int(row.argmax())]
+            record["probabilities"] = {labels[k]: float(p) for k, p in enumerate(probabilities)}
+        yield record
