@@ -146,6 +146,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    from .data.download import GLUE_BASE_URL, download_tasks
+
+    for folder in download_tasks(args.tasks.split(","), args.data_dir, args.base_url or GLUE_BASE_URL, args.retries):
+        print(f"ready: {folder}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig
 
@@ -224,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--batch_size", type=int, default=32)
     pred.add_argument("--max_seq_length", type=int, default=128)
     pred.set_defaults(func=cmd_predict)
+
+    down = sub.add_parser("download", help="fetch GLUE task archives (checksummed, safely unpacked)",
+                          formatter_class=defaults)
+    down.add_argument("--tasks", default="SST-2,STS-B", help="comma-separated GLUE task names")
+    down.add_argument("--data_dir", default="dataset", help="each task lands in <data_dir>/<task>/")
+    down.add_argument("--base_url", default=None, help="a mirror holding the same archives")
+    down.add_argument("--retries", type=int, default=3)
+    down.set_defaults(func=cmd_download)
     return parser
 
 
