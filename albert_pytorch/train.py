@@ -82,6 +82,7 @@ class TrainConfig:
     cache_dir: str | None = None
     dist_timeout: float = 600.0  # seconds a collective may wait for a dead rank
     progress: bool = True
+    implementation: str = "ours"  # ours | transformers (the reference model, for side-by-side comparisons)
 
     def validate(self) -> None:
         positive = ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "max_seq_length",
@@ -206,10 +207,21 @@ class Trainer:
             raise ValueError(f"--max_seq_length {self.cfg.max_seq_length} exceeds the model's "
                              f"max_position_embeddings ({config.max_position_embeddings})")
         torch.manual_seed(self.cfg.seed)
+        model_class = AlbertForSequenceClassification
+        if self.cfg.implementation == "transformers":
+            from .reference import TransformersAlbert as model_class
+        elif self.cfg.implementation != "ours":
+            raise ValueError(f"--implementation {self.cfg.implementation!r}: use ours or transformers")
         if from_scratch:
-            return AlbertForSequenceClassification.from_config(config)
+            # Initial weights come from our init either way, so both implementations start identical.
+            initial = AlbertForSequenceClassification.from_config(config)
+            if model_class is AlbertForSequenceClassification:
+                return initial
+            model = model_class(config)
+            model.load_state_dict(initial.state_dict())
+            return model
         labels = None if self.task.is_regression else list(self.task.labels)
-        return AlbertForSequenceClassification.from_pretrained(model_dir, labels=labels, config=config)
+        return model_class.from_pretrained(model_dir, labels=labels, config=config)
 
     def _features(self, data_dir: Path, split: str, limit: int | None) -> tuple[GlueFeatures, list]:
         examples, report = read_split(self.task, data_dir, split, skip_bad_rows=self.cfg.skip_bad_rows)

@@ -1,0 +1,42 @@
+"""transformers' AlbertForSequenceClassification behind our model's interface, for side-by-side runs.
+
+`--implementation transformers` trains this in place of our model with everything else identical
+(data, batches, seeds, initial weights, optimizer), which is how docs/results.md and the benchmark
+compare the two implementations.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import AlbertConfig
+from .modeling import AlbertPreTrainedModel, SequenceClassifierOutput
+
+
+class TransformersAlbert(AlbertPreTrainedModel):
+    architecture = "AlbertForSequenceClassification"
+    head_prefixes = ("predictions.", "sop_classifier.")
+    new_head_prefixes = ("classifier.",)
+
+    def __init__(self, config: AlbertConfig, attn_implementation: str = "sdpa"):
+        import transformers
+
+        super().__init__(config)
+        hf_config = transformers.AlbertConfig.from_dict(
+            {k: v for k, v in config.to_dict().items() if k != "architectures"})
+        hf_config._attn_implementation = attn_implementation
+        hf = transformers.AlbertForSequenceClassification(hf_config)
+        # The same submodules under the same names: state dicts and checkpoints are interchangeable with ours.
+        self.albert, self.dropout, self.classifier = hf.albert, hf.dropout, hf.classifier
+        self._hf = [hf]  # a list, so the wrapper's parameters are not registered twice
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> SequenceClassifierOutput:
+        out = self._hf[0](input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                          labels=labels)
+        return SequenceClassifierOutput(logits=out.logits, loss=out.loss)
+
+    def train(self, mode: bool = True):
+        self._hf[0].train(mode)
+        return super().train(mode)

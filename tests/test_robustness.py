@@ -1,0 +1,119 @@
+"""Faults a user meets: malformed TSVs (fuzzed), fp16 overflow, a rank that dies."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from albert_pytorch import AlbertForSequenceClassification
+from albert_pytorch.data import TASKS, GlueDataError, get_task, read_file
+from albert_pytorch.train import TrainConfig, run
+
+FIELD = st.one_of(st.text(max_size=30), st.sampled_from(["0", "1", "2", "nan", "inf", "-1", "5.0", "3.2", "",
+                                                         '"', "entailment", "neutral", "x\r"]))
+ROW = st.lists(FIELD, min_size=0, max_size=12).map("\t".join)
+
+
+def header_for(task):
+    if task.headerless_columns is not None:
+        return None
+    return [task.text_a] + ([task.text_b] if task.text_b else []) + [task.label]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(task_name=st.sampled_from(sorted(TASKS)), rows=st.lists(ROW, max_size=6), bom=st.booleans(),
+       crlf=st.booleans(), junk=st.binary(max_size=8), header=st.booleans())
+def test_fuzzed_tsvs_parse_correctly_or_fail_with_file_and_line(tmp_path, task_name, rows, bom, crlf, junk, header):
+    task = get_task(task_name)
+    names = header_for(task)
+    lines = (["\t".join(names)] if names and header else []) + rows
+    newline = "\r\n" if crlf else "\n"
+    data = (b"\xef\xbb\xbf" if bom else b"") + newline.join(lines).encode() + junk
+    path = tmp_path / "train.tsv"
+    path.write_bytes(data)
+    try:
+        examples, _ = read_file(task, path, "train")
+    except GlueDataError as err:
+        assert str(path) in str(err) and err.problem
+        return
+    for e in examples:  # what parses must be right: non-empty texts and labels from the task's set
+        assert e.text_a.strip() and (task.text_b is None or e.text_b.strip())
+        if task.is_regression:
+            assert 0.0 <= e.label <= 5.0
+        else:
+            assert 0 <= e.label < task.num_labels
+
+
+def test_very_long_lines_are_read_and_truncated_later(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text("sentence\tlabel\n" + "word " * 200_000 + "\t1\n")
+    (example,), _ = read_file(get_task("SST-2"), path, "train")
+    assert len(example.text_a) == 1_000_000
+
+
+def test_fp16_overflow_steps_are_skipped_and_counted(tiny_task_dir, tiny_model_dir, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_loss = AlbertForSequenceClassification.loss
+
+    def overflow_on_third_call(self, logits, labels):
+        calls["n"] += 1
+        loss = real_loss(self, logits, labels)
+        return loss * float("inf") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(AlbertForSequenceClassification, "loss", overflow_on_third_call)
+    run(TrainConfig(data_dir=str(tiny_task_dir), model_name_or_path=str(tiny_model_dir), output_dir=str(tmp_path),
+                    from_scratch=True, fp16=True, max_steps=6, logging_steps=3, batch_size=16, max_seq_length=48,
+                    do_eval=False, progress=False, device="cpu", learning_rate=1e-3))
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [r["skipped_steps"] for r in log] == [1, 1]  # counted once, and training went on to step 6
+    assert log[-1]["step"] == 6
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_surviving_rank_exits_with_a_message_when_its_peer_dies(tiny_task_dir, tiny_model_dir, tmp_path):
+    port = _free_port()
+    command = [sys.executable, "-m", "albert_pytorch", "train", "--data_dir", str(tiny_task_dir),
+               "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path), "--from_scratch",
+               "--do_train", "--max_steps", "100000", "--batch_size", "4", "--max_seq_length", "48",
+               "--device", "cpu", "--dist_timeout", "30", "--logging_steps", "1000"]
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    deadline = time.time() + 60
+    while not (tmp_path / "train_config.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)  # well inside the training loop
+    procs[1].kill()
+    start = time.time()
+    out, _ = procs[0].communicate(timeout=120)
+    assert time.time() - start < 90 and procs[0].returncode != 0
+    assert "ERROR" in out or "Error" in out
+
+
+def test_no_unsafe_deserialization_in_the_package():
+    from pathlib import Path
+
+    import albert_pytorch
+
+    for path in Path(albert_pytorch.__file__).parent.rglob("*.py"):
+        text = path.read_text()
+        for line in text.splitlines():
+            assert "trust_remote_code" not in line, path
+            assert "import pickle" not in line and "pickle.load" not in line, path
+            if "torch.load(" in line:
+                assert "weights_only=True" in line, f"{path}: {line.strip()}"
+        assert "allow_pickle=True" not in text, path
