@@ -109,7 +109,7 @@ def cmd_opt_onnx(args: argparse.Namespace) -> int:
 
     from .deploy.optimize import optimize
 
-    report = optimize(args.input_file, args.output_file, args.target, args.fp16)
+    report = optimize(args.input_file, args.output_file, args.target, args.fp16, args.int8)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -200,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--output_file", required=True)
     opt.add_argument("--target", choices=("ort", "atc"), default="ort")
     opt.add_argument("--fp16", action="store_true", help="fp16 weights and compute (ort target, for GPUs)")
+    opt.add_argument("--int8", action="store_true", help="dynamic int8 weight quantization (ort target, CPU)")
     opt.add_argument("--model_size", help="ignored: sizes are read off the graph")
     opt.set_defaults(func=cmd_opt_onnx)
 

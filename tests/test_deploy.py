@@ -148,3 +148,10 @@ def test_predict_from_pytorch_and_from_onnx_agree(model_dir, tmp_path):
                                                                                                 strict=True))
     assert [r["text"] for r in eager] == [p[0] for p in pairs]
     assert sum(eager[0]["probabilities"].values()) == pytest.approx(1.0)
+
+
+def test_int8_quantizes_the_fused_graph(model_dir, tmp_path):
+    exported = export(model_dir, tmp_path, 4, 32, dynamic=True)
+    report = optimize(exported, tmp_path / "int8.onnx", "ort", int8=True)
+    assert report["int8"] and report["argmax_agreement"] >= 0.75
+    assert any(op in report["ops"] for op in ("DynamicQuantizeMatMul", "MatMulInteger", "QAttention"))

@@ -1,0 +1,304 @@
+"""Side-by-side speed benchmark: transformers' ALBERT against ours, same data, threads and run.
+
+    python3 -m albert_pytorch.benchmark [--quick] [--device cpu|cuda] [--json PATH]
+
+Training (batch 32, AdamW, one optimizer step per batch), interleaved in rounds so that machine
+noise hits every variant alike:
+  (a) transformers AlbertForSequenceClassification, every batch padded to 128 (run_glue's default)
+  (b) the same, padded per batch
+  (c) ours, with our defaults: length-grouped batches, per-batch padding, SDPA attention
+Inference on the dev sentences: (a) transformers eager padded to 128, (b) our PyTorch path
+(length-sorted, per-batch padding), (c) our ONNX export through ONNX Runtime fp32 and (d) int8.
+
+Figures: samples/s, the ratio to (a), achieved GFLOP/s from an analytic count of the real
+(unpadded) tokens' work, and that as a fraction of a measured fp32 matmul ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import AlbertConfig
+from .data import Collator, EvalShardSampler, GlueFeatures, LengthGroupedBatchSampler, get_task, read_split
+from .data.features import build_features
+from .device import Precision, resolve_device, synchronize
+from .modeling import AlbertForSequenceClassification
+from .optim import build_optimizer, linear_schedule
+from .reference import TransformersAlbert
+from .sample import prepare_sample_model, sample_data_dir
+from .tokenization import load_tokenizer
+from .train import optimizer_step, train_step
+
+logger = logging.getLogger("albert_pytorch.benchmark")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+PADDED = 128
+
+
+@dataclass
+class Workload:
+    config: AlbertConfig
+    tokenizer: object
+    train: GlueFeatures
+    dev: GlueFeatures
+    source: str
+    weights: dict | None  # a fine-tuned model's, when --model_dir has them; else random init
+
+
+def load_workload(model_dir: str | None, data_dir: str | None, train_rows: int, dev_rows: int,
+                  work: Path) -> Workload:
+    """albert-base-v2's config and tokenizer with real SST-2 (../shared) when present, else the embedded sample."""
+    if model_dir is None and (SHARED / "albert_base_v2" / "config.json").is_file():
+        model_dir = str(SHARED / "albert_base_v2")
+    if data_dir is None and (SHARED / "glue" / "SST-2").is_dir():
+        data_dir = str(SHARED / "glue" / "SST-2")
+    model_dir = model_dir or str(prepare_sample_model(work / "sample_model"))
+    data_dir = data_dir or str(sample_data_dir())
+    config = AlbertConfig.from_pretrained(model_dir)
+    config.set_labels(["0", "1"])
+    tokenizer = load_tokenizer(model_dir)
+    task = get_task("SST-2")
+    train_examples, _ = read_split(task, data_dir, "train")
+    dev_examples, _ = read_split(task, data_dir, "dev")
+    rng = np.random.default_rng(0)
+    picked = rng.choice(len(train_examples), min(train_rows, len(train_examples)), replace=False)
+    train = build_features(task, [train_examples[i] for i in picked], tokenizer, PADDED)
+    dev = build_features(task, dev_examples[:dev_rows], tokenizer, PADDED)
+    weights = None
+    if any((Path(model_dir) / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
+        weights = AlbertForSequenceClassification.from_pretrained(model_dir, labels=["0", "1"]).state_dict()
+    return Workload(config, tokenizer, train, dev, f"{model_dir} + {data_dir}", weights)
+
+
+def forward_flops(config: AlbertConfig, lengths: torch.Tensor) -> float:
+    """Multiply-adds x2 of one forward pass over sequences of these (unpadded) lengths."""
+    h, i, e = config.hidden_size, config.intermediate_size, config.embedding_size
+    layers = config.num_hidden_layers * config.inner_group_num
+    tokens = float(lengths.sum())
+    per_token = 2 * e * h + layers * 2 * (4 * h * h + 2 * h * i)
+    attention = layers * 4 * h * float((lengths.double() ** 2).sum())  # QK^T and AV
+    return tokens * per_token + attention + len(lengths) * 2 * h * (h + config.num_labels)  # + pooler, classifier
+
+
+def matmul_ceiling(device: torch.device, seconds: float = 1.0) -> float:
+    """GFLOP/s of a 2048x2048 fp32 matmul: the most this machine's cores do on dense work."""
+    a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
+    for _ in range(2):
+        a @ b
+    synchronize(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    synchronize(device)
+    return count * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
+
+
+class TrainVariant:
+    def __init__(self, name: str, model: torch.nn.Module, batches: list[list[int]], collator: Collator,
+                 work: Workload, device: torch.device, precision: Precision):
+        self.name, self.model, self.collator, self.work = name, model.to(device).train(), collator, work
+        self.batches, self.device, self.precision = batches, device, precision
+        self.optimizer = build_optimizer("adamw", self.model, 2e-5, 0.01, device)
+        self.scheduler = linear_schedule(self.optimizer, 0, 10**6)
+        self.scaler = precision.grad_scaler(device)
+        self.position, self.seconds, self.samples, self.flops = 0, 0.0, 0, 0.0
+
+    def run(self, steps: int, timed: bool = True) -> None:
+        for _ in range(steps):
+            rows = self.batches[self.position % len(self.batches)]
+            self.position += 1
+            batch = self.collator([self.work.train[i] for i in rows])
+            synchronize(self.device)
+            start = time.perf_counter()
+            train_step(self.model, batch, self.precision, self.device, self.scaler, 1, sync=True)
+            optimizer_step(self.model, self.optimizer, self.scheduler, self.scaler, 1.0)
+            synchronize(self.device)
+            if timed:
+                self.seconds += time.perf_counter() - start
+                self.samples += len(rows)
+                self.flops += 3 * forward_flops(self.work.config, self.work.train.lengths[rows])
+
+
+def benchmark_training(work: Workload, device: torch.device, precision: Precision, rounds: int, steps: int,
+                       batch_size: int = 32) -> dict[str, dict]:
+    torch.manual_seed(0)
+    initial = work.weights or AlbertForSequenceClassification.from_config(work.config).state_dict()
+    n = len(work.train)
+    generator = torch.Generator().manual_seed(0)
+    shuffled = [b.tolist() for b in torch.randperm(n, generator=generator).split(batch_size) if len(b) == batch_size]
+    grouped = [b for b in LengthGroupedBatchSampler(work.train.lengths, batch_size, seed=0) if len(b) == batch_size]
+    pad_multiple = 8 if device.type != "cpu" else 1
+
+    def reference() -> TransformersAlbert:
+        model = TransformersAlbert(work.config)
+        model.load_state_dict(initial)
+        return model
+
+    ours = AlbertForSequenceClassification(work.config)
+    ours.load_state_dict(initial)
+    variants = [
+        TrainVariant("transformers, padded to 128", reference(), shuffled, Collator(0, PADDED), work, device,
+                     precision),
+        TrainVariant("transformers, padded per batch", reference(), shuffled, Collator(0, pad_multiple), work, device,
+                     precision),
+        TrainVariant("ours (length-grouped, per-batch padding)", ours, grouped, Collator(0, pad_multiple), work,
+                     device, precision),
+    ]
+    for variant in variants:
+        variant.run(1, timed=False)  # warm-up: allocator, kernels, lazy init
+    for _ in range(rounds):
+        for variant in variants:
+            variant.run(steps)
+    return {v.name: {"samples_per_s": v.samples / v.seconds, "gflops": v.flops / v.seconds / 1e9} for v in variants}
+
+
+@torch.no_grad()
+def benchmark_inference(work: Workload, device: torch.device, precision: Precision, rounds: int,
+                        work_dir: Path, batch_size: int = 32) -> tuple[dict[str, dict], dict]:
+    from .deploy.export import export
+    from .deploy.optimize import optimize
+
+    torch.manual_seed(0)
+    ours = AlbertForSequenceClassification.from_config(work.config)
+    if work.weights is not None:
+        ours.load_state_dict(work.weights)
+    ours.eval().to(device)
+    reference = TransformersAlbert(work.config).eval()
+    reference.load_state_dict(ours.state_dict())
+    reference.to(device)
+    model_dir = work_dir / "model"
+    ours.save_pretrained(model_dir)
+    work.tokenizer.save_pretrained(str(model_dir))
+    exported = export(model_dir, work_dir, 4, PADDED, dynamic=True)
+    fp32, int8 = work_dir / "ort_fp32.onnx", work_dir / "ort_int8.onnx"
+    optimize(exported, fp32, "ort")
+    optimize(exported, int8, "ort", int8=True)
+
+    dev, n = work.dev, len(work.dev)
+    in_order = [list(range(i, min(n, i + batch_size))) for i in range(0, n, batch_size)]
+    by_length = list(EvalShardSampler(dev.lengths, batch_size))
+    flops = forward_flops(work.config, dev.lengths)
+    outputs: dict[str, np.ndarray] = {}
+
+    def torch_runner(model, collator, batches):
+        def run_once():
+            logits = np.zeros((n, 2), dtype=np.float32)
+            for rows in batches:
+                batch = collator([dev[i] for i in rows])
+                with precision.autocast(device):
+                    out = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                batch["token_type_ids"].to(device)).logits
+                logits[rows] = out.float().cpu().numpy()
+            return logits
+        return run_once
+
+    def ort_runner(path):
+        import onnxruntime as ort
+
+        providers = ["CUDAExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
+        session = ort.InferenceSession(str(path), providers=providers)
+        collator = Collator(0, 1)
+
+        def run_once():
+            logits = np.zeros((n, 2), dtype=np.float32)
+            for rows in by_length:
+                batch = collator([dev[i] for i in rows])
+                feed = {k: batch[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids")}
+                logits[rows] = session.run(None, feed)[0]
+            return logits
+        return run_once
+
+    pad_multiple = 8 if device.type != "cpu" else 1
+    runners = {
+        "transformers eager, padded to 128": torch_runner(reference, Collator(0, PADDED), in_order),
+        "ours, PyTorch (length-sorted)": torch_runner(ours, Collator(0, pad_multiple), by_length),
+        "ours, ONNX Runtime fp32": ort_runner(fp32),
+        "ours, ONNX Runtime int8": ort_runner(int8),
+    }
+    seconds = dict.fromkeys(runners, 0.0)
+    for name, runner in runners.items():
+        outputs[name] = runner()  # warm-up, and the logits compared below
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            synchronize(device)
+            start = time.perf_counter()
+            runner()
+            synchronize(device)
+            seconds[name] += time.perf_counter() - start
+    results = {name: {"samples_per_s": n * rounds / s, "gflops": flops * rounds / s / 1e9}
+               for name, s in seconds.items()}
+    fp32_pred = outputs["ours, ONNX Runtime fp32"].argmax(-1)
+    checks = {"int8_argmax_agreement": float((outputs["ours, ONNX Runtime int8"].argmax(-1) == fp32_pred).mean()),
+              "fp32_max_abs_diff_vs_transformers": float(np.abs(outputs["ours, ONNX Runtime fp32"]
+                                                                - outputs["transformers eager, padded to 128"]).max())}
+    return results, checks
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python3 -m albert_pytorch.benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and rows: a few minutes on 2 cores")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or npu")
+    parser.add_argument("--bf16", action="store_true", help="autocast bf16 on every variant (GPU)")
+    parser.add_argument("--model_dir", default=None, help="config + tokenizer (default: ../shared albert-base-v2)")
+    parser.add_argument("--data_dir", default=None, help="an SST-2 folder (default: ../shared SST-2)")
+    parser.add_argument("--json", default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("albert_pytorch.deploy").setLevel(logging.WARNING)
+    device = resolve_device(args.device)
+    precision = Precision(torch.bfloat16 if args.bf16 else None)
+    rounds, steps, train_rows, dev_rows = (2, 3, 2048, 256) if args.quick else (4, 6, 8192, 872)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = load_workload(args.model_dir, args.data_dir, train_rows, dev_rows, Path(tmp))
+        ceiling = matmul_ceiling(device)
+        logger.info("workload: %s; %d threads; matmul ceiling %.0f GFLOP/s", work.source, torch.get_num_threads(),
+                    ceiling)
+        training = benchmark_training(work, device, precision, rounds, steps)
+        inference, checks = benchmark_inference(work, device, precision, max(1, rounds - 1), Path(tmp))
+    report = summarize(training, inference, checks, ceiling, work, device)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def summarize(training: dict, inference: dict, checks: dict, ceiling: float, work: Workload,
+              device: torch.device) -> dict:
+    def table(title: str, rows: dict) -> None:
+        base = next(iter(rows.values()))["samples_per_s"]
+        logger.info("\n%s\n%-45s %12s %8s %10s %9s", title, "variant", "samples/s", "ratio", "GFLOP/s", "of ceil")
+        for name, r in rows.items():
+            logger.info("%-45s %12.1f %7.2fx %10.1f %8.0f%%", name, r["samples_per_s"], r["samples_per_s"] / base,
+                        r["gflops"], 100 * r["gflops"] / ceiling)
+
+    table("training (batch 32)", training)
+    table("inference (dev set, batch 32)", inference)
+    t, i = list(training.values()), list(inference.values())
+    train_flops_per_sample = 3 * forward_flops(work.config, work.train.lengths) / len(work.train)
+    report = {
+        "device": str(device), "matmul_ceiling_gflops": ceiling, "training": training, "inference": inference,
+        "train_ratio_vs_padded": t[2]["samples_per_s"] / t[0]["samples_per_s"],
+        "train_ratio_vs_per_batch": t[2]["samples_per_s"] / t[1]["samples_per_s"],
+        "infer_ratio_fp32": i[2]["samples_per_s"] / i[0]["samples_per_s"],
+        "infer_ratio_int8": i[3]["samples_per_s"] / i[0]["samples_per_s"],
+        "train_physical_limit_samples_per_s": ceiling * 1e9 / train_flops_per_sample,
+        "train_fraction_of_limit": t[2]["gflops"] / ceiling,
+        **checks,
+    }
+    logger.info("\n%s", json.dumps({k: v for k, v in report.items() if not isinstance(v, dict)}, indent=1))
+    if work.weights is None:
+        logger.info("note: int8 argmax agreement on random weights is a weak signal; pass --model_dir with a "
+                    "fine-tuned model for a meaningful one")
+    return report
+
+
+if __name__ == "__main__":
+    main()
