@@ -253,11 +253,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data_dir", default=None, help="an SST-2 folder (default: ../shared SST-2)")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("albert_pytorch.deploy").setLevel(logging.WARNING)
+    # Our figures at INFO; the libraries' own chatter (ORT's fusion and quantization logs) at ERROR.
+    logging.basicConfig(level=logging.ERROR, format="%(message)s")
+    logger.setLevel(logging.INFO)
     device = resolve_device(args.device)
     precision = Precision(torch.bfloat16 if args.bf16 else None)
-    rounds, steps, train_rows, dev_rows = (2, 3, 2048, 256) if args.quick else (4, 6, 8192, 872)
+    rounds, steps, train_rows, dev_rows = (2, 2, 1024, 128) if args.quick else (3, 4, 8192, 872)
     with tempfile.TemporaryDirectory() as tmp:
         work = load_workload(args.model_dir, args.data_dir, train_rows, dev_rows, Path(tmp))
         ceiling = matmul_ceiling(device)
