@@ -102,6 +102,27 @@ def matmul_ceiling(device: torch.device, seconds: float = 1.0) -> float:
     return count * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
 
 
+def ort_matmul_rate(seconds: float = 1.0) -> float:
+    """GFLOP/s of the same matmul in ONNX Runtime (MLAS), which can beat torch's BLAS on some CPUs."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = 2048
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    session.run(None, {"x": x})
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        session.run(None, {"x": x})
+        count += 1
+    return count * 2 * n**3 / (time.perf_counter() - start) / 1e9
+
+
 class TrainVariant:
     def __init__(self, name: str, model: torch.nn.Module, batches: list[list[int]], collator: Collator,
                  work: Workload, device: torch.device, precision: Precision):
@@ -262,11 +283,14 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = load_workload(args.model_dir, args.data_dir, train_rows, dev_rows, Path(tmp))
         ceiling = matmul_ceiling(device)
-        logger.info("workload: %s; %d threads; matmul ceiling %.0f GFLOP/s", work.source, torch.get_num_threads(),
-                    ceiling)
+        ort_rate = ort_matmul_rate() if device.type == "cpu" else None
+        logger.info("workload: %s; %d threads; torch matmul ceiling %.0f GFLOP/s%s", work.source,
+                    torch.get_num_threads(), ceiling,
+                    f" (ONNX Runtime's matmul: {ort_rate:.0f} GFLOP/s)" if ort_rate else "")
         training = benchmark_training(work, device, precision, rounds, steps)
         inference, checks = benchmark_inference(work, device, precision, max(1, rounds - 1), Path(tmp))
     report = summarize(training, inference, checks, ceiling, work, device)
+    report["ort_matmul_gflops"] = ort_rate
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 

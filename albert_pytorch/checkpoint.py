@@ -8,7 +8,6 @@ damaged checkpoint is reported and passed over for the previous one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .io import atomic_write_text
+from .io import atomic_write_text, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +32,6 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, incomplete or damaged."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def save_checkpoint(output_dir: Path, step: int, write_files, state: dict[str, Any], keep: int) -> Path:
     """`write_files(dir)` writes the model files; `state` (tensors and plain values) goes to training_state.pt."""
@@ -49,7 +41,7 @@ def save_checkpoint(output_dir: Path, step: int, write_files, state: dict[str, A
     try:
         write_files(tmp)
         torch.save(state, tmp / STATE_NAME)
-        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         for name in files:
             with open(tmp / name, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -86,7 +78,7 @@ def verify(checkpoint: Path) -> None:
         path = checkpoint / name
         if not path.is_file():
             raise CheckpointError(f"{checkpoint}: {name} is missing")
-        if _sha256(path) != digest:
+        if sha256_file(path) != digest:
             raise CheckpointError(f"{checkpoint}: {name} is damaged (its checksum does not match {MANIFEST})")
 
 

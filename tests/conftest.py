@@ -73,3 +73,18 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     config.hidden_dropout_prob = 0.1
     config.save_pretrained(directory)
     return directory
+
+
+def make_loss_overflow_at(monkeypatch, call_number: int) -> None:
+    """Fault injection: the model's loss is multiplied by inf on its `call_number`-th computation."""
+    from albert_pytorch import AlbertForSequenceClassification
+
+    calls = {"n": 0}
+    real_loss = AlbertForSequenceClassification.loss
+
+    def loss(self, logits, labels):
+        calls["n"] += 1
+        value = real_loss(self, logits, labels)
+        return value * float("inf") if calls["n"] == call_number else value
+
+    monkeypatch.setattr(AlbertForSequenceClassification, "loss", loss)

@@ -33,3 +33,4 @@ def test_ddp_training_then_exact_distributed_evaluation(tiny_task_dir, tiny_mode
         results[nproc] = json.loads((out / "eval_results.json").read_text())["splits"]["dev"]
     assert results[1]["num_examples"] == results[2]["num_examples"] == 120
     assert results[1] == results[2]
+

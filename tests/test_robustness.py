@@ -8,10 +8,10 @@ import sys
 import time
 
 import pytest
+from conftest import make_loss_overflow_at
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from albert_pytorch import AlbertForSequenceClassification
 from albert_pytorch.data import TASKS, GlueDataError, get_task, read_file
 from albert_pytorch.train import TrainConfig, run
 
@@ -58,15 +58,7 @@ def test_very_long_lines_are_read_and_truncated_later(tmp_path):
 
 
 def test_fp16_overflow_steps_are_skipped_and_counted(tiny_task_dir, tiny_model_dir, tmp_path, monkeypatch):
-    calls = {"n": 0}
-    real_loss = AlbertForSequenceClassification.loss
-
-    def overflow_on_third_call(self, logits, labels):
-        calls["n"] += 1
-        loss = real_loss(self, logits, labels)
-        return loss * float("inf") if calls["n"] == 3 else loss
-
-    monkeypatch.setattr(AlbertForSequenceClassification, "loss", overflow_on_third_call)
+    make_loss_overflow_at(monkeypatch, 3)
     run(TrainConfig(data_dir=str(tiny_task_dir), model_name_or_path=str(tiny_model_dir), output_dir=str(tmp_path),
                     from_scratch=True, fp16=True, max_steps=6, logging_steps=3, batch_size=16, max_seq_length=48,
                     do_eval=False, progress=False, device="cpu", learning_rate=1e-3))

@@ -13,6 +13,7 @@ import time
 import pytest
 import torch
 import transformers
+from conftest import make_loss_overflow_at
 from safetensors.torch import load_file
 
 from albert_pytorch import AlbertForSequenceClassification
@@ -80,15 +81,7 @@ def test_damaged_checkpoint_is_reported_and_the_previous_one_used(tiny_task_dir,
 
 
 def test_nan_loss_stops_with_step_and_last_checkpoint(tiny_task_dir, tiny_model_dir, tmp_path, monkeypatch):
-    calls = {"n": 0}
-    real_loss = AlbertForSequenceClassification.loss
-
-    def loss_that_overflows_at_call_7(self, logits, labels):
-        calls["n"] += 1
-        loss = real_loss(self, logits, labels)
-        return loss * float("inf") if calls["n"] == 7 else loss
-
-    monkeypatch.setattr(AlbertForSequenceClassification, "loss", loss_that_overflows_at_call_7)
+    make_loss_overflow_at(monkeypatch, 7)
     cfg = tiny_run(tiny_task_dir, tiny_model_dir, tmp_path, max_steps=30, save_steps=4, do_eval=False,
                    logging_steps=10)
     with pytest.raises(TrainingDiverged, match=r"NaN or infinite at step 7\b.*Last good checkpoint: .*checkpoint-4"):
@@ -134,3 +127,13 @@ def test_kill_9_at_random_points_then_resume_matches_uninterrupted(tiny_task_dir
     full = load_file(tmp_path / "full" / "model.safetensors")
     resumed = load_file(target / "model.safetensors")
     assert max((full[k] - resumed[k]).abs().max().item() for k in full) < 1e-6
+
+
+def test_do_predict_writes_glue_submission_files(tiny_task_dir, tiny_model_dir, tmp_path):
+    task_dir = tmp_path / "SST-2"
+    shutil.copytree(tiny_task_dir, task_dir)
+    (task_dir / "test.tsv").write_text("index\tsentence\n0\tthe film is a joy to watch .\n1\ta dull movie .\n")
+    run(tiny_run(task_dir, tiny_model_dir, tmp_path / "out", max_steps=3, do_eval=False, do_predict=True))
+    lines = (tmp_path / "out" / "SST-2.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and [line.split("\t")[0] for line in lines[1:]] == ["0", "1"]
+    assert all(line.split("\t")[1] in ("0", "1") for line in lines[1:])

@@ -6,7 +6,6 @@ member into a temporary folder (no absolute paths, no `..`, no links) that is re
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -17,6 +16,8 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
+
+from ..io import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def download_tasks(tasks: list[str], data_dir: str | os.PathLike, base_url: str 
         with tempfile.TemporaryDirectory(dir=data_dir, prefix=".download-") as tmp:
             path = Path(tmp) / archive
             _fetch(base_url.rstrip("/") + "/" + archive, path, retries, timeout)
-            digest = _sha256(path)
+            digest = sha256_file(path)
             if digest != sha256:
                 raise DownloadError(f"{archive}: SHA-256 {digest} does not match the expected {sha256}; "
                                     "the download is damaged or not the GLUE archive, and was discarded")
@@ -78,13 +79,6 @@ def _fetch(url: str, path: Path, retries: int, timeout: float) -> None:
             logger.warning("%s: %s; retrying in %ds (%d/%d)", url, err, wait, attempt, retries)
             time.sleep(wait)
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _extract(archive: Path, inner: str, target: Path, staging: Path) -> Path:
