@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .config import AlbertConfig
-from .data import Collator, GlueFeatures, get_task, load_or_build_features, read_split
+from .data import Collator, GlueFeatures, LengthGroupedBatchSampler, get_task, load_or_build_features, read_split
 from .device import DistContext, Precision, barrier, init_distributed, shutdown_distributed, synchronize
 from .evaluate import evaluate, predict_logits
 from .io import atomic_write_text
@@ -287,8 +287,6 @@ class Trainer:
         return results
 
     def _train(self, model: nn.Module, features: GlueFeatures, eval_sets: dict[str, GlueFeatures]) -> dict:
-        from .data import LengthGroupedBatchSampler
-
         cfg, ctx, device = self.cfg, self.ctx, self.device
         sampler = LengthGroupedBatchSampler(features.lengths, cfg.batch_size, cfg.seed, ctx.world_size, ctx.rank,
                                             group_by_length=cfg.group_by_length)

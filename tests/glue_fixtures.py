@@ -5,7 +5,8 @@ FIXTURES = {
                           "gj04\t0\t*\tThey drank the pub.\n"
                           "gj04\t1\t\tThe sailors rode the breeze clear of the rocks.\n",
              "test.tsv": "index\tsentence\n0\tBill whistled past the house.\n1\tThe car honked down the road.\n"},
-    "SST-2": {"train.tsv": "sentence\tlabel\na plodding , joyless sequel \t0\nnot one good joke \t0\nthe best film of the year \t1\n",
+    "SST-2": {"train.tsv": "sentence\tlabel\na plodding , joyless sequel \t0\nnot one good joke \t0\n"
+                           "the best film of the year \t1\n",
               "test.tsv": "index\tsentence\n0\ta muddled heap of ideas\n1\ta lovely little film\n"},
     "MRPC": {"train.tsv": "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
                           "1\t702876\t702977\tAmrozi accused his brother.\tReferring to him, Amrozi accused him.\n"
