@@ -147,3 +147,9 @@ def test_config_overrides():
     assert (config.hidden_size, config.num_hidden_layers, config.hidden_act) == (64, 3, "gelu")
     with pytest.raises(ConfigError, match="bad config override"):
         tiny_config().with_overrides("hiden_size=3")
+
+
+def test_unreachable_hub_id_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError, match="neither a local model directory nor a reachable hub model"):
+        AlbertForSequenceClassification.from_pretrained("albert/albert-base-v2-not-here")
