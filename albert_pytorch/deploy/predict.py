@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data import Collator, EvalShardSampler, GlueFeatures
 from ..modeling import AlbertForSequenceClassification
 from ..tokenization import encode, load_tokenizer
 from .export import INPUT_NAMES
@@ -33,35 +34,30 @@ def predict(model_dir: str | os.PathLike, pairs: list[tuple[str, str | None]], o
     """One record per input, in input order; batches are length-sorted so they pad little."""
     model = AlbertForSequenceClassification.from_pretrained(model_dir).eval()
     tokenizer = load_tokenizer(model_dir)
-    is_pair = any(b is not None for _, b in pairs)
-    encoded = encode(tokenizer, [a for a, _ in pairs], [b or "" for _, b in pairs] if is_pair else None,
-                     max_seq_length)
-    session = None
+    session = static_batch = static_width = None
     if onnx_file is not None:
         from .runtime import open_session
 
         session = open_session(onnx_file)
-    static_batch = None
-    if session is not None and isinstance(session.get_inputs()[0].shape[0], int):
-        static_batch = batch_size = session.get_inputs()[0].shape[0]  # a static export takes its fixed batch only
-    order = sorted(range(len(pairs)), key=lambda i: len(encoded["input_ids"][i]), reverse=True)
+        batch_dim, seq_dim = session.get_inputs()[0].shape[:2]
+        # A static export takes only its fixed batch and length.
+        static_batch = batch_dim if isinstance(batch_dim, int) else None
+        static_width = seq_dim if isinstance(seq_dim, int) else None
+    is_pair = any(b is not None for _, b in pairs)
+    encoded = encode(tokenizer, [a for a, _ in pairs], [b or "" for _, b in pairs] if is_pair else None,
+                     static_width or max_seq_length)
+    features = GlueFeatures.from_encoded(encoded, torch.zeros(len(pairs)))
+    collator = Collator(tokenizer.pad_token_id, static_width or 1)
     logits = np.zeros((len(pairs), model.config.num_labels), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        width = max(len(encoded["input_ids"][i]) for i in rows)
-        if session is not None and isinstance(session.get_inputs()[0].shape[1], int):
-            width = session.get_inputs()[0].shape[1]  # a static export takes its fixed length only
-        feed = {name: np.zeros((static_batch or len(rows), width), dtype=np.int64) for name in INPUT_NAMES}
-        for r, i in enumerate(rows):
-            n = len(encoded["input_ids"][i])
-            feed["input_ids"][r, :n] = encoded["input_ids"][i]
-            feed["attention_mask"][r, :n] = 1
-            feed["token_type_ids"][r, :n] = encoded["token_type_ids"][i]
+    for rows in EvalShardSampler(features.lengths, static_batch or batch_size):
+        batch = collator([features[i] for i in rows])
         if session is not None:
-            logits[rows] = session.run(None, feed)[0][: len(rows)]  # rows past len(rows) are padding
+            padding = ((0, (static_batch or len(rows)) - len(rows)), (0, 0))  # rows past len(rows) are dropped
+            feed = {name: np.pad(batch[name].numpy(), padding) for name in INPUT_NAMES}
+            logits[rows] = session.run(None, feed)[0][: len(rows)]
         else:
             with torch.no_grad():
-                logits[rows] = model(*(torch.from_numpy(feed[n]) for n in INPUT_NAMES)).logits.numpy()
+                logits[rows] = model(*(batch[name] for name in INPUT_NAMES)).logits.numpy()
     labels = model.config.id2label
     for (text_a, text_b), row in zip(pairs, logits, strict=True):
         record = {"text": text_a} | ({"text_b": text_b} if text_b is not None else {})

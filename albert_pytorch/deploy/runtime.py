@@ -120,12 +120,11 @@ def run(model: str | os.PathLike, input_dirs: list[str | os.PathLike], output: s
     compute_ms, e2e_ms = [], []
     batches = [order[i:i + options.batchsize] for i in range(0, len(order), options.batchsize)]
     for _ in range(options.warmup_count):
-        session.run(output_names, _assemble(arrays, batches[0], specs, options.batchsize, static_batch,
-                                            dynamic_seq, mask_index))
+        session.run(output_names, _assemble(arrays, batches[0], specs, static_batch, dynamic_seq, mask_index))
     for loop in range(options.loop):
         for batch in tqdm(batches, desc="infer", disable=not options.progress or loop > 0):
             t0 = time.perf_counter()
-            feed = _assemble(arrays, batch, specs, options.batchsize, static_batch, dynamic_seq, mask_index)
+            feed = _assemble(arrays, batch, specs, static_batch, dynamic_seq, mask_index)
             t1 = time.perf_counter()
             results = session.run(output_names, feed)
             t2 = time.perf_counter()
@@ -147,13 +146,10 @@ def run(model: str | os.PathLike, input_dirs: list[str | os.PathLike], output: s
     return summary
 
 
-def _assemble(arrays, batch: list[int], specs, batchsize: int, static_batch: int | None, dynamic_seq: bool,
+def _assemble(arrays, batch: list[int], specs, static_batch: int | None, dynamic_seq: bool,
               mask_index: int | None) -> dict[str, np.ndarray]:
-    rows = batch + [batch[-1]] * ((static_batch or len(batch)) - len(batch))  # pad a short static batch
-    feed = {spec.name: np.concatenate([arrays[i][k] for i in rows]) for k, spec in enumerate(specs)}
-    if static_batch is not None and len(batch) < static_batch:
-        for name in feed:  # the padding rows are copies whose results are dropped; zero them to make that plain
-            feed[name][len(batch):] = 0
+    padding = ((0, (static_batch or len(batch)) - len(batch)), (0, 0))  # a short static batch gets zero rows
+    feed = {spec.name: np.pad(np.concatenate([arrays[i][k] for i in batch]), padding) for k, spec in enumerate(specs)}
     if dynamic_seq and mask_index is not None:
         longest = int(feed[specs[mask_index].name].sum(axis=1).max())
         feed = {name: value[:, :longest] for name, value in feed.items()}
