@@ -71,9 +71,33 @@ def init_distributed(device_name: str, timeout_s: float = 600.0) -> tuple[DistCo
     device = resolve_device(device_name, ctx.local_rank)
     if ctx.enabled and not dist.is_initialized():
         backend = {"cuda": "nccl", "npu": "hccl"}.get(device.type, "gloo")
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
-                                device_id=device if device.type == "cuda" else None)
+        timeout = datetime.timedelta(seconds=timeout_s)
+        store = _restart_safe_store(ctx.world_size, timeout)
+        dist.init_process_group(backend, timeout=timeout, device_id=device if device.type == "cuda" else None,
+                                store=store, rank=ctx.rank if store else -1,
+                                world_size=ctx.world_size if store else -1)
     return ctx, device
+
+
+def _restart_safe_store(world_size: int, timeout: datetime.timedelta) -> dist.Store | None:
+    """torchrun's shared store, with keys kept apart per restart; None: let torch make the store.
+
+    torchrun (c10d rendezvous) hands every restart of the workers the same store, and torch does not
+    separate the attempts' keys, so a restarted rank can read a dead peer's address and fail with
+    "Connection refused" (pytorch#135712). On one node all workers restart together and agree on
+    TORCHELASTIC_RESTART_COUNT, so it can name the attempt; across nodes it cannot, and the cure is
+    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in torchrun's environment.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    if int(os.environ.get("LOCAL_WORLD_SIZE", world_size)) != world_size:
+        if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", 0)) > 0:
+            logger.warning("torchrun --max-restarts across nodes: set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for "
+                           "torchrun, or a restarted group may fail to connect (pytorch#135712)")
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                          is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"albert_pytorch/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}", store)
 
 
 def shutdown_distributed() -> None:

@@ -1,4 +1,5 @@
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -88,3 +89,12 @@ def make_loss_overflow_at(monkeypatch, call_number: int) -> None:
         return value * float("inf") if calls["n"] == call_number else value
 
     monkeypatch.setattr(AlbertForSequenceClassification, "loss", loss)
+
+
+def train_command(tiny_task_dir, tiny_model_dir, output_dir, *extra):
+    """`python3 -m albert_pytorch train` on the tiny task: 40 steps, a checkpoint every 2."""
+    return [sys.executable, "-m", "albert_pytorch", "train", "--data_dir", str(tiny_task_dir),
+            "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(output_dir), "--from_scratch",
+            "--do_train", "--learning_rate", "2e-3", "--batch_size", "8", "--max_seq_length", "48",
+            "--max_steps", "40", "--save_steps", "2", "--logging_steps", "2", "--device", "cpu", "--seed", "3",
+            *extra]

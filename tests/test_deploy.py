@@ -1,7 +1,9 @@
 """The inference chain on a tiny model: preprocess -> export -> optimize -> runtime -> postprocess."""
 
+import configparser
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -71,6 +73,39 @@ def test_chain_predictions_equal_pytorch_evaluation(model_dir, tiny_task_dir, tm
     else:
         assert report["ops"].get("Attention", 0) >= 1 and report["ops"].get("SkipLayerNormalization", 0) >= 1
 
+
+@pytest.mark.parametrize("hidden_act", ["gelu_new", "gelu"])
+def test_atc_graph_scales_by_mul_and_names_gelus_as_precision_ini_does(tiny_model_dir, tmp_path, hidden_act):
+    config = tiny_config(vocab_size=len(load_tokenizer(tiny_model_dir)), num_hidden_layers=12, hidden_act=hidden_act)
+    AlbertForSequenceClassification.from_config(config).save_pretrained(tmp_path / "model")
+    shutil.copy(tiny_model_dir / "spiece.model", tmp_path / "model")
+    optimize(export(tmp_path / "model", tmp_path, 4, 16), tmp_path / "atc.onnx", "atc")
+    nodes = onnx.load(str(tmp_path / "atc.onnx")).graph.node
+    producers = {out: node for node in nodes for out in node.output}
+    consumers = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    assert not [n for n in nodes if n.op_type == "Div" and producers[n.input[0]].op_type == "MatMul"]
+    named = {node.name: node for node in nodes}
+    for layer in range(12):
+        anchor = named[f"albert/layer{layer}/gelu"]
+        if hidden_act == "gelu_new":  # ATC's tanh pattern: x -> Pow(x, 3) -> ... -> Mul(x, ...), named after the Pow
+            assert anchor.op_type == "Pow"
+            end = anchor
+            for _ in range(7):
+                (end,) = consumers[end.output[0]]
+            assert end.op_type == "Mul" and anchor.input[0] in end.input
+        else:  # ATC's erf pattern: x -> Div -> Erf -> Add -> Mul(x, ...) -> Mul, named after the last Mul
+            assert anchor.op_type == "Mul" and producers[anchor.input[0]].op_type == "Mul"
+            assert "Erf" in {producers[name].op_type for name in producers[producers[anchor.input[0]].input[1]].input
+                             if name in producers}
+    ini = configparser.ConfigParser()
+    ini.optionxform = str  # node names are case-sensitive
+    ini.read(Path(__file__).parents[1] / "precision.ini")
+    assert ini["ByOpType"]["Gelu"] == "high_performance"
+    for name, mode in ini["ByNodeName"].items():
+        assert name.endswith("/Gelu") and name.removesuffix("/Gelu") in named and mode == "high_precision"
 
 def test_shared_layer_is_stored_once(model_dir, tmp_path):
     path = export(model_dir, tmp_path, 2, 16)

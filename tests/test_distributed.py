@@ -34,3 +34,24 @@ def test_ddp_training_then_exact_distributed_evaluation(tiny_task_dir, tiny_mode
     assert results[1]["num_examples"] == results[2]["num_examples"] == 120
     assert results[1] == results[2]
 
+
+
+def test_torchrun_store_keys_are_kept_apart_per_restart(monkeypatch, caplog):
+    import datetime
+
+    import torch.distributed as dist
+
+    from albert_pytorch.device import _restart_safe_store
+
+    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "3")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(server.port))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    timeout = datetime.timedelta(seconds=10)
+    _restart_safe_store(2, timeout).set("rank_1", "address")
+    assert server.get("albert_pytorch/attempt_1/rank_1") == b"address"
+    assert _restart_safe_store(4, timeout) is None  # two nodes: restart counts may differ, so no prefix
+    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in caplog.text

@@ -7,13 +7,12 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 import transformers
-from conftest import make_loss_overflow_at
+from conftest import make_loss_overflow_at, train_command
 from safetensors.torch import load_file
 
 from albert_pytorch import AlbertForSequenceClassification
@@ -94,24 +93,16 @@ def test_max_seq_length_beyond_positions_is_refused(tiny_task_dir, tiny_model_di
         run(tiny_run(tiny_task_dir, tiny_model_dir, tmp_path, max_seq_length=4096))
 
 
-def _train_command(tiny_task_dir, tiny_model_dir, output_dir, *extra):
-    return [sys.executable, "-m", "albert_pytorch", "train", "--data_dir", str(tiny_task_dir),
-            "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(output_dir), "--from_scratch",
-            "--do_train", "--learning_rate", "2e-3", "--batch_size", "8", "--max_seq_length", "48",
-            "--max_steps", "40", "--save_steps", "2", "--logging_steps", "2", "--device", "cpu", "--seed", "3",
-            *extra]
-
-
 @pytest.mark.slow
 def test_kill_9_at_random_points_then_resume_matches_uninterrupted(tiny_task_dir, tiny_model_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(_train_command(tiny_task_dir, tiny_model_dir, tmp_path / "full"), check=True, env=env,
+    subprocess.run(train_command(tiny_task_dir, tiny_model_dir, tmp_path / "full"), check=True, env=env,
                    capture_output=True)
     target = tmp_path / "killed"
     rng = random.Random(1234)
     kills = 0
     for _ in range(3):
-        proc = subprocess.Popen(_train_command(tiny_task_dir, tiny_model_dir, target, "--resume_from_checkpoint",
+        proc = subprocess.Popen(train_command(tiny_task_dir, tiny_model_dir, target, "--resume_from_checkpoint",
                                                "latest"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 60
         while not list(target.glob("checkpoint-*")) and proc.poll() is None and time.time() < deadline:
@@ -121,7 +112,7 @@ def test_kill_9_at_random_points_then_resume_matches_uninterrupted(tiny_task_dir
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait()
-    subprocess.run(_train_command(tiny_task_dir, tiny_model_dir, target, "--resume_from_checkpoint", "latest"),
+    subprocess.run(train_command(tiny_task_dir, tiny_model_dir, target, "--resume_from_checkpoint", "latest"),
                    check=True, env=env, capture_output=True)
     assert kills >= 1
     full = load_file(tmp_path / "full" / "model.safetensors")

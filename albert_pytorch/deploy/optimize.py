@@ -105,16 +105,20 @@ def _atc_rewrites(model):
     shapes = {v.name: [d.dim_value or None for d in v.type.tensor_type.shape.dim]
               for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
     inits = {i.name: i for i in model.graph.initializer}
+    constants = {name: numpy_helper.to_array(init) for name, init in inits.items()}
+    constants.update({node.output[0]: numpy_helper.to_array(node.attribute[0].t) for node in model.graph.node
+                      if node.op_type == "Constant" and node.attribute[0].name == "value"})
     nodes, extra_inits = [], []
 
     def const(name: str, values, dtype=np.int64) -> str:
         extra_inits.append(numpy_helper.from_array(np.asarray(values, dtype=dtype), name))
         return name
 
+    producers = {out: node.op_type for node in model.graph.node for out in node.output}
     for node in model.graph.node:
-        # attention scaling: x / c  ->  x * (1/c)
-        if node.op_type == "Div" and node.input[1] in inits:
-            scale = numpy_helper.to_array(inits[node.input[1]])
+        # attention scaling: scores / c  ->  scores * (1/c); other Divs stay (the erf GELU's is ATC's pattern)
+        if node.op_type == "Div" and node.input[1] in constants and producers.get(node.input[0]) == "MatMul":
+            scale = constants[node.input[1]]
             inverse = const(node.name + "_inverse", 1.0 / scale, scale.dtype)
             nodes.append(helper.make_node("Mul", [node.input[0], inverse], list(node.output), name=node.name))
             continue
@@ -142,14 +146,49 @@ def _atc_rewrites(model):
                 nodes.append(helper.make_node("Add", [node.input[0], expanded], list(node.output), name=node.name))
                 continue
         nodes.append(node)
+    used = {name for node in nodes for name in node.input} | {out.name for out in model.graph.output}
+    nodes = [node for node in nodes if node.op_type != "Constant" or node.output[0] in used]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     model.graph.initializer.extend(extra_inits)
+    gelus = _gelu_anchors(model.graph.node)
+    for layer, anchor in enumerate(gelus):
+        anchor.name = f"albert/layer{layer}/gelu"
+    logger.info("%d GELUs in the form ATC fuses; their Gelu ops will be named albert/layer<i>/gelu/Gelu "
+                "(see precision.ini)", len(gelus))
     foreign = sorted({n.domain for n in model.graph.node if n.domain not in ("", "ai.onnx")})
     if foreign:
         raise OptimizeError(f"ops from {foreign} are not standard ONNX; ATC cannot take them")
     onnx.checker.check_model(model)
     return model
+
+
+def _gelu_anchors(nodes) -> list:
+    """Each GELU's node that ATC names its fused Gelu op after (`<name>/Gelu`), in layer order.
+
+    From ATC's fusion passes: the tanh form Pow -> Mul -> Add -> Mul -> Tanh -> Add -> Mul -> Mul is
+    named after its Pow, the erf form Div -> Erf -> Add -> Mul -> Mul after its last Mul.
+    """
+    consumers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def follow(node, op_types: list[str]):
+        for op_type in op_types:
+            following = consumers.get(node.output[0], [])
+            if len(following) != 1 or following[0].op_type != op_type:
+                return None
+            node = following[0]
+        return node
+
+    anchors = []
+    for node in nodes:
+        if node.op_type == "Pow" and follow(node, ["Mul", "Add", "Mul", "Tanh", "Add", "Mul", "Mul"]):
+            anchors.append(node)
+        elif node.op_type == "Erf" and (last := follow(node, ["Add", "Mul", "Mul"])) is not None:
+            anchors.append(last)
+    return anchors
 
 
 def _compare(reference: Path, candidate: Path) -> tuple[float, float]:
