@@ -11,7 +11,8 @@ Inference on the dev sentences: (a) transformers eager padded to 128, (b) our Py
 (length-sorted, per-batch padding), (c) our ONNX export through ONNX Runtime fp32 and (d) int8.
 
 Figures: samples/s, the ratio to (a), achieved GFLOP/s from an analytic count of the real
-(unpadded) tokens' work, and that as a fraction of a measured fp32 matmul ceiling.
+(unpadded) tokens' work, and that as a fraction of a measured fp32 matmul ceiling; the peak memory
+of a training step, transformers against ours on the same batch; int8's argmax agreement with fp32.
 """
 
 from __future__ import annotations
@@ -182,6 +183,53 @@ def benchmark_training(work: Workload, device: torch.device, precision: Precisio
     return {v.name: {"samples_per_s": v.samples / v.seconds, "gflops": v.flops / v.seconds / 1e9} for v in variants}
 
 
+
+def training_memory(work: Workload, device: torch.device, precision: Precision, batch_size: int = 32) -> dict:
+    """Peak memory of a training step, transformers against ours, on the same 32 sentences padded to 128.
+
+    On an accelerator: the allocator's peak over the step. The CPU allocator keeps no statistics, so
+    there it is what a step holds at its peak, the end of the forward pass: weights, gradients and
+    AdamW's two moments, plus every tensor autograd saved for the backward pass (each storage once).
+    """
+    torch.manual_seed(0)
+    ours = AlbertForSequenceClassification(work.config)
+    reference = TransformersAlbert(work.config)
+    reference.load_state_dict(ours.state_dict())
+    rows = [list(range(batch_size))]
+    peaks = {}
+    for name, model in (("transformers", reference), ("ours", ours)):
+        variant = TrainVariant(name, model, rows, Collator(0, PADDED), work, device, precision)
+        variant.run(1, timed=False)  # AdamW's moments exist from the first step on
+        peaks[name] = _step_peak_bytes(variant) / 2**20
+        variant.model.cpu()
+    return {"peak_train_memory_mb": peaks,
+            "train_memory_ratio_vs_transformers": peaks["ours"] / peaks["transformers"],
+            "memory_measure": "allocator peak" if device.type != "cpu" else "state + saved activations"}
+
+
+def _step_peak_bytes(variant: TrainVariant) -> int:
+    device = variant.device
+    if device.type != "cpu":
+        backend = getattr(torch, device.type)
+        backend.reset_peak_memory_stats(device)
+        variant.run(1, timed=False)
+        return backend.max_memory_allocated(device)
+    params = list(variant.model.parameters())
+    weights = {p.untyped_storage().data_ptr() for p in params}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        variant.run(1, timed=False)
+    moments = sum(t.nbytes for state in variant.optimizer.state.values() for t in state.values()
+                  if isinstance(t, torch.Tensor))
+    return 2 * sum(p.nbytes for p in params) + moments + sum(saved.values())
+
 @torch.no_grad()
 def benchmark_inference(work: Workload, device: torch.device, precision: Precision, rounds: int,
                         work_dir: Path, batch_size: int = 32) -> tuple[dict[str, dict], dict]:
@@ -288,8 +336,9 @@ def main(argv: list[str] | None = None) -> None:
                     torch.get_num_threads(), ceiling,
                     f" (ONNX Runtime's matmul: {ort_rate:.0f} GFLOP/s)" if ort_rate else "")
         training = benchmark_training(work, device, precision, rounds, steps)
+        memory = training_memory(work, device, precision)
         inference, checks = benchmark_inference(work, device, precision, max(1, rounds - 1), Path(tmp))
-    report = summarize(training, inference, checks, ceiling, work, device)
+    report = summarize(training, inference, {**checks, **memory}, ceiling, work, device)
     report["ort_matmul_gflops"] = ort_rate
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
@@ -318,6 +367,8 @@ def summarize(training: dict, inference: dict, checks: dict, ceiling: float, wor
         "train_fraction_of_limit": t[2]["gflops"] / ceiling,
         **checks,
     }
+    logger.info("\npeak training memory, batch 32 padded to 128 (%s): %s", report["memory_measure"],
+                ", ".join(f"{name} {mb:.0f} MB" for name, mb in report["peak_train_memory_mb"].items()))
     logger.info("\n%s", json.dumps({k: v for k, v in report.items() if not isinstance(v, dict)}, indent=1))
     if work.weights is None:
         logger.info("note: int8 argmax agreement on random weights is a weak signal; pass --model_dir with a "

@@ -1,6 +1,5 @@
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,10 @@ TEXTS = [
     "two sentences make a pair , and a pair needs a separator .",
 ] * 8
 
-os.environ.setdefault("ALBERT_PYTORCH_CACHE", tempfile.mkdtemp(prefix="albert-test-cache-"))
+@pytest.fixture(scope="session", autouse=True)
+def _private_feature_cache(tmp_path_factory):
+    """Tests (and the processes they start) never touch the user's feature cache; pytest prunes old ones."""
+    os.environ["ALBERT_PYTORCH_CACHE"] = str(tmp_path_factory.mktemp("feature-cache"))
 
 
 def tiny_config(**overrides) -> AlbertConfig:

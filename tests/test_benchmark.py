@@ -5,7 +5,10 @@ from conftest import tiny_config
 from torch.utils.flop_counter import FlopCounterMode
 
 from albert_pytorch import AlbertForSequenceClassification
-from albert_pytorch.benchmark import forward_flops
+from albert_pytorch.benchmark import PADDED, TrainVariant, _step_peak_bytes, forward_flops, load_workload
+from albert_pytorch.data import Collator
+from albert_pytorch.device import Precision
+from albert_pytorch.tokenization import load_tokenizer
 
 
 def test_analytic_flops_match_pytorchs_counter():
@@ -18,3 +21,21 @@ def test_analytic_flops_match_pytorchs_counter():
     counted = counter.get_total_flops()
     expected = forward_flops(config, torch.tensor([24, 24]))
     assert abs(counted - expected) / counted < 0.01
+
+
+def test_cpu_training_memory_counts_state_once_and_activations_per_row(tiny_model_dir, tiny_task_dir, tmp_path):
+    config = tiny_config(vocab_size=len(load_tokenizer(tiny_model_dir)), hidden_size=64, intermediate_size=256,
+                         max_position_embeddings=128)
+    config.set_labels(["0", "1"])
+    work = load_workload(str(tiny_model_dir), str(tiny_task_dir), 64, 8, tmp_path)
+    work.config = config
+    device, sizes = torch.device("cpu"), {}
+    for rows in (4, 8):
+        model = AlbertForSequenceClassification.from_config(config)
+        variant = TrainVariant("ours", model, [list(range(rows))], Collator(0, PADDED), work, device, Precision())
+        variant.run(1, timed=False)
+        sizes[rows] = _step_peak_bytes(variant)
+    state = 4 * sum(p.nbytes for p in model.parameters())  # weights, gradients, AdamW's two moments
+    activations = {rows: size - state for rows, size in sizes.items()}
+    assert activations[4] > 0
+    assert 1.8 < activations[8] / activations[4] < 2.2  # saved activations grow with the batch; weights do not

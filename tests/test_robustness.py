@@ -120,12 +120,16 @@ def test_torchrun_max_restarts_resumes_after_a_worker_is_killed(tiny_task_dir, t
     for attempt in range(2):
         target = tmp_path / f"killed{attempt}"
         agent = subprocess.Popen(train(target, "--max-restarts=2"), env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 120
-        while not list(target.glob("checkpoint-*")) and agent.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        os.kill(_worker_pids(agent.pid)[-attempt - 1], signal.SIGKILL)
-        out, _ = agent.communicate(timeout=240)
+                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            deadline = time.time() + 120
+            while not list(target.glob("checkpoint-*")) and agent.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            os.kill(_worker_pids(agent.pid)[-attempt - 1], signal.SIGKILL)
+            out, _ = agent.communicate(timeout=240)
+        finally:  # a hung group must not outlive the test
+            if agent.poll() is None:
+                os.killpg(agent.pid, signal.SIGKILL)
         assert agent.returncode == 0, out[-4000:]
         assert "exitcode: -9" in out and "resumed from" in out
         full, resumed = load_file(tmp_path / "full" / "model.safetensors"), load_file(target / "model.safetensors")
