@@ -100,3 +100,9 @@ def train_command(tiny_task_dir, tiny_model_dir, output_dir, *extra):
             "--do_train", "--learning_rate", "2e-3", "--batch_size", "8", "--max_seq_length", "48",
             "--max_steps", "40", "--save_steps", "2", "--logging_steps", "2", "--device", "cpu", "--seed", "3",
             *extra]
+
+
+def child_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Environment for training subprocesses: one thread each (CI has 2 cores), and temporary files
+    (torchrun's log folders among them) kept under the test's own folder."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path), **extra}

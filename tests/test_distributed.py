@@ -1,18 +1,17 @@
 """Two CPU processes on gloo under torchrun: DDP training runs, and evaluation equals one process's."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
+from conftest import child_env
 
 
-def torchrun(nproc: int, *args, timeout: float = 240):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def torchrun(nproc: int, tmp_path, *args, timeout: float = 240):
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
                "-m", "albert_pytorch", "train", *args]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(command, env=child_env(tmp_path), capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -21,14 +20,14 @@ def torchrun(nproc: int, *args, timeout: float = 240):
 def test_ddp_training_then_exact_distributed_evaluation(tiny_task_dir, tiny_model_dir, tmp_path):
     common = ["--data_dir", str(tiny_task_dir), "--device", "cpu", "--max_seq_length", "48"]
     trained = tmp_path / "trained"
-    torchrun(2, *common, "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(trained),
+    torchrun(2, tmp_path, *common, "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(trained),
              "--from_scratch", "--do_train", "--learning_rate", "2e-3", "--batch_size", "8", "--max_steps", "20")
     assert (trained / "model.safetensors").is_file()
     results = {}
     for nproc in (1, 2):
         out = tmp_path / f"eval{nproc}"
         # batch 7 over 120 rows and 2 ranks: partial batches on both ranks, nothing may be dropped or repeated
-        torchrun(nproc, *common, "--model_name_or_path", str(trained), "--output_dir", str(out), "--do_eval",
+        torchrun(nproc, tmp_path, *common, "--model_name_or_path", str(trained), "--output_dir", str(out), "--do_eval",
                  "--eval_batch_size", "7")
         results[nproc] = json.loads((out / "eval_results.json").read_text())["splits"]["dev"]
     assert results[1]["num_examples"] == results[2]["num_examples"] == 120

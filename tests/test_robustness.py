@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_loss_overflow_at, train_command
+from conftest import child_env, make_loss_overflow_at, train_command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
@@ -85,8 +85,8 @@ def test_surviving_rank_exits_with_a_message_when_its_peer_dies(tiny_task_dir, t
                "--device", "cpu", "--dist_timeout", "30", "--logging_steps", "1000"]
     procs = []
     for rank in (0, 1):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        env = child_env(tmp_path, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                        MASTER_PORT=str(port))
         procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     deadline = time.time() + 60
     while not (tmp_path / "train_config.json").exists() and time.time() < deadline:
@@ -108,7 +108,7 @@ def _worker_pids(agent_pid: int) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds torchrun's workers through /proc")
 def test_torchrun_max_restarts_resumes_after_a_worker_is_killed(tiny_task_dir, tiny_model_dir, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = child_env(tmp_path)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
 
     def train(output_dir, *extra):

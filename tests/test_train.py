@@ -2,7 +2,6 @@
 
 import json
 import logging
-import os
 import random
 import shutil
 import signal
@@ -12,7 +11,7 @@ import time
 import pytest
 import torch
 import transformers
-from conftest import make_loss_overflow_at, train_command
+from conftest import child_env, make_loss_overflow_at, train_command
 from safetensors.torch import load_file
 
 from albert_pytorch import AlbertForSequenceClassification
@@ -95,7 +94,7 @@ def test_max_seq_length_beyond_positions_is_refused(tiny_task_dir, tiny_model_di
 
 @pytest.mark.slow
 def test_kill_9_at_random_points_then_resume_matches_uninterrupted(tiny_task_dir, tiny_model_dir, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = child_env(tmp_path)
     subprocess.run(train_command(tiny_task_dir, tiny_model_dir, tmp_path / "full"), check=True, env=env,
                    capture_output=True)
     target = tmp_path / "killed"
