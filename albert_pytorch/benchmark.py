@@ -183,7 +183,6 @@ def benchmark_training(work: Workload, device: torch.device, precision: Precisio
     return {v.name: {"samples_per_s": v.samples / v.seconds, "gflops": v.flops / v.seconds / 1e9} for v in variants}
 
 
-
 def training_memory(work: Workload, device: torch.device, precision: Precision, batch_size: int = 32) -> dict:
     """Peak memory of a training step, transformers against ours, on the same 32 sentences padded to 128.
 
@@ -229,6 +228,7 @@ def _step_peak_bytes(variant: TrainVariant) -> int:
     moments = sum(t.nbytes for state in variant.optimizer.state.values() for t in state.values()
                   if isinstance(t, torch.Tensor))
     return 2 * sum(p.nbytes for p in params) + moments + sum(saved.values())
+
 
 @torch.no_grad()
 def benchmark_inference(work: Workload, device: torch.device, precision: Precision, rounds: int,

@@ -32,7 +32,6 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, incomplete or damaged."""
 
 
-
 def save_checkpoint(output_dir: Path, step: int, write_files, state: dict[str, Any], keep: int) -> Path:
     """`write_files(dir)` writes the model files; `state` (tensors and plain values) goes to training_state.pt."""
     output_dir.mkdir(parents=True, exist_ok=True)

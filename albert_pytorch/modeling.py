@@ -32,7 +32,8 @@ WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 LEGACY_WEIGHTS_NAME = "pytorch_model.bin"
 
-def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     """GELU, tanh approximation; exported with Pow(x, 3), the form ONNX Runtime fuses into FastGelu
     and Ascend ATC into Gelu (the exporter's own x*x*x decomposition is not ATC's pattern)."""
     if torch.onnx.is_in_onnx_export():
@@ -42,9 +43,9 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
 
 _ACTIVATIONS = {
     "gelu": F.gelu,
-    "gelu_new": gelu_tanh,
-    "gelu_fast": gelu_tanh,
-    "gelu_pytorch_tanh": gelu_tanh,
+    "gelu_new": _gelu_tanh,
+    "gelu_fast": _gelu_tanh,
+    "gelu_pytorch_tanh": _gelu_tanh,
     "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
     "relu": F.relu,
     "silu": F.silu,

@@ -16,6 +16,7 @@ TEXTS = [
     "two sentences make a pair , and a pair needs a separator .",
 ] * 8
 
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_feature_cache(tmp_path_factory):
     """Tests (and the processes they start) never touch the user's feature cache; pytest prunes old ones."""

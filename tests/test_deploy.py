@@ -107,6 +107,7 @@ def test_atc_graph_scales_by_mul_and_names_gelus_as_precision_ini_does(tiny_mode
     for name, mode in ini["ByNodeName"].items():
         assert name.endswith("/Gelu") and name.removesuffix("/Gelu") in named and mode == "high_precision"
 
+
 def test_shared_layer_is_stored_once(model_dir, tmp_path):
     path = export(model_dir, tmp_path, 2, 16)
     weights = AlbertForSequenceClassification.from_pretrained(model_dir)

@@ -34,7 +34,6 @@ def test_ddp_training_then_exact_distributed_evaluation(tiny_task_dir, tiny_mode
     assert results[1] == results[2]
 
 
-
 def test_torchrun_store_keys_are_kept_apart_per_restart(monkeypatch, caplog):
     import datetime
 

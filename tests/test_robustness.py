@@ -99,7 +99,6 @@ def test_surviving_rank_exits_with_a_message_when_its_peer_dies(tiny_task_dir, t
     assert "ERROR" in out or "Error" in out
 
 
-
 def _worker_pids(agent_pid: int) -> list[int]:
     children = Path(f"/proc/{agent_pid}/task/{agent_pid}/children")
     return [int(pid) for pid in children.read_text().split()] if children.exists() else []
@@ -134,6 +133,7 @@ def test_torchrun_max_restarts_resumes_after_a_worker_is_killed(tiny_task_dir, t
         assert "exitcode: -9" in out and "resumed from" in out
         full, resumed = load_file(tmp_path / "full" / "model.safetensors"), load_file(target / "model.safetensors")
         assert max((full[k] - resumed[k]).abs().max().item() for k in full) < 1e-6
+
 
 def test_no_unsafe_deserialization_in_the_package():
     from pathlib import Path

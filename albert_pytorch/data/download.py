@@ -80,7 +80,6 @@ def _fetch(url: str, path: Path, retries: int, timeout: float) -> None:
             time.sleep(wait)
 
 
-
 def _extract(archive: Path, inner: str, target: Path, staging: Path) -> Path:
     """Unpack `inner/` of the archive to `target`, refusing any member that could land outside it."""
     with zipfile.ZipFile(archive) as zf:
