@@ -151,7 +151,7 @@ class TrainVariant:
 
 
 def benchmark_training(work: Workload, device: torch.device, precision: Precision, rounds: int, steps: int,
-                       batch_size: int = 32) -> dict[str, dict]:
+                       batch_size: int = 32) -> tuple[dict[str, dict], list[TrainVariant]]:
     torch.manual_seed(0)
     initial = work.weights or AlbertForSequenceClassification.from_config(work.config).state_dict()
     n = len(work.train)
@@ -180,30 +180,26 @@ def benchmark_training(work: Workload, device: torch.device, precision: Precisio
     for _ in range(rounds):
         for variant in variants:
             variant.run(steps)
-    return {v.name: {"samples_per_s": v.samples / v.seconds, "gflops": v.flops / v.seconds / 1e9} for v in variants}
+    results = {v.name: {"samples_per_s": v.samples / v.seconds, "gflops": v.flops / v.seconds / 1e9}
+               for v in variants}
+    return results, variants
 
 
-def training_memory(work: Workload, device: torch.device, precision: Precision, batch_size: int = 32) -> dict:
+def training_memory(reference: TrainVariant, ours: TrainVariant, batch_size: int = 32) -> dict:
     """Peak memory of a training step, transformers against ours, on the same 32 sentences padded to 128.
 
-    On an accelerator: the allocator's peak over the step. The CPU allocator keeps no statistics, so
-    there it is what a step holds at its peak, the end of the forward pass: weights, gradients and
-    AdamW's two moments, plus every tensor autograd saved for the backward pass (each storage once).
+    Takes the timed variants as they are (warmed up, AdamW's moments allocated). On an accelerator:
+    the allocator's peak over the step. The CPU allocator keeps no statistics, so there it is what a
+    step holds at its peak, the end of the forward pass: weights, gradients and AdamW's two moments,
+    plus every tensor autograd saved for the backward pass (each storage once).
     """
-    torch.manual_seed(0)
-    ours = AlbertForSequenceClassification(work.config)
-    reference = TransformersAlbert(work.config)
-    reference.load_state_dict(ours.state_dict())
-    rows = [list(range(batch_size))]
     peaks = {}
-    for name, model in (("transformers", reference), ("ours", ours)):
-        variant = TrainVariant(name, model, rows, Collator(0, PADDED), work, device, precision)
-        variant.run(1, timed=False)  # AdamW's moments exist from the first step on
+    for name, variant in (("transformers", reference), ("ours", ours)):
+        variant.batches, variant.collator = [list(range(batch_size))], Collator(0, PADDED)
         peaks[name] = _step_peak_bytes(variant) / 2**20
-        variant.model.cpu()
     return {"peak_train_memory_mb": peaks,
             "train_memory_ratio_vs_transformers": peaks["ours"] / peaks["transformers"],
-            "memory_measure": "allocator peak" if device.type != "cpu" else "state + saved activations"}
+            "memory_measure": "allocator peak" if ours.device.type != "cpu" else "state + saved activations"}
 
 
 def _step_peak_bytes(variant: TrainVariant) -> int:
@@ -327,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     logger.setLevel(logging.INFO)
     device = resolve_device(args.device)
     precision = Precision(torch.bfloat16 if args.bf16 else None)
-    rounds, steps, train_rows, dev_rows = (2, 2, 1024, 128) if args.quick else (3, 4, 8192, 872)
+    rounds, steps, train_rows, dev_rows = (2, 2, 1024, 64) if args.quick else (3, 4, 8192, 872)
     with tempfile.TemporaryDirectory() as tmp:
         work = load_workload(args.model_dir, args.data_dir, train_rows, dev_rows, Path(tmp))
         ceiling = matmul_ceiling(device)
@@ -335,8 +331,9 @@ def main(argv: list[str] | None = None) -> None:
         logger.info("workload: %s; %d threads; torch matmul ceiling %.0f GFLOP/s%s", work.source,
                     torch.get_num_threads(), ceiling,
                     f" (ONNX Runtime's matmul: {ort_rate:.0f} GFLOP/s)" if ort_rate else "")
-        training = benchmark_training(work, device, precision, rounds, steps)
-        memory = training_memory(work, device, precision)
+        training, variants = benchmark_training(work, device, precision, rounds, steps)
+        memory = training_memory(variants[0], variants[2])
+        del variants  # three models and their optimizer states: free them before inference
         inference, checks = benchmark_inference(work, device, precision, max(1, rounds - 1), Path(tmp))
     report = summarize(training, inference, {**checks, **memory}, ceiling, work, device)
     report["ort_matmul_gflops"] = ort_rate
