@@ -5,6 +5,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["--max_eval_samples=100", "--max_seq_length=64", "--device=cpu", "--no-fp16"]
@@ -13,20 +14,20 @@ TINY_FROM_SCRATCH = ["--from_scratch", "--config_overrides=hidden_size=32,num_at
                      "--batch_size=16"]
 
 
-def launch(script, shared_data, *args):
+def launch(script, shared_data, tmp_path, *args):
     command = ["bash", str(ROOT / "test" / script), f"--data_path={shared_data / 'glue'}", *COMMON, *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, env=child_env(tmp_path))
     assert done.returncode == 0, done.stdout[-3000:]
     return done.stdout
 
 
 @pytest.mark.slow
 def test_performance_then_distributed_eval_launchers(shared_data, tmp_path):
-    out = launch("train_performance_1p.sh", shared_data, f"--model_path={shared_data / 'albert_base_v2'}",
+    out = launch("train_performance_1p.sh", shared_data, tmp_path, f"--model_path={shared_data / 'albert_base_v2'}",
                  *TINY_FROM_SCRATCH, "--max_steps=6", f"--output_dir={tmp_path / 'perf'}")
     fps = float(re.search(r"Final Performance samples/sec : ([\d.]+)", out).group(1))
     assert fps > 0
-    out = launch("train_eval_8p.sh", shared_data, "--nproc=2", f"--model_path={tmp_path / 'perf'}",
+    out = launch("train_eval_8p.sh", shared_data, tmp_path, "--nproc=2", f"--model_path={tmp_path / 'perf'}",
                  f"--output_dir={tmp_path / 'eval'}")
     assert re.search(r"Final Accuracy : acc=0\.\d+", out)
     assert '"num_examples": 100' in (tmp_path / "eval" / "eval_results.json").read_text()
