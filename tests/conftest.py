@@ -107,3 +107,12 @@ def child_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """Environment for training subprocesses: one thread each (CI has 2 cores), and temporary files
     (torchrun's log folders among them) kept under the test's own folder."""
     return {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path), **extra}
+
+
+def max_weight_difference(model_dir_a: Path, model_dir_b: Path) -> float:
+    """Largest |difference| between two saved models' weights, over every tensor."""
+    from safetensors.torch import load_file
+
+    a, b = load_file(model_dir_a / "model.safetensors"), load_file(model_dir_b / "model.safetensors")
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)

@@ -105,9 +105,8 @@ def _atc_rewrites(model):
     shapes = {v.name: [d.dim_value or None for d in v.type.tensor_type.shape.dim]
               for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
     inits = {i.name: i for i in model.graph.initializer}
-    constants = {name: numpy_helper.to_array(init) for name, init in inits.items()}
-    constants.update({node.output[0]: numpy_helper.to_array(node.attribute[0].t) for node in model.graph.node
-                      if node.op_type == "Constant" and node.attribute[0].name == "value"})
+    constants = inits | {node.output[0]: node.attribute[0].t for node in model.graph.node
+                         if node.op_type == "Constant" and node.attribute[0].name == "value"}
     nodes, extra_inits = [], []
 
     def const(name: str, values, dtype=np.int64) -> str:
@@ -118,7 +117,7 @@ def _atc_rewrites(model):
     for node in model.graph.node:
         # attention scaling: scores / c  ->  scores * (1/c); other Divs stay (the erf GELU's is ATC's pattern)
         if node.op_type == "Div" and node.input[1] in constants and producers.get(node.input[0]) == "MatMul":
-            scale = constants[node.input[1]]
+            scale = numpy_helper.to_array(constants[node.input[1]])
             inverse = const(node.name + "_inverse", 1.0 / scale, scale.dtype)
             nodes.append(helper.make_node("Mul", [node.input[0], inverse], list(node.output), name=node.name))
             continue
