@@ -13,6 +13,8 @@ Inference on the dev sentences: (a) transformers eager padded to 128, (b) our Py
 Figures: samples/s, the ratio to (a), achieved GFLOP/s from an analytic count of the real
 (unpadded) tokens' work, and that as a fraction of a measured fp32 matmul ceiling; the peak memory
 of a training step, transformers against ours on the same batch; int8's argmax agreement with fp32.
+Each ratio is also taken round by round, and its spread (min/median/max over rounds) reported:
+`--quick` runs few rows and rounds, so its figures are indicative only; judge by the full run.
 """
 
 from __future__ import annotations
@@ -31,17 +33,25 @@ import torch
 from .config import AlbertConfig
 from .data import Collator, EvalShardSampler, GlueFeatures, LengthGroupedBatchSampler, get_task, read_split
 from .data.features import build_features
-from .device import Precision, resolve_device, synchronize
+from .device import Precision, default_pad_multiple, resolve_device, synchronize
+from .evaluate import batch_logits
+from .loop import optimizer_step, train_step
 from .modeling import AlbertForSequenceClassification
 from .optim import build_optimizer, linear_schedule
 from .reference import TransformersAlbert
 from .sample import prepare_sample_model, sample_data_dir
 from .tokenization import load_tokenizer
-from .train import optimizer_step, train_step
 
 logger = logging.getLogger("albert_pytorch.benchmark")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PADDED = 128
+# headline figure -> (variant, baseline variant): samples/s of the first over the second
+RATIOS = {
+    "train_ratio_vs_padded": ("training", "ours", "transformers_padded"),
+    "train_ratio_vs_per_batch": ("training", "ours", "transformers_per_batch"),
+    "infer_ratio_fp32": ("inference", "ours_ort_fp32", "transformers_padded"),
+    "infer_ratio_int8": ("inference", "ours_ort_int8", "transformers_padded"),
+}
 
 
 @dataclass
@@ -125,14 +135,21 @@ def ort_matmul_rate(seconds: float = 1.0) -> float:
 
 
 class TrainVariant:
-    def __init__(self, name: str, model: torch.nn.Module, batches: list[list[int]], collator: Collator,
+    def __init__(self, key: str, label: str, model: torch.nn.Module, batches: list[list[int]], collator: Collator,
                  work: Workload, device: torch.device, precision: Precision):
-        self.name, self.model, self.collator, self.work = name, model.to(device).train(), collator, work
+        self.key, self.label = key, label
+        self.model, self.collator, self.work = model.to(device).train(), collator, work
         self.batches, self.device, self.precision = batches, device, precision
         self.optimizer = build_optimizer("adamw", self.model, 2e-5, 0.01, device)
         self.scheduler = linear_schedule(self.optimizer, 0, 10**6)
         self.scaler = precision.grad_scaler(device)
         self.position, self.seconds, self.samples, self.flops = 0, 0.0, 0, 0.0
+        self.per_round: list[float] = []  # samples/s of each timed round
+
+    def timed_round(self, steps: int) -> None:
+        seconds, samples = self.seconds, self.samples
+        self.run(steps)
+        self.per_round.append((self.samples - samples) / (self.seconds - seconds))
 
     def run(self, steps: int, timed: bool = True) -> None:
         for _ in range(steps):
@@ -158,7 +175,7 @@ def benchmark_training(work: Workload, device: torch.device, precision: Precisio
     generator = torch.Generator().manual_seed(0)
     shuffled = [b.tolist() for b in torch.randperm(n, generator=generator).split(batch_size) if len(b) == batch_size]
     grouped = [b for b in LengthGroupedBatchSampler(work.train.lengths, batch_size, seed=0) if len(b) == batch_size]
-    pad_multiple = 8 if device.type != "cpu" else 1
+    pad_multiple = default_pad_multiple(device)
 
     def reference() -> TransformersAlbert:
         model = TransformersAlbert(work.config)
@@ -167,25 +184,26 @@ def benchmark_training(work: Workload, device: torch.device, precision: Precisio
 
     ours = AlbertForSequenceClassification(work.config)
     ours.load_state_dict(initial)
-    variants = [
-        TrainVariant("transformers, padded to 128", reference(), shuffled, Collator(0, PADDED), work, device,
-                     precision),
-        TrainVariant("transformers, padded per batch", reference(), shuffled, Collator(0, pad_multiple), work, device,
-                     precision),
-        TrainVariant("ours (length-grouped, per-batch padding)", ours, grouped, Collator(0, pad_multiple), work,
-                     device, precision),
-    ]
-    for variant in variants:
+    variants = {v.key: v for v in (
+        TrainVariant("transformers_padded", "transformers, padded to 128", reference(), shuffled,
+                     Collator(0, PADDED), work, device, precision),
+        TrainVariant("transformers_per_batch", "transformers, padded per batch", reference(), shuffled,
+                     Collator(0, pad_multiple), work, device, precision),
+        TrainVariant("ours", "ours (length-grouped, per-batch padding)", ours, grouped, Collator(0, pad_multiple),
+                     work, device, precision),
+    )}
+    for variant in variants.values():
         variant.run(1, timed=False)  # warm-up: allocator, kernels, lazy init
-    for _ in range(rounds):
-        for variant in variants:
-            variant.run(steps)
-    results = {v.name: {"samples_per_s": v.samples / v.seconds, "gflops": v.flops / v.seconds / 1e9}
-               for v in variants}
+    for round_number in range(1, rounds + 1):
+        for variant in variants.values():
+            logger.info("training round %d/%d: %s", round_number, rounds, variant.label)
+            variant.timed_round(steps)
+    results = {v.key: {"label": v.label, "samples_per_s": v.samples / v.seconds, "gflops": v.flops / v.seconds / 1e9,
+                       "per_round_samples_per_s": v.per_round} for v in variants.values()}
     return results, variants
 
 
-def training_memory(reference: TrainVariant, ours: TrainVariant, batch_size: int = 32) -> dict:
+def training_memory(variants: dict[str, TrainVariant], batch_size: int = 32) -> dict:
     """Peak memory of a training step, transformers against ours, on the same 32 sentences padded to 128.
 
     Takes the timed variants as they are (warmed up, AdamW's moments allocated). On an accelerator:
@@ -194,12 +212,14 @@ def training_memory(reference: TrainVariant, ours: TrainVariant, batch_size: int
     plus every tensor autograd saved for the backward pass (each storage once).
     """
     peaks = {}
-    for name, variant in (("transformers", reference), ("ours", ours)):
+    for name, key in (("transformers", "transformers_padded"), ("ours", "ours")):
+        variant = variants[key]
         variant.batches, variant.collator = [list(range(batch_size))], Collator(0, PADDED)
         peaks[name] = _step_peak_bytes(variant) / 2**20
+    device = variants["ours"].device
     return {"peak_train_memory_mb": peaks,
             "train_memory_ratio_vs_transformers": peaks["ours"] / peaks["transformers"],
-            "memory_measure": "allocator peak" if ours.device.type != "cpu" else "state + saved activations"}
+            "memory_measure": "allocator peak" if device.type != "cpu" else "state + saved activations"}
 
 
 def _step_peak_bytes(variant: TrainVariant) -> int:
@@ -258,11 +278,7 @@ def benchmark_inference(work: Workload, device: torch.device, precision: Precisi
         def run_once():
             logits = np.zeros((n, 2), dtype=np.float32)
             for rows in batches:
-                batch = collator([dev[i] for i in rows])
-                with precision.autocast(device):
-                    out = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                                batch["token_type_ids"].to(device)).logits
-                logits[rows] = out.float().cpu().numpy()
+                logits[rows] = batch_logits(model, collator([dev[i] for i in rows]), device, precision).numpy()
             return logits
         return run_once
 
@@ -282,36 +298,41 @@ def benchmark_inference(work: Workload, device: torch.device, precision: Precisi
             return logits
         return run_once
 
-    pad_multiple = 8 if device.type != "cpu" else 1
-    runners = {
-        "transformers eager, padded to 128": torch_runner(reference, Collator(0, PADDED), in_order),
-        "ours, PyTorch (length-sorted)": torch_runner(ours, Collator(0, pad_multiple), by_length),
-        "ours, ONNX Runtime fp32": ort_runner(fp32),
-        "ours, ONNX Runtime int8": ort_runner(int8),
+    pad_multiple = default_pad_multiple(device)
+    runners = {  # key: (label, run once over the dev rows)
+        "transformers_padded": ("transformers eager, padded to 128",
+                                torch_runner(reference, Collator(0, PADDED), in_order)),
+        "ours_pytorch": ("ours, PyTorch (length-sorted)", torch_runner(ours, Collator(0, pad_multiple), by_length)),
+        "ours_ort_fp32": ("ours, ONNX Runtime fp32", ort_runner(fp32)),
+        "ours_ort_int8": ("ours, ONNX Runtime int8", ort_runner(int8)),
     }
-    seconds = dict.fromkeys(runners, 0.0)
-    for name, runner in runners.items():
-        outputs[name] = runner()  # warm-up, and the logits compared below
-    for _ in range(rounds):
-        for name, runner in runners.items():
+    per_round: dict[str, list[float]] = {key: [] for key in runners}
+    for key, (_, runner) in runners.items():
+        outputs[key] = runner()  # warm-up, and the logits compared below
+    for round_number in range(1, rounds + 1):
+        for key, (label, runner) in runners.items():
+            logger.info("inference round %d/%d: %s", round_number, rounds, label)
             synchronize(device)
             start = time.perf_counter()
             runner()
             synchronize(device)
-            seconds[name] += time.perf_counter() - start
-    results = {name: {"samples_per_s": n * rounds / s, "gflops": flops * rounds / s / 1e9}
-               for name, s in seconds.items()}
-    fp32_pred = outputs["ours, ONNX Runtime fp32"].argmax(-1)
-    checks = {"int8_argmax_agreement": float((outputs["ours, ONNX Runtime int8"].argmax(-1) == fp32_pred).mean()),
-              "fp32_max_abs_diff_vs_transformers": float(np.abs(outputs["ours, ONNX Runtime fp32"]
-                                                                - outputs["transformers eager, padded to 128"]).max())}
+            per_round[key].append(time.perf_counter() - start)
+    results = {key: {"label": label, "samples_per_s": n * rounds / sum(per_round[key]),
+                     "gflops": flops * rounds / sum(per_round[key]) / 1e9,
+                     "per_round_samples_per_s": [n / s for s in per_round[key]]}
+               for key, (label, _) in runners.items()}
+    fp32_pred = outputs["ours_ort_fp32"].argmax(-1)
+    checks = {"int8_argmax_agreement": float((outputs["ours_ort_int8"].argmax(-1) == fp32_pred).mean()),
+              "fp32_max_abs_diff_vs_transformers": float(np.abs(outputs["ours_ort_fp32"]
+                                                                - outputs["transformers_padded"]).max())}
     return results, checks
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python3 -m albert_pytorch.benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and rows: a few minutes on 2 cores")
+    parser.add_argument("--quick", action="store_true", help="fewer rows and shorter rounds: about 3 minutes on 2 "
+                                                             "cores; indicative figures only")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or npu")
     parser.add_argument("--bf16", action="store_true", help="autocast bf16 on every variant (GPU)")
     parser.add_argument("--model_dir", default=None, help="config + tokenizer (default: ../shared albert-base-v2)")
@@ -323,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     logger.setLevel(logging.INFO)
     device = resolve_device(args.device)
     precision = Precision(torch.bfloat16 if args.bf16 else None)
-    rounds, steps, train_rows, dev_rows = (2, 2, 1024, 64) if args.quick else (3, 4, 8192, 872)
+    rounds, steps, train_rows, dev_rows = (4, 1, 1024, 64) if args.quick else (3, 4, 8192, 872)
     with tempfile.TemporaryDirectory() as tmp:
         work = load_workload(args.model_dir, args.data_dir, train_rows, dev_rows, Path(tmp))
         ceiling = matmul_ceiling(device)
@@ -332,40 +353,49 @@ def main(argv: list[str] | None = None) -> None:
                     torch.get_num_threads(), ceiling,
                     f" (ONNX Runtime's matmul: {ort_rate:.0f} GFLOP/s)" if ort_rate else "")
         training, variants = benchmark_training(work, device, precision, rounds, steps)
-        memory = training_memory(variants[0], variants[2])
+        logger.info("peak training memory: one step each")
+        memory = training_memory(variants)
         del variants  # three models and their optimizer states: free them before inference
         inference, checks = benchmark_inference(work, device, precision, max(1, rounds - 1), Path(tmp))
     report = summarize(training, inference, {**checks, **memory}, ceiling, work, device)
     report["ort_matmul_gflops"] = ort_rate
+    report["quick"] = args.quick
+    if args.quick:
+        logger.info("--quick: %d training and %d dev rows, short rounds: the figures are indicative only (see the "
+                    "spreads); the full run is the one to judge by", train_rows, dev_rows)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 
 
 def summarize(training: dict, inference: dict, checks: dict, ceiling: float, work: Workload,
               device: torch.device) -> dict:
-    def table(title: str, rows: dict) -> None:
-        base = next(iter(rows.values()))["samples_per_s"]
-        logger.info("\n%s\n%-45s %12s %8s %10s %9s", title, "variant", "samples/s", "ratio", "GFLOP/s", "of ceil")
-        for name, r in rows.items():
-            logger.info("%-45s %12.1f %7.2fx %10.1f %8.0f%%", name, r["samples_per_s"], r["samples_per_s"] / base,
-                        r["gflops"], 100 * r["gflops"] / ceiling)
+    sections = {"training": training, "inference": inference}
 
-    table("training (batch 32)", training)
-    table("inference (dev set, batch 32)", inference)
-    t, i = list(training.values()), list(inference.values())
+    def table(title: str, rows: dict, base: str) -> None:
+        logger.info("\n%s\n%-45s %12s %8s %10s %9s", title, "variant", "samples/s", "ratio", "GFLOP/s", "of ceil")
+        for r in rows.values():
+            logger.info("%-45s %12.1f %7.2fx %10.1f %8.0f%%", r["label"], r["samples_per_s"],
+                        r["samples_per_s"] / rows[base]["samples_per_s"], r["gflops"], 100 * r["gflops"] / ceiling)
+
+    table("training (batch 32)", training, "transformers_padded")
+    table("inference (dev set, batch 32)", inference, "transformers_padded")
     train_flops_per_sample = 3 * forward_flops(work.config, work.train.lengths) / len(work.train)
-    report = {
-        "device": str(device), "matmul_ceiling_gflops": ceiling, "training": training, "inference": inference,
-        "train_ratio_vs_padded": t[2]["samples_per_s"] / t[0]["samples_per_s"],
-        "train_ratio_vs_per_batch": t[2]["samples_per_s"] / t[1]["samples_per_s"],
-        "infer_ratio_fp32": i[2]["samples_per_s"] / i[0]["samples_per_s"],
-        "infer_ratio_int8": i[3]["samples_per_s"] / i[0]["samples_per_s"],
-        "train_physical_limit_samples_per_s": ceiling * 1e9 / train_flops_per_sample,
-        "train_fraction_of_limit": t[2]["gflops"] / ceiling,
-        **checks,
-    }
+    report = {"device": str(device), "matmul_ceiling_gflops": ceiling, **sections}
+    for name, (section, variant, base) in RATIOS.items():
+        rows = sections[section]
+        report[name] = rows[variant]["samples_per_s"] / rows[base]["samples_per_s"]
+        per_round = [a / b for a, b in zip(rows[variant]["per_round_samples_per_s"],
+                                           rows[base]["per_round_samples_per_s"], strict=True)]
+        report[f"{name}_spread"] = {"min": min(per_round), "median": float(np.median(per_round)),
+                                    "max": max(per_round), "rounds": len(per_round)}
+    report.update({"train_physical_limit_samples_per_s": ceiling * 1e9 / train_flops_per_sample,
+                   "train_fraction_of_limit": training["ours"]["gflops"] / ceiling, **checks})
     logger.info("\npeak training memory, batch 32 padded to 128 (%s): %s", report["memory_measure"],
                 ", ".join(f"{name} {mb:.0f} MB" for name, mb in report["peak_train_memory_mb"].items()))
+    for name in RATIOS:
+        spread = report[f"{name}_spread"]
+        logger.info("%-26s %6.2fx  (rounds: min %.2f, median %.2f, max %.2f)", name, report[name], spread["min"],
+                    spread["median"], spread["max"])
     logger.info("\n%s", json.dumps({k: v for k, v in report.items() if not isinstance(v, dict)}, indent=1))
     if work.weights is None:
         logger.info("note: int8 argmax agreement on random weights is a weak signal; pass --model_dir with a "

@@ -97,3 +97,55 @@ def resolve_resume(output_dir: Path, resume: str) -> list[Path]:
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint directory")
     return [path]
+
+
+# -- the training state beside the model ------------------------------------------------------------
+
+def save_training_checkpoint(output_dir: Path, step: int, write_model_files, optimizer, scheduler, scaler,
+                             train_state: dict[str, Any], world_size: int, keep: int) -> Path:
+    """A checkpoint that resumes exactly: model files plus optimizer, scheduler, scaler and data position."""
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "scaler": scaler.state_dict(), "train_state": train_state, "world_size": world_size}
+    return save_checkpoint(output_dir, step, write_model_files, state, keep)
+
+
+def resume_training(output_dir: Path, resume: str, model, optimizer, scheduler, scaler,
+                    world_size: int) -> dict[str, Any] | None:
+    """Load the newest good checkpoint into the model and optimizer objects; returns its saved train
+    state, or None when there is nothing to resume yet. A damaged checkpoint is reported and passed over."""
+    candidates = resolve_resume(output_dir, resume)
+    for path in candidates:
+        try:
+            saved = load_state(path)
+            weights = load_model_weights(path, model)
+        except Exception as err:  # any damage means: try the previous checkpoint
+            logger.warning("cannot resume from %s (%s); trying an older checkpoint", path, err)
+            continue
+        if saved.get("world_size") != world_size:
+            logger.warning("%s was written with world size %s, now %s: the data order will differ", path,
+                           saved.get("world_size"), world_size)
+        model.load_state_dict(weights, strict=False)
+        model.tie_weights()
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        logger.info("resumed from %s at step %d", path, saved["train_state"]["step"])
+        return saved["train_state"]
+    if candidates:
+        raise CheckpointError(f"none of the checkpoints in {output_dir} could be loaded")
+    return None
+
+
+def load_model_weights(checkpoint: Path, model) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights, checked to fit `model` key for key (tied copies are not stored)."""
+    from .modeling import load_state_dict
+
+    weights = load_state_dict(checkpoint)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights) - set(model.tied_keys))
+    unexpected = sorted(set(weights) - set(own))
+    misshaped = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
+    if missing or unexpected or misshaped:
+        raise CheckpointError(f"{checkpoint}: weights do not fit the model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}, mis-shaped {misshaped[:3]})")
+    return weights

@@ -1,14 +1,19 @@
-"""ALBERT's architecture config, read from and written to Hugging Face's `config.json`.
+"""The configs: ALBERT's architecture (`config.json`) and the training runs (`train_config.json`).
 
-Field names are Hugging Face's, so one `config.json` serves both libraries. Fields we do not
-model (architectures, torch dtype, tokenizer hints, ...) are kept in `extra` and written back.
+`AlbertConfig` uses Hugging Face's field names, so one `config.json` serves both libraries. Fields
+we do not model (architectures, torch dtype, tokenizer hints, ...) are kept in `extra` and written back.
+
+`LoopConfig` (what every training command shares) and `TrainConfig` (fine-tuning) hold each setting's
+default, help text and allowed values in one place; `cli.py` generates the command-line flags from them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +115,12 @@ class AlbertConfig:
             raise ConfigError(f"this config describes {self.parameter_count():,} parameters, "
                               f"more than the {_MAX_PARAMETERS:,} accepted")
 
+    def check_sequence_length(self, max_seq_length: int) -> None:
+        """Refuse sequences longer than the position table before any work is done on them."""
+        if max_seq_length > self.max_position_embeddings:
+            raise ConfigError(f"--max_seq_length {max_seq_length} exceeds the model's max_position_embeddings "
+                              f"({self.max_position_embeddings})")
+
     def parameter_count(self) -> int:
         """Parameters of AlbertForSequenceClassification with this config (no allocation)."""
         e, h, i = self.embedding_size, self.hidden_size, self.intermediate_size
@@ -178,3 +189,136 @@ class AlbertConfig:
             except ValueError as err:
                 raise ConfigError(f"bad config override {item!r}: {err}") from err
         return AlbertConfig.from_dict(data)
+
+
+# -- training runs ------------------------------------------------------------------------------------
+
+def setting(default: Any, help: str, choices: tuple[str, ...] | None = None, aliases: tuple[str, ...] = (),
+            shown_default: str | None = None) -> Any:
+    """A run-config field with its command-line help; `choices` are checked here and by the parser."""
+    return field(default=default, metadata={"help": help, "choices": choices, "aliases": aliases,
+                                            "shown_default": shown_default})
+
+
+@dataclass
+class LoopConfig:
+    """The settings of the training loop itself, shared by every training command."""
+
+    output_dir: str = setting("outputs/run", "where the model, checkpoints and logs go")
+    num_train_epochs: float = setting(3.0, "epochs to train (fractions allowed)")
+    max_steps: int = setting(-1, "optimizer steps to train; > 0 overrides --num_train_epochs")
+    batch_size: int = setting(32, "training batch size per device", aliases=("--batch-size",))
+    eval_batch_size: int = setting(64, "evaluation batch size per device")
+    learning_rate: float = setting(2e-5, "peak learning rate")
+    weight_decay: float = setting(0.01, "decoupled weight decay on weight matrices (not biases or LayerNorm)")
+    warmup_proportion: float = setting(0.1, "fraction of the steps spent warming the learning rate up; then "
+                                            "it decays linearly to 0")
+    gradient_accumulation_steps: int = setting(1, "micro-batches per optimizer step")
+    max_grad_norm: float = setting(1.0, "clip the gradient norm to this (<= 0: no clipping)")
+    seed: int = setting(42, "seed for initialization, shuffling and dropout")
+    logging_steps: int = setting(50, "write a train_log.jsonl line every N steps")
+    save_steps: int = setting(0, "write checkpoint-<step>/ every N steps (0: only at the end)")
+    save_total_limit: int = setting(2, "checkpoints kept; older ones are deleted")
+    eval_steps: int = setting(0, "evaluate every N steps (0: only at the end)")
+    optimizer: str = setting("adamw", "adamw, or lamb (ALBERT's optimizer; apex's fused LAMB on CUDA/NPU "
+                                      "when installed)", choices=("adamw", "lamb"))
+    fp16: bool = setting(False, "mixed precision in float16 with dynamic loss scaling")
+    fp16_opt_level: str = setting("O1", "apex level, accepted for ModelZoo scripts: O1 and O2 both map onto "
+                                        "native torch.amp (no apex needed)", choices=("O1", "O2"))
+    bf16: bool = setting(False, "mixed precision in bfloat16 (no loss scaling needed)")
+    device: str = setting("auto", "auto picks cuda, then npu, then cpu; a named device that is absent is an "
+                                  "error", choices=("auto", "cpu", "cuda", "npu"))
+    resume_from_checkpoint: str | None = setting(None, "'latest' (newest good checkpoint in --output_dir) or a "
+                                                       "checkpoint directory")
+    num_workers: int = setting(0, "DataLoader worker processes for training batches")
+    torch_compile: bool = setting(False, "run the training step through torch.compile")
+    dist_timeout: float = setting(600.0, "seconds a process waits for a dead peer before failing")
+    progress: bool = setting(True, "progress bars", shown_default="on when stderr is a terminal and CI is unset")
+
+    def validate(self) -> None:
+        """Every check the settings alone allow, so that a bad flag fails before anything is written."""
+        for f in dataclasses.fields(self):
+            choices, value = f.metadata.get("choices"), getattr(self, f.name)
+            if choices and value not in choices:
+                raise ValueError(f"--{f.name} {value!r}: choose from {', '.join(choices)}")
+        for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps",
+                     "save_total_limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ValueError("--num_train_epochs must be positive (or give --max_steps)")
+        if not 0 <= self.warmup_proportion < 1:
+            raise ValueError(f"--warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
+        from .device import Precision
+
+        Precision.from_flags(self.fp16, self.bf16, self.fp16_opt_level)
+
+
+# The embedded sample trains a tiny model from scratch, which wants a far higher learning rate than
+# fine-tuning does; these replace the defaults of every flag not given when no data is named.
+SAMPLE_RECIPE = {"learning_rate": 2e-3, "num_train_epochs": 10.0, "batch_size": 16, "warmup_proportion": 0.1,
+                 "logging_steps": 10, "max_seq_length": 64}
+ACTIONS = ("do_train", "do_eval", "do_predict")
+
+
+@dataclass
+class TrainConfig(LoopConfig):
+    """One fine-tuning run; saved as train_config.json beside its outputs."""
+
+    task_name: str = setting("SST-2", "GLUE task: CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE or WNLI")
+    data_dir: str | None = setting(None, "the task's folder of GLUE TSVs (e.g. dataset/SST-2); with neither it "
+                                         "nor --model_name_or_path, the embedded sample is trained")
+    model_name_or_path: str | None = setting(None, "model directory (config.json, weights, spiece.model) or "
+                                                   "hub id")
+    output_dir: str = setting("outputs/SST-2", "where the model, checkpoints and logs go")
+    do_train: bool = setting(True, "train (with none of --do_train/--do_eval/--do_predict: train and evaluate)")
+    do_eval: bool = setting(True, "evaluate on the dev set(s)")
+    do_predict: bool = setting(False, "write test-set predictions in GLUE submission format")
+    max_seq_length: int = setting(128, "longest input in tokens; longer ones are cut (pairs longest-first)")
+    max_train_samples: int | None = setting(None, "train on the first N examples only")
+    max_eval_samples: int | None = setting(None, "evaluate on the first N examples only")
+    from_scratch: bool = setting(False, "random init from the model directory's config.json instead of loading "
+                                        "weights")
+    config_overrides: str = setting("", "comma-separated config changes, e.g. hidden_size=256,num_hidden_layers=4")
+    group_by_length: bool = setting(True, "batch sentences of similar length together, which cuts padding")
+    pad_to_multiple_of: int = setting(0, "pad each batch's length to a multiple of N (0: 8 on GPU/NPU, 1 on CPU)")
+    skip_bad_rows: bool = setting(False, "skip malformed TSV rows (counted and reported) instead of stopping at "
+                                         "the first")
+    cache_dir: str | None = setting(None, "feature cache folder", shown_default="$ALBERT_PYTORCH_CACHE or "
+                                                                                "~/.cache/albert_pytorch")
+
+    def validate(self) -> None:
+        from .data.glue import get_task
+
+        super().validate()
+        get_task(self.task_name)
+        if self.max_seq_length < 2:
+            raise ValueError(f"--max_seq_length must be at least 2, got {self.max_seq_length}")
+        if (self.data_dir is None) != (self.model_name_or_path is None):
+            missing = "--data_dir" if self.data_dir is None else "--model_name_or_path"
+            raise ValueError(f"{missing} is missing: give both --data_dir and --model_name_or_path, or neither "
+                             "to run the embedded sample")
+        if self.from_scratch and not self.do_train:
+            raise ValueError("--from_scratch without --do_train would evaluate random weights")
+
+    @classmethod
+    def from_flags(cls, given: dict[str, Any]) -> TrainConfig:
+        """The run a command line means; `given` holds only the flags that were typed.
+
+        With none of --do_train/--do_eval/--do_predict it trains and evaluates; with some, it does just
+        those. With neither --data_dir nor --model_name_or_path it runs the embedded sample, whose recipe
+        (SAMPLE_RECIPE) fills every flag not given. Progress bars show only in a terminal.
+        """
+        values = dict(given)
+        asked = any(values.get(action) for action in ACTIONS)
+        for action in ACTIONS:
+            values.setdefault(action, not asked and action != "do_predict")
+        if "data_dir" not in values and "model_name_or_path" not in values:
+            recipe = {k: v for k, v in SAMPLE_RECIPE.items() if k not in values}
+            logging.getLogger("albert_pytorch").info(
+                "embedded sample recipe: %s", ", ".join(f"{k}={v}" for k, v in recipe.items()))
+            values.update(recipe)
+        values.setdefault("progress", sys.stderr.isatty() and not os.environ.get("CI"))
+        config = cls(**values)
+        config.validate()
+        return config

@@ -141,6 +141,11 @@ class Precision:
         return torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
 
 
+def default_pad_multiple(device: torch.device) -> int:
+    """Batches padded to a multiple of 8 suit tensor cores (GPU) and cube units (NPU); CPUs gain nothing."""
+    return 1 if device.type == "cpu" else 8
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued device work, so that wall-clock timings are honest."""
     if device.type == "cuda":

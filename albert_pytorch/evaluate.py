@@ -1,6 +1,9 @@
-"""Evaluation that scores every example exactly once, on one process or many."""
+"""Evaluation that scores every example exactly once, on one process or many; GLUE submission files."""
 
 from __future__ import annotations
+
+import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -9,9 +12,21 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .data import Collator, EvalShardSampler, GlueFeatures, GlueTask
+from .data import INPUT_NAMES, Collator, EvalShardSampler, Example, GlueFeatures, GlueTask
+from .data.glue import STSB_RANGE
 from .device import DistContext, Precision
+from .io import atomic_write_text
 from .metrics import compute_metrics, predictions_from_logits
+
+logger = logging.getLogger("albert_pytorch")
+
+
+def batch_logits(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device,
+                 precision: Precision) -> torch.Tensor:
+    """The model's logits for one collated batch, in float32 on the host."""
+    with precision.autocast(device):
+        logits = model(*(batch[name].to(device) for name in INPUT_NAMES)).logits
+    return logits.float().cpu()
 
 
 @torch.no_grad()
@@ -30,11 +45,8 @@ def predict_logits(model: nn.Module, features: GlueFeatures, batch_size: int, de
     loader = DataLoader(features, batch_sampler=sampler, collate_fn=collator)
     indices, logits = [], []
     for batch in tqdm(loader, desc="eval", disable=not (progress and ctx.is_main), leave=False):
-        with precision.autocast(device):
-            out = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                        batch["token_type_ids"].to(device)).logits
         indices.append(batch["index"])
-        logits.append(out.float().cpu())
+        logits.append(batch_logits(model, batch, device, precision))
     model.train(was_training)
     num_labels = model.config.num_labels
     local_index = torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long)
@@ -76,3 +88,26 @@ def evaluate(model: nn.Module, task: GlueTask, features: GlueFeatures, batch_siz
     logits = predict_logits(model, features, batch_size, device, precision, ctx, collator, progress)
     metrics = compute_metrics(task, predictions_from_logits(task, logits), features.labels.numpy())
     return metrics, logits
+
+
+def evaluate_splits(model: nn.Module, task: GlueTask, eval_sets: dict[str, GlueFeatures], batch_size: int,
+                    device: torch.device, precision: Precision, ctx: DistContext, collator: Collator,
+                    progress: bool = False) -> dict[str, dict[str, float]]:
+    """Metrics per split (MNLI has two dev sets), each with its example count."""
+    results = {}
+    for split, features in eval_sets.items():
+        metrics, _ = evaluate(model, task, features, batch_size, device, precision, ctx, collator, progress)
+        results[split] = {"num_examples": len(features), **metrics}
+    return results
+
+
+def write_submission(task: GlueTask, examples: list[Example], logits: np.ndarray, path: Path) -> None:
+    """GLUE's submission format: `index<TAB>prediction`, label names, STS-B scores clipped to [0, 5]."""
+    predictions = predictions_from_logits(task, logits)
+    if task.is_regression:
+        values = [f"{score:.3f}" for score in np.clip(predictions, *STSB_RANGE)]
+    else:
+        values = [task.labels[int(p)] for p in predictions]
+    rows = "".join(f"{e.guid}\t{v}\n" for e, v in zip(examples, values, strict=True))
+    atomic_write_text(path, "index\tprediction\n" + rows)
+    logger.info("test predictions written to %s", path)

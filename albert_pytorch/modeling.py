@@ -12,10 +12,12 @@ dict moves between the two libraries without renaming.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +35,13 @@ WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 LEGACY_WEIGHTS_NAME = "pytorch_model.bin"
 
 
+def _gelu_tanh_pow(x: torch.Tensor) -> torch.Tensor:
+    """GELU, tanh approximation, written with Pow(x, 3): the form ONNX Runtime fuses into FastGelu and
+    Ascend ATC into Gelu (the exporter's own decomposition of F.gelu, x*x*x, is not ATC's pattern)."""
+    return x * (0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0)))))
+
+
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    """GELU, tanh approximation; exported with Pow(x, 3), the form ONNX Runtime fuses into FastGelu
-    and Ascend ATC into Gelu (the exporter's own x*x*x decomposition is not ATC's pattern)."""
-    if torch.onnx.is_in_onnx_export():
-        return x * (0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0)))))
     return F.gelu(x, approximate="tanh")
 
 
@@ -53,6 +57,15 @@ _ACTIVATIONS = {
     "tanh": torch.tanh,
     "mish": F.mish,
 }
+# The same functions spelled out for graph compilers, where the fused kernel's export is not their pattern.
+_EXPLICIT_ACTIVATIONS = {"gelu_new": _gelu_tanh_pow, "gelu_fast": _gelu_tanh_pow, "gelu_pytorch_tanh": _gelu_tanh_pow}
+
+# How attention and activations are computed; both give the same numbers.
+# - "sdpa": torch's fused kernels (scaled_dot_product_attention with a boolean mask, F.gelu): training
+#   and PyTorch inference.
+# - "explicit": attention as MatMul/Div/Add/Softmax/MatMul with BERT's additive mask, and the tanh GELU
+#   with Pow(x, 3): the patterns ONNX Runtime's transformer fusions and Ascend ATC's passes match. For export.
+IMPLEMENTATIONS = ("sdpa", "explicit")
 
 
 class AlbertEmbeddings(nn.Module):
@@ -89,21 +102,23 @@ class AlbertAttention(nn.Module):
         self.attention_dropout = config.attention_probs_dropout_prob
         self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, explicit: bool) -> torch.Tensor:
         B, T, H = x.shape
 
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        if mask is None or mask.dtype == torch.bool:
+        if explicit:
+            # ONNX Runtime's optimizer fuses this MatMul/Div/Add/Softmax/MatMul chain into one
+            # Attention op; an exported SDPA it does not. `mask` is additive here.
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # (B, nh, T, T)
+            if mask is not None:
+                scores = scores + mask
+            y = torch.softmax(scores, dim=-1) @ v
+        else:
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=self.attention_dropout if self.training else 0.0)
-        else:
-            # Spelled out for ONNX export: this MatMul/Div/Add/Softmax/MatMul chain is the pattern
-            # ONNX Runtime's optimizer fuses into one Attention op (an exported SDPA is not).
-            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size) + mask  # (B, nh, T, T)
-            y = torch.softmax(scores, dim=-1) @ v
         y = y.transpose(1, 2).reshape(B, T, H)
         return self.LayerNorm(x + self.output_dropout(self.dense(y)))
 
@@ -115,13 +130,15 @@ class AlbertLayer(nn.Module):
         self.ffn = nn.Linear(config.hidden_size, config.intermediate_size)
         self.ffn_output = nn.Linear(config.intermediate_size, config.hidden_size)
         self.activation = _ACTIVATIONS[config.hidden_act]
+        self.explicit_activation = _EXPLICIT_ACTIVATIONS.get(config.hidden_act, self.activation)
         self.full_layer_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = self.attention(x, mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, explicit: bool) -> torch.Tensor:
+        x = self.attention(x, mask, explicit)
+        activation = self.explicit_activation if explicit else self.activation
         # HF applies no dropout to the FFN output (the `dropout` module exists only for its name).
-        return self.full_layer_layer_norm(x + self.ffn_output(self.activation(self.ffn(x))))
+        return self.full_layer_layer_norm(x + self.ffn_output(activation(self.ffn(x))))
 
 
 class AlbertLayerGroup(nn.Module):
@@ -129,9 +146,9 @@ class AlbertLayerGroup(nn.Module):
         super().__init__()
         self.albert_layers = nn.ModuleList(AlbertLayer(config) for _ in range(config.inner_group_num))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, explicit: bool) -> torch.Tensor:
         for layer in self.albert_layers:
-            x = layer(x, mask)
+            x = layer(x, mask, explicit)
         return x
 
 
@@ -143,11 +160,11 @@ class AlbertTransformer(nn.Module):
         self.embedding_hidden_mapping_in = nn.Linear(config.embedding_size, config.hidden_size)
         self.albert_layer_groups = nn.ModuleList(AlbertLayerGroup(config) for _ in range(config.num_hidden_groups))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, explicit: bool) -> torch.Tensor:
         x = self.embedding_hidden_mapping_in(x)  # (B, T, E) -> (B, T, H)
         # Each of the num_hidden_layers steps runs a whole group; groups are reused in order.
         for i in range(self.num_hidden_layers):
-            x = self.albert_layer_groups[i // self.layers_per_group](x, mask)
+            x = self.albert_layer_groups[i // self.layers_per_group](x, mask, explicit)
         return x
 
 
@@ -157,19 +174,21 @@ class AlbertModel(nn.Module):
         self.embeddings = AlbertEmbeddings(config)
         self.encoder = AlbertTransformer(config)
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
-        self.export_mode = False  # set by deploy.export: additive mask and spelled-out attention
+        self.implementation = "sdpa"  # see IMPLEMENTATIONS; changed only through `implementation(...)`
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        # SDPA takes a boolean mask, True where a query may attend: (B, 1, 1, T) broadcasts over heads
-        # and queries. No mask at all lets SDPA pick its fastest kernel for unpadded batches.
-        mask = None if attention_mask is None else attention_mask[:, None, None, :].bool()
-        if self.export_mode and mask is not None:
+        explicit = self.implementation == "explicit"
+        mask = None  # no mask at all lets SDPA pick its fastest kernel for unpadded batches
+        if attention_mask is not None and explicit:
             # BERT's additive mask, (1 - mask) * -10000, which ONNX Runtime's fusion recognizes.
             mask = (1.0 - attention_mask[:, None, None, :].float()) * -10000.0
-        sequence = self.encoder(self.embeddings(input_ids, token_type_ids), mask)  # (B, T, H)
+        elif attention_mask is not None:
+            # SDPA's boolean mask, True where a query may attend: (B, 1, 1, T) broadcasts over heads and queries.
+            mask = attention_mask[:, None, None, :].bool()
+        sequence = self.encoder(self.embeddings(input_ids, token_type_ids), mask, explicit)  # (B, T, H)
         pooled = torch.tanh(self.pooler(sequence[:, 0]))  # [CLS] -> (B, H)
         return sequence, pooled
 
@@ -204,6 +223,19 @@ class AlbertPreTrainedModel(nn.Module):
     def __init__(self, config: AlbertConfig):
         super().__init__()
         self.config = config
+
+    @contextlib.contextmanager
+    def implementation(self, name: str) -> Iterator[AlbertPreTrainedModel]:
+        """Compute attention and activations as `name` says (see IMPLEMENTATIONS) inside the block only:
+        `with model.implementation("explicit"): torch.onnx.export(model, ...)`."""
+        if name not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation {name!r}: use one of {', '.join(IMPLEMENTATIONS)}")
+        albert: AlbertModel = self.albert
+        previous, albert.implementation = albert.implementation, name
+        try:
+            yield self
+        finally:
+            albert.implementation = previous
 
     def init_weights(self) -> None:
         self.apply(self._init_module)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import math
 
 import torch
 from torch import nn
@@ -40,15 +39,16 @@ class Lamb(torch.optim.Optimizer):
             exp_avg_sq = [self.state[p]["exp_avg_sq"] for p in params]
             for p in params:
                 self.state[p]["step"] += 1
-            step = self.state[params[0]]["step"].item()
+            # The bias corrections stay tensors on the parameters' device: no host sync in the step.
+            step = self.state[params[0]]["step"].to(params[0].device)
             torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
             torch._foreach_mul_(exp_avg_sq, beta2)
             torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
             # update = (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps) + wd * w
-            denom = torch._foreach_div(torch._foreach_sqrt(exp_avg_sq), math.sqrt(1 - beta2 ** step))
+            denom = torch._foreach_div(torch._foreach_sqrt(exp_avg_sq), (1 - beta2**step).sqrt())
             torch._foreach_add_(denom, group["eps"])
             update = torch._foreach_div(exp_avg, denom)
-            torch._foreach_div_(update, 1 - beta1 ** step)
+            torch._foreach_div_(update, 1 - beta1**step)
             if group["weight_decay"]:
                 torch._foreach_add_(update, params, alpha=group["weight_decay"])
             w_norm = torch._foreach_norm(params)

@@ -1,11 +1,13 @@
 """transformers' AlbertForSequenceClassification behind our model's interface, for side-by-side runs.
 
-`--implementation transformers` trains this in place of our model with everything else identical
-(data, batches, seeds, initial weights, optimizer), which is how docs/results.md and the benchmark
-compare the two implementations.
+`train.run(cfg, model_factory=transformers_classifier)` trains it in place of our model with everything
+else identical (data, batches, seeds, initial weights, optimizer), which is how docs/results.md and the
+benchmark compare the two implementations. Only the benchmark and tests pass it.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
@@ -40,3 +42,12 @@ class TransformersAlbert(AlbertPreTrainedModel):
     def train(self, mode: bool = True):
         self._hf[0].train(mode)
         return super().train(mode)
+
+
+def transformers_classifier(config: AlbertConfig, weights_dir: Path | None) -> TransformersAlbert:
+    """A `train.ModelFactory`: transformers' model starting from exactly the weights ours would start from."""
+    from .train import sequence_classifier
+
+    model = TransformersAlbert(config)
+    model.load_state_dict(sequence_classifier(config, weights_dir).state_dict())
+    return model

@@ -2,7 +2,8 @@
 on a fresh clone with no data and no pretrained model.
 
 The 520 sentences in `sample_data/SST-2` were written for this project (400 train, 120 dev). The
-tokenizer and model config are made here, by our own code, the first time they are needed.
+tokenizer and model config are made here, by our own code, the first time they are needed; the
+training recipe for them is `config.SAMPLE_RECIPE`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,6 @@ from pathlib import Path
 from .config import AlbertConfig
 from .data.glue import get_task, read_file
 from .tokenization import load_tokenizer, train_sentencepiece
-
-# The tiny model learns from scratch, so it wants a far higher learning rate than fine-tuning does.
-SAMPLE_RECIPE = {"learning_rate": 2e-3, "num_train_epochs": 10.0, "batch_size": 16, "warmup_proportion": 0.1,
-                 "logging_steps": 10, "max_seq_length": 64}
 
 
 def sample_data_dir() -> Path:

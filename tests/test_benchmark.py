@@ -14,9 +14,9 @@ from albert_pytorch.tokenization import load_tokenizer
 def test_analytic_flops_match_pytorchs_counter():
     config = tiny_config(hidden_size=64, intermediate_size=256, num_hidden_layers=3)
     model = AlbertForSequenceClassification.from_config(config).eval()
-    model.albert.export_mode = True  # attention as plain matmuls, which the counter sees (fused SDPA it does not)
     ids = torch.randint(5, 100, (2, 24))
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    # explicit attention: plain matmuls, which the counter sees (fused SDPA it does not)
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), model.implementation("explicit"):
         model(ids, torch.ones_like(ids))
     counted = counter.get_total_flops()
     expected = forward_flops(config, torch.tensor([24, 24]))
@@ -32,7 +32,7 @@ def test_cpu_training_memory_counts_state_once_and_activations_per_row(tiny_mode
     device, sizes = torch.device("cpu"), {}
     for rows in (4, 8):
         model = AlbertForSequenceClassification.from_config(config)
-        variant = TrainVariant("ours", model, [list(range(rows))], Collator(0, PADDED), work, device, Precision())
+        variant = TrainVariant("ours", "ours", model, [list(range(rows))], Collator(0, PADDED), work, device, Precision())
         variant.run(1, timed=False)
         sizes[rows] = _step_peak_bytes(variant)
     state = 4 * sum(p.nbytes for p in model.parameters())  # weights, gradients, AdamW's two moments

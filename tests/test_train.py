@@ -14,7 +14,8 @@ import transformers
 from conftest import child_env, make_loss_overflow_at, max_weight_difference, train_command
 
 from albert_pytorch import AlbertForSequenceClassification
-from albert_pytorch.train import TrainConfig, TrainingDiverged, run
+from albert_pytorch.loop import TrainingDiverged
+from albert_pytorch.train import TrainConfig, run
 
 
 def tiny_run(tiny_task_dir, tiny_model_dir, output_dir, **overrides) -> TrainConfig:

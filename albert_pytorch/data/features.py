@@ -22,6 +22,7 @@ from .glue import Example, GlueTask
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = "1"
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")  # the model's inputs, in its argument order
 
 
 def default_cache_dir() -> Path:

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data import INPUT_NAMES
 from ..modeling import AlbertForSequenceClassification
 from ..tokenization import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "output"
 DEFAULT_OPSET = 14  # LayerNorm decomposed: accepted by Ascend ATC, and fused back by ONNX Runtime
 
@@ -57,24 +57,20 @@ def export(model_dir: str | os.PathLike, onnx_dir: str | os.PathLike, batch_size
            opset: int = DEFAULT_OPSET, atol: float = 1e-4) -> Path:
     """Export `model_dir` to `onnx_dir/albert_seq{L}_bs{B}.onnx` (or `albert_dynamic.onnx`) and check it."""
     model = AlbertForSequenceClassification.from_pretrained(model_dir).eval()
-    if max_seq_length > model.config.max_position_embeddings:
-        raise ExportError(f"--max_seq_length {max_seq_length} exceeds the model's max_position_embeddings "
-                          f"({model.config.max_position_embeddings})")
+    model.config.check_sequence_length(max_seq_length)
     tokenizer = load_tokenizer(model_dir)
     inputs = sample_inputs(tokenizer, texts or _default_texts(), batch_size, max_seq_length)
     path = Path(onnx_dir) / onnx_file_name(max_seq_length, batch_size, dynamic)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model.albert.export_mode = True
     dynamic_axes = None
     if dynamic:
         dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
         dynamic_axes[OUTPUT_NAME] = {0: "batch"}
     tmp = path.with_suffix(".onnx.tmp")
-    with torch.no_grad():
+    with torch.no_grad(), model.implementation("explicit"):
         torch.onnx.export(_LogitsOnly(model).eval(), tuple(torch.from_numpy(inputs[n]) for n in INPUT_NAMES), str(tmp),
                           input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME], opset_version=opset,
                           dynamic_axes=dynamic_axes, do_constant_folding=True, dynamo=False)
-    model.albert.export_mode = False
     os.replace(tmp, path)
     check_against_pytorch(path, model, inputs, atol)
     logger.info("exported %s (%.1f MB)", path, path.stat().st_size / 1e6)

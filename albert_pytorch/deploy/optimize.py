@@ -2,10 +2,10 @@
 
 - `ort`: ONNX Runtime's transformer optimizer (Attention, SkipLayerNormalization, FastGelu, ...
   fusions; its code, not ours), optionally fp16.
-- `atc`: standard ai.onnx ops only, for Ascend ATC: onnxsim's constant folding, then the rewrites
-  the ModelZoo script makes for ATC's fused-attention pattern: 2-D [-1, hidden] inputs to the
-  weight MatMuls, attention scaling as Mul by 1/sqrt(d) instead of Div, and the additive mask
-  expanded to [batch, 1, seq, seq].
+- `atc`: standard ai.onnx ops only, for Ascend ATC: onnxsim's constant folding, then named passes
+  (`ATC_PASSES`): the ModelZoo script's rewrites for ATC's fused-attention pattern (attention scaling
+  as Mul by 1/sqrt(d), 2-D [-1, hidden] inputs to the weight MatMuls, the additive mask expanded to
+  [batch, 1, seq, seq]), then pruning and the GELU names that precision.ini addresses.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ import os
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .export import INPUT_NAMES, max_abs_diff
+from ..data import INPUT_NAMES
+from .export import max_abs_diff
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ def optimize(input_file: str | os.PathLike, output_file: str | os.PathLike, targ
     import onnx
 
     input_file, output_file = Path(input_file), Path(output_file)
+    rewrites: dict[str, int] = {}
     if int8 and (fp16 or target != "ort"):
         raise ValueError("--int8 goes with --target ort and without --fp16")
     if target == "ort":
@@ -44,9 +47,9 @@ def optimize(input_file: str | os.PathLike, output_file: str | os.PathLike, targ
         if int8:
             model = _quantize_int8(model)
     elif target == "atc":
-        model = _atc_rewrites(onnx.load(str(input_file)))
         if fp16:
             raise ValueError("--fp16 with --target atc: ATC chooses precision itself (see precision.ini)")
+        model, rewrites = _atc_rewrites(onnx.load(str(input_file)))
     else:
         raise ValueError(f"--target {target!r}: use ort or atc")
     output_file.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +61,7 @@ def optimize(input_file: str | os.PathLike, output_file: str | os.PathLike, targ
     if not int8 and not diff < tolerance:
         raise OptimizeError(f"{output_file}: differs from {input_file} by {diff:.2e} (limit {tolerance:.0e})")
     report = {"target": target, "fp16": fp16, "int8": int8, "max_abs_diff": diff, "argmax_agreement": agree,
-              "domains": domains, "ops": dict(ops.most_common())}
+              "domains": domains, "ops": dict(ops.most_common()), "rewrites": rewrites}
     fused = {k: v for k, v in ops.items() if k in ("Attention", "SkipLayerNormalization", "FastGelu", "Gelu",
                                                    "BiasGelu", "EmbedLayerNormalization", "LayerNormalization")}
     logger.info("%s: fused ops %s; max |diff| vs input %.2e", output_file.name, fused or "none", diff)
@@ -93,73 +96,151 @@ def _quantize_int8(model):
         return onnx.load(str(target))
 
 
-def _atc_rewrites(model):
+def _atc_rewrites(model) -> tuple[Any, dict[str, int]]:
+    """onnxsim, then the ATC passes in order; returns the model and how many rewrites each pass made."""
     import onnx
-    from onnx import helper, numpy_helper
     from onnxsim import simplify
 
     model, ok = simplify(model)
     if not ok:
         raise OptimizeError("onnxsim could not validate the simplified model")
-    model = onnx.shape_inference.infer_shapes(model)
-    shapes = {v.name: [d.dim_value or None for d in v.type.tensor_type.shape.dim]
-              for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
-    inits = {i.name: i for i in model.graph.initializer}
-    constants = inits | {node.output[0]: node.attribute[0].t for node in model.graph.node
-                         if node.op_type == "Constant" and node.attribute[0].name == "value"}
-    nodes, extra_inits = [], []
+    graph = Graph(onnx.shape_inference.infer_shapes(model))
+    counts = {rewrite.__name__: rewrite(graph) for rewrite in ATC_PASSES}
+    logger.info("%d GELUs in the form ATC fuses; their Gelu ops will be named albert/layer<i>/gelu/Gelu "
+                "(see precision.ini)", counts["name_gelus"])
+    check_standard_ops(graph.model)
+    onnx.checker.check_model(graph.model)
+    return graph.model, counts
 
-    def const(name: str, values, dtype=np.int64) -> str:
-        extra_inits.append(numpy_helper.from_array(np.asarray(values, dtype=dtype), name))
+
+class Graph:
+    """An ONNX model under rewrite, with the look-ups the passes share. Shapes are those inferred before
+    the first pass; passes keep every tensor name they do not remove, so the shapes stay valid."""
+
+    def __init__(self, model):
+        self.model = model
+        values = list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
+        self.shapes = {v.name: [d.dim_value or None for d in v.type.tensor_type.shape.dim] for v in values}
+
+    @property
+    def nodes(self) -> list:
+        return list(self.model.graph.node)
+
+    def set_nodes(self, nodes: list) -> None:
+        del self.model.graph.node[:]
+        self.model.graph.node.extend(nodes)
+
+    def initializers(self) -> dict:
+        return {i.name: i for i in self.model.graph.initializer}
+
+    def constants(self) -> dict:
+        """Initializers and Constant nodes' values (TensorProtos), by output name."""
+        return self.initializers() | {node.output[0]: node.attribute[0].t for node in self.model.graph.node
+                                      if node.op_type == "Constant" and node.attribute[0].name == "value"}
+
+    def producers(self) -> dict:
+        return {out: node for node in self.model.graph.node for out in node.output}
+
+    def add_initializer(self, name: str, values, dtype=np.int64) -> str:
+        from onnx import numpy_helper
+
+        self.model.graph.initializer.append(numpy_helper.from_array(np.asarray(values, dtype=dtype), name))
         return name
 
-    producers = {out: node.op_type for node in model.graph.node for out in node.output}
-    for node in model.graph.node:
-        # attention scaling: scores / c  ->  scores * (1/c); other Divs stay (the erf GELU's is ATC's pattern)
-        if node.op_type == "Div" and node.input[1] in constants and producers.get(node.input[0]) == "MatMul":
+
+def scale_by_reciprocal(graph: Graph) -> int:
+    """Attention's `scores / c` becomes `scores * (1/c)`, the Mul that ATC's fused-attention pattern has.
+
+    Only a Div of a MatMul's output by a constant is attention scaling; other Divs stay (the erf
+    GELU's Div by sqrt(2) is part of ATC's GELU pattern).
+    """
+    from onnx import helper, numpy_helper
+
+    constants, producers = graph.constants(), graph.producers()
+    nodes, count = [], 0
+    for node in graph.nodes:
+        source = producers.get(node.input[0]) if node.input else None
+        if node.op_type == "Div" and node.input[1] in constants and source is not None and source.op_type == "MatMul":
             scale = numpy_helper.to_array(constants[node.input[1]])
-            inverse = const(node.name + "_inverse", 1.0 / scale, scale.dtype)
-            nodes.append(helper.make_node("Mul", [node.input[0], inverse], list(node.output), name=node.name))
-            continue
-        x_shape = shapes.get(node.input[0]) if node.input else None
-        # weight MatMuls on [B, S, H] -> MatMul on [-1, H], reshaped back
-        if (node.op_type == "MatMul" and node.input[1] in inits and x_shape and len(x_shape) == 3
-                and all(x_shape) and len(inits[node.input[1]].dims) == 2):
-            out_features = inits[node.input[1]].dims[1]
-            flat, flat_out = node.output[0] + "_2d_in", node.output[0] + "_2d_out"
-            nodes.append(helper.make_node("Reshape", [node.input[0], const(flat + "_shape", [-1, x_shape[2]])],
-                                          [flat], name=node.name + "_to_2d"))
-            nodes.append(helper.make_node("MatMul", [flat, node.input[1]], [flat_out], name=node.name))
-            nodes.append(helper.make_node(
-                "Reshape", [flat_out, const(flat_out + "_shape", [x_shape[0], x_shape[1], out_features])],
-                list(node.output), name=node.name + "_to_3d"))
-            continue
-        # additive mask [B, 1, 1, S] -> [B, 1, S, S] where it meets the [B, nh, S, S] scores
-        if node.op_type == "Add" and len(node.input) == 2:
-            a, b = (shapes.get(n) for n in node.input)
-            if a and b and len(a) == 4 and len(b) == 4 and b[2] == 1 and a[2] and a[2] > 1 and all(a) and b[0]:
-                expanded = node.input[1] + f"_expanded_{node.name}"
-                nodes.append(helper.make_node("Expand", [node.input[1], const(expanded + "_shape",
-                                                                               [b[0], 1, a[2], a[3]])],
-                                              [expanded], name=node.name + "_expand_mask"))
-                nodes.append(helper.make_node("Add", [node.input[0], expanded], list(node.output), name=node.name))
-                continue
+            inverse = graph.add_initializer(node.name + "_inverse", 1.0 / scale, scale.dtype)
+            node = helper.make_node("Mul", [node.input[0], inverse], list(node.output), name=node.name)
+            count += 1
         nodes.append(node)
-    used = {name for node in nodes for name in node.input} | {out.name for out in model.graph.output}
-    nodes = [node for node in nodes if node.op_type != "Constant" or node.output[0] in used]
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    model.graph.initializer.extend(extra_inits)
-    gelus = _gelu_anchors(model.graph.node)
-    for layer, anchor in enumerate(gelus):
+    graph.set_nodes(nodes)
+    return count
+
+
+def flatten_weight_matmuls(graph: Graph) -> int:
+    """A MatMul of a static [B, S, H] activation by an [H, O] weight becomes Reshape to [B*S, H], MatMul,
+    Reshape back: ATC maps 2-D MatMuls onto its matrix units directly."""
+    from onnx import helper
+
+    initializers = graph.initializers()
+    nodes, count = [], 0
+    for node in graph.nodes:
+        x_shape = graph.shapes.get(node.input[0]) if node.input else None
+        weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
+        if weight is None or len(weight.dims) != 2 or not x_shape or len(x_shape) != 3 or not all(x_shape):
+            nodes.append(node)
+            continue
+        flat, flat_out = node.output[0] + "_2d_in", node.output[0] + "_2d_out"
+        nodes.append(helper.make_node("Reshape", [node.input[0], graph.add_initializer(flat + "_shape",
+                                                                                        [-1, x_shape[2]])],
+                                      [flat], name=node.name + "_to_2d"))
+        nodes.append(helper.make_node("MatMul", [flat, node.input[1]], [flat_out], name=node.name))
+        back = graph.add_initializer(flat_out + "_shape", [x_shape[0], x_shape[1], weight.dims[1]])
+        nodes.append(helper.make_node("Reshape", [flat_out, back], list(node.output), name=node.name + "_to_3d"))
+        count += 1
+    graph.set_nodes(nodes)
+    return count
+
+
+def expand_additive_mask(graph: Graph) -> int:
+    """The additive mask [B, 1, 1, S] is expanded to [B, 1, S, S] where it is added to the static
+    [B, heads, S, S] attention scores: ATC's fused attention takes the mask in that shape."""
+    from onnx import helper
+
+    nodes, count = [], 0
+    for node in graph.nodes:
+        a, b = (graph.shapes.get(name) for name in node.input) if len(node.input) == 2 else (None, None)
+        if (node.op_type != "Add" or not a or not b or len(a) != 4 or len(b) != 4 or not all(a) or not b[0]
+                or b[2] != 1 or a[2] <= 1):
+            nodes.append(node)
+            continue
+        expanded = node.input[1] + f"_expanded_{node.name}"
+        shape = graph.add_initializer(expanded + "_shape", [b[0], 1, a[2], a[3]])
+        nodes.append(helper.make_node("Expand", [node.input[1], shape], [expanded], name=node.name + "_expand_mask"))
+        nodes.append(helper.make_node("Add", [node.input[0], expanded], list(node.output), name=node.name))
+        count += 1
+    graph.set_nodes(nodes)
+    return count
+
+
+def prune_unused_constants(graph: Graph) -> int:
+    """Drop Constant nodes that the rewrites left without a consumer."""
+    nodes = graph.nodes
+    used = {name for node in nodes for name in node.input} | {out.name for out in graph.model.graph.output}
+    kept = [node for node in nodes if node.op_type != "Constant" or node.output[0] in used]
+    graph.set_nodes(kept)
+    return len(nodes) - len(kept)
+
+
+def name_gelus(graph: Graph) -> int:
+    """Name each layer's GELU anchor `albert/layer<i>/gelu`, so ATC's fused op is `albert/layer<i>/gelu/Gelu`
+    in any export, whatever the length or batch: the names precision.ini addresses."""
+    anchors = _gelu_anchors(graph.model.graph.node)
+    for layer, anchor in enumerate(anchors):
         anchor.name = f"albert/layer{layer}/gelu"
-    logger.info("%d GELUs in the form ATC fuses; their Gelu ops will be named albert/layer<i>/gelu/Gelu "
-                "(see precision.ini)", len(gelus))
+    return len(anchors)
+
+
+ATC_PASSES = (scale_by_reciprocal, flatten_weight_matmuls, expand_additive_mask, prune_unused_constants, name_gelus)
+
+
+def check_standard_ops(model) -> None:
     foreign = sorted({n.domain for n in model.graph.node if n.domain not in ("", "ai.onnx")})
     if foreign:
         raise OptimizeError(f"ops from {foreign} are not standard ONNX; ATC cannot take them")
-    onnx.checker.check_model(model)
-    return model
 
 
 def _gelu_anchors(nodes) -> list:

@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import Collator, EvalShardSampler, GlueFeatures
+from ..data import INPUT_NAMES, Collator, EvalShardSampler, GlueFeatures
+from ..device import Precision
+from ..evaluate import batch_logits
 from ..modeling import AlbertForSequenceClassification
 from ..tokenization import encode, load_tokenizer
-from .export import INPUT_NAMES
+from .runtime import open_session, pad_to_batch, static_dims
 
 
 def read_inputs(texts: list[str], input_file: str | os.PathLike | None) -> list[tuple[str, str | None]]:
@@ -36,13 +38,8 @@ def predict(model_dir: str | os.PathLike, pairs: list[tuple[str, str | None]], o
     tokenizer = load_tokenizer(model_dir)
     session = static_batch = static_width = None
     if onnx_file is not None:
-        from .runtime import open_session
-
         session = open_session(onnx_file)
-        batch_dim, seq_dim = session.get_inputs()[0].shape[:2]
-        # A static export takes only its fixed batch and length.
-        static_batch = batch_dim if isinstance(batch_dim, int) else None
-        static_width = seq_dim if isinstance(seq_dim, int) else None
+        static_batch, static_width = static_dims(session)  # a static export takes only its batch and length
     is_pair = any(b is not None for _, b in pairs)
     encoded = encode(tokenizer, [a for a, _ in pairs], [b or "" for _, b in pairs] if is_pair else None,
                      static_width or max_seq_length)
@@ -52,12 +49,11 @@ def predict(model_dir: str | os.PathLike, pairs: list[tuple[str, str | None]], o
     for rows in EvalShardSampler(features.lengths, static_batch or batch_size):
         batch = collator([features[i] for i in rows])
         if session is not None:
-            padding = ((0, (static_batch or len(rows)) - len(rows)), (0, 0))  # rows past len(rows) are dropped
-            feed = {name: np.pad(batch[name].numpy(), padding) for name in INPUT_NAMES}
+            feed = {name: pad_to_batch(batch[name].numpy(), static_batch) for name in INPUT_NAMES}
             logits[rows] = session.run(None, feed)[0][: len(rows)]
         else:
             with torch.no_grad():
-                logits[rows] = model(*(batch[name] for name in INPUT_NAMES)).logits.numpy()
+                logits[rows] = batch_logits(model, batch, torch.device("cpu"), Precision()).numpy()
     labels = model.config.id2label
     for (text_a, text_b), row in zip(pairs, logits, strict=True):
         record = {"text": text_a} | ({"text_b": text_b} if text_b is not None else {})

@@ -10,10 +10,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..config import AlbertConfig
+from ..data import INPUT_NAMES
 from ..data.glue import get_task, read_split
 from ..io import atomic_write_text
 from ..tokenization import encode, fingerprint, load_tokenizer
-from .export import INPUT_NAMES
 
 MANIFEST = "manifest.json"
 
@@ -27,10 +27,7 @@ def preprocess(pth_dir: str | os.PathLike, data_dir: str | os.PathLike, save_dir
     Only the model directory's config.json and tokenizer are read: no pickled arguments.
     """
     task = get_task(task_name)
-    config = AlbertConfig.from_pretrained(pth_dir)
-    if max_seq_length > config.max_position_embeddings:
-        raise ValueError(f"--max_seq_length {max_seq_length} exceeds the model's max_position_embeddings "
-                         f"({config.max_position_embeddings})")
+    AlbertConfig.from_pretrained(pth_dir).check_sequence_length(max_seq_length)
     tokenizer = load_tokenizer(pth_dir)
     examples, _ = read_split(task, data_dir, split)
     texts_b = [e.text_b for e in examples] if task.text_b else None

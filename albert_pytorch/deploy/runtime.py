@@ -61,6 +61,19 @@ def open_session(model: str | os.PathLike, provider: str = "cpu", device: int = 
     return ort.InferenceSession(str(model), providers=[name], provider_options=options)
 
 
+def static_dims(session) -> tuple[int | None, int | None]:
+    """The model's fixed batch size and sequence length; None for an axis that is dynamic."""
+    batch, seq = session.get_inputs()[0].shape[:2]
+    return (batch if isinstance(batch, int) else None), (seq if isinstance(seq, int) else None)
+
+
+def pad_to_batch(rows: np.ndarray, batch_size: int | None) -> np.ndarray:
+    """A short batch for a fixed-batch model, topped up with zero rows (whose outputs are dropped)."""
+    if batch_size is None or len(rows) == batch_size:
+        return rows
+    return np.pad(rows, [(0, batch_size - len(rows))] + [(0, 0)] * (rows.ndim - 1))
+
+
 def _input_files(session, input_dirs: list[Path]) -> list[list[Path]]:
     model_inputs = session.get_inputs()
     if len(input_dirs) != len(model_inputs):
@@ -101,11 +114,10 @@ def run(model: str | os.PathLike, input_dirs: list[str | os.PathLike], output: s
     specs = session.get_inputs()
     output_names = [o.name for o in session.get_outputs()]
     samples = _input_files(session, [Path(d) for d in input_dirs])
-    batch_dim = specs[0].shape[0]
-    static_batch = batch_dim if isinstance(batch_dim, int) else None
+    static_batch, static_seq = static_dims(session)
     if static_batch is not None and static_batch != options.batchsize:
         raise InputError(f"{model} has a fixed batch of {static_batch}; pass --batchsize {static_batch}")
-    dynamic_seq = not isinstance(specs[0].shape[1], int)
+    dynamic_seq = static_seq is None
     mask_index = next((i for i, s in enumerate(specs) if s.name == "attention_mask"), None)
 
     started = time.perf_counter()
@@ -148,8 +160,8 @@ def run(model: str | os.PathLike, input_dirs: list[str | os.PathLike], output: s
 
 def _assemble(arrays, batch: list[int], specs, static_batch: int | None, dynamic_seq: bool,
               mask_index: int | None) -> dict[str, np.ndarray]:
-    padding = ((0, (static_batch or len(batch)) - len(batch)), (0, 0))  # a short static batch gets zero rows
-    feed = {spec.name: np.pad(np.concatenate([arrays[i][k] for i in batch]), padding) for k, spec in enumerate(specs)}
+    feed = {spec.name: pad_to_batch(np.concatenate([arrays[i][k] for i in batch]), static_batch)
+            for k, spec in enumerate(specs)}
     if dynamic_seq and mask_index is not None:
         longest = int(feed[specs[mask_index].name].sum(axis=1).max())
         feed = {name: value[:, :longest] for name, value in feed.items()}

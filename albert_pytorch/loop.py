@@ -1,0 +1,247 @@
+"""The training loop that every training command shares: `fit()`.
+
+It knows no task. It gets a model whose forward returns `.loss`, a loader whose batch sampler can
+resume mid-epoch, and, as arguments, what differs between runs: how to evaluate, and how to write
+the model files a checkpoint holds. One `train_step` (forward and scaled backward of a micro-batch)
+and one `optimizer_step` (unscale, clip, step); mixed precision, gradient accumulation and DDP wrap
+them and never copy them. Randomness (shuffling, dropout) is a pure function of (seed, rank, epoch,
+batch), so a run resumed from a checkpoint replays exactly what the uninterrupted run would do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from .config import LoopConfig
+from .device import DistContext, Precision, barrier, synchronize
+from .optim import build_optimizer, linear_schedule
+from .runlog import RunLog
+
+logger = logging.getLogger("albert_pytorch")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite in fp32/bf16, where no loss scaler can absorb it."""
+
+
+class ResumableBatchSampler(Protocol):
+    """A batch sampler whose order is fixed by the epoch, and which can start partway through one."""
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0
+    batch_in_epoch: int = 0  # micro-batches of `epoch` already trained on
+    train_seconds: float = 0.0
+    train_samples: int = 0
+    skipped_steps: int = 0  # fp16 steps the grad scaler skipped for overflow
+
+
+def train_step(model: nn.Module, batch: dict[str, torch.Tensor], precision: Precision, device: torch.device,
+               scaler: torch.amp.GradScaler, accumulation: int, sync: bool) -> torch.Tensor:
+    """Forward and backward of one micro-batch; returns its (unscaled, detached) loss.
+
+    `sync=False` skips DDP's gradient all-reduce on micro-batches that do not end an accumulation.
+    """
+    no_sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not sync else contextlib.nullcontext()
+    with no_sync:
+        with precision.autocast(device):
+            loss = model(**{k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "index"}).loss
+        scaler.scale(loss / accumulation).backward()
+    return loss.detach()
+
+
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler,
+                   max_grad_norm: float) -> torch.Tensor:
+    """Unscale, clip, step; returns 1 if the step was skipped for an fp16 overflow, else 0 (a device tensor).
+
+    The scaler skips a step exactly when a gradient is inf or NaN, which makes the gradient norm
+    non-finite; reading the norm keeps the count on the device instead of syncing with the host.
+    """
+    scaler.unscale_(optimizer)
+    parameters = [p for p in model.parameters() if p.grad is not None]
+    if max_grad_norm > 0:
+        norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    if not scaler.is_enabled():
+        return torch.zeros((), device=norm.device)
+    return (~torch.isfinite(norm)).float()
+
+
+def step_seed(seed: int, rank: int, epoch: int, batch: int) -> int:
+    return (seed * 1_000_003 + rank * 10_007 + epoch) * 1_000_033 + batch
+
+
+@dataclass
+class LogWindow:
+    """The steps since the last log line. Sums stay on the device, so a window costs one host sync."""
+
+    loss: torch.Tensor
+    skipped: torch.Tensor
+    first_bad_step: torch.Tensor  # the first step whose loss was NaN/inf (fp32/bf16), or -1
+    batches: int = 0
+    samples: int = 0
+    started: float = 0.0
+
+    @classmethod
+    def open(cls, device: torch.device) -> LogWindow:
+        zero = torch.zeros((), device=device)
+        return cls(zero.clone(), zero.clone(), torch.full((), -1, device=device), started=time.perf_counter())
+
+    def add(self, loss: torch.Tensor, samples: int, step: int, watch_for_nan: bool) -> None:
+        self.loss += loss.float()
+        self.batches += 1
+        self.samples += samples
+        if watch_for_nan:  # without a loss scaler nothing absorbs a NaN: remember where it first appeared
+            bad = ~torch.isfinite(loss)
+            self.first_bad_step = torch.where(bad & (self.first_bad_step < 0), step, self.first_bad_step)
+
+    def raise_if_diverged(self, output_dir: Path) -> None:
+        bad_step = int(self.first_bad_step.item())
+        if bad_step >= 0:
+            good = ckpt.list_checkpoints(output_dir)
+            last = str(good[-1]) if good else "none saved yet"
+            raise TrainingDiverged(f"the loss became NaN or infinite at step {bad_step}; training stopped. "
+                                   f"Last good checkpoint: {last}. Try a lower --learning_rate, --max_grad_norm 1.0, "
+                                   "or --bf16/--fp16 with loss scaling.")
+
+    def close(self, state: TrainState, device: torch.device) -> dict[str, float]:
+        """Fold the window into `state`; returns its loss, throughput and skip count, and starts anew."""
+        synchronize(device)
+        elapsed = time.perf_counter() - self.started
+        state.train_seconds += elapsed
+        state.train_samples += self.samples
+        state.skipped_steps += int(self.skipped.item())
+        figures = {"loss": self.loss.item() / max(1, self.batches),
+                   "samples_per_second": self.samples / max(elapsed, 1e-9), "skipped_steps": state.skipped_steps}
+        self.loss.zero_()
+        self.skipped.zero_()
+        self.batches = 0
+        self.restart_clock()
+        return figures
+
+    def restart_clock(self) -> None:
+        """Time spent evaluating or saving is not training time."""
+        self.started, self.samples = time.perf_counter(), 0
+
+
+def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext, device: torch.device,
+        run_log: RunLog, write_model_files: Callable[[nn.Module, Path], None],
+        evaluate: Callable[[], dict[str, float]] | None = None) -> dict[str, Any]:
+    """Train `model` on `loader` as `cfg` says, checkpointing and resuming in `cfg.output_dir`.
+
+    `evaluate()` returns metrics to log every `cfg.eval_steps`; `write_model_files(model, dir)` writes
+    what a checkpoint holds besides the training state. Returns the step count and throughput.
+    """
+    sampler: ResumableBatchSampler = loader.batch_sampler
+    precision = Precision.from_flags(cfg.fp16, cfg.bf16, cfg.fp16_opt_level)
+    batches_per_epoch = len(sampler)
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation_steps)
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
+    optimizer = build_optimizer(cfg.optimizer, model, cfg.learning_rate, cfg.weight_decay, device)
+    scheduler = linear_schedule(optimizer, int(cfg.warmup_proportion * total_steps), total_steps)
+    scaler = precision.grad_scaler(device)
+    output_dir = Path(cfg.output_dir)
+
+    def save(state: TrainState) -> None:
+        if ctx.is_main:
+            path = ckpt.save_training_checkpoint(output_dir, state.step, lambda d: write_model_files(model, d),
+                                                 optimizer, scheduler, scaler, dataclasses.asdict(state),
+                                                 ctx.world_size, cfg.save_total_limit)
+            logger.info("saved %s", path)
+        barrier(ctx)
+
+    state = TrainState()
+    if cfg.resume_from_checkpoint:
+        saved = ckpt.resume_training(output_dir, cfg.resume_from_checkpoint, model, optimizer, scheduler, scaler,
+                                     ctx.world_size)
+        if saved is not None:
+            state = TrainState(**saved)
+            run_log.truncate(state.step)
+    train_model = _wrap(model, cfg.torch_compile, ctx, device)
+    model.train()
+    logger.info("training: %d examples, %d steps (%d per epoch), batch %d x %d devices x %d accumulation",
+                len(loader.dataset), total_steps, steps_per_epoch, cfg.batch_size, ctx.world_size,
+                cfg.gradient_accumulation_steps)
+    window = LogWindow.open(device)
+    bar = tqdm(total=total_steps, initial=state.step, desc="train", disable=not (cfg.progress and ctx.is_main))
+    while state.step < total_steps:
+        sampler.set_epoch(state.epoch, state.batch_in_epoch)
+        for batch in loader:
+            torch.manual_seed(step_seed(cfg.seed, ctx.rank, state.epoch, state.batch_in_epoch))
+            state.batch_in_epoch += 1
+            ends_group = (state.batch_in_epoch % cfg.gradient_accumulation_steps == 0
+                          or state.batch_in_epoch == batches_per_epoch)
+            loss = train_step(train_model, batch, precision, device, scaler, cfg.gradient_accumulation_steps,
+                              sync=ends_group)
+            window.add(loss, len(batch["input_ids"]) * ctx.world_size, state.step + 1,
+                       watch_for_nan=precision.dtype != torch.float16)
+            if not ends_group:
+                continue
+            window.skipped += optimizer_step(train_model, optimizer, scheduler, scaler, cfg.max_grad_norm)
+            state.step += 1
+            bar.update(1)
+            at_log = state.step % cfg.logging_steps == 0 or state.step == total_steps
+            at_save = cfg.save_steps > 0 and state.step % cfg.save_steps == 0
+            at_eval = evaluate is not None and cfg.eval_steps > 0 and state.step % cfg.eval_steps == 0
+            if at_log or at_save or at_eval:
+                window.raise_if_diverged(output_dir)
+            if at_log:
+                figures = window.close(state, device)
+                epoch = round(state.epoch + state.batch_in_epoch / batches_per_epoch, 4)
+                run_log.write({"type": "train", "step": state.step, "epoch": epoch, **figures,
+                               "learning_rate": scheduler.get_last_lr()[0]})
+                bar.set_postfix(loss=f"{figures['loss']:.4f}")
+            if at_eval:
+                run_log.write({"type": "eval", "step": state.step, **{f"eval_{k}": v for k, v in evaluate().items()}})
+                model.train()
+            if at_save:
+                save(state)
+            if at_eval or at_save:
+                window.restart_clock()
+            if state.step >= total_steps:
+                break
+        else:
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+    bar.close()
+    window.raise_if_diverged(output_dir)
+    if cfg.save_steps <= 0 or state.step % cfg.save_steps:
+        save(state)
+    return {"step": state.step, "train_samples_per_second": state.train_samples / max(state.train_seconds, 1e-9),
+            "train_seconds": state.train_seconds, "skipped_steps": state.skipped_steps}
+
+
+def _wrap(model: nn.Module, compile_model: bool, ctx: DistContext, device: torch.device) -> nn.Module:
+    """The module the steps run: compiled and/or DDP-wrapped. `model` itself stays the one to save."""
+    if compile_model:
+        model = torch.compile(model)
+    if ctx.enabled:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.index is not None else None)
+    return model

@@ -1,0 +1,72 @@
+"""What a training run leaves to read: train_log.jsonl, TensorBoard scalars and training_curves.png.
+
+Only the main process writes; on the others every method is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_write_text
+
+logger = logging.getLogger("albert_pytorch")
+
+LOG_NAME = "train_log.jsonl"
+
+
+def format_values(values: dict[str, Any]) -> str:
+    """`key=value` pairs, floats to 4 places: the one-line form the launchers parse."""
+    return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+
+
+class RunLog:
+    """One JSON record per line (`type` "train" or "eval", `step`, then numbers), mirrored to TensorBoard."""
+
+    def __init__(self, output_dir: Path, enabled: bool):
+        self.output_dir, self.enabled = output_dir, enabled
+        self.path = output_dir / LOG_NAME
+        self._tensorboard = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        writer = self._writer()
+        if writer is not None:
+            for key, value in record.items():
+                if key not in ("type", "step") and isinstance(value, int | float):
+                    writer.add_scalar(f"{record['type']}/{key}", value, record["step"])
+        if record["type"] == "eval":
+            logger.info("step %d: %s", record["step"], format_values(
+                {k: v for k, v in record.items() if k.startswith("eval_")}))
+
+    def truncate(self, step: int) -> None:
+        """Drop records past `step`: a run resumed from that checkpoint writes them again."""
+        if self.enabled and self.path.is_file():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= step]
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+
+    def plot(self) -> None:
+        if self.enabled and self.path.is_file():
+            from .plots import plot_training_curves
+
+            plot_training_curves(self.path, self.output_dir / "training_curves.png")
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
+
+    def _writer(self):
+        if self._tensorboard is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                return None  # tensorboard is optional; train_log.jsonl has the same numbers
+            self._tensorboard = SummaryWriter(str(self.output_dir / "tensorboard"))
+        return self._tensorboard
