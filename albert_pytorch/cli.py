@@ -10,8 +10,10 @@ import sys
 import types
 import typing
 
+from .config import LoopConfig
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
     """One flag per field of a run config: typed from its annotation, help and choices from its metadata.
 
     Defaults stay out of the parsed namespace (SUPPRESS), so the config sees only the flags that were
@@ -20,15 +22,18 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     recipe. transformers.HfArgumentParser offers neither of those two, so this 20-line generator is ours.
     """
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    own = parser.add_argument_group(title)
+    shared = parser.add_argument_group("the training loop (shared by every training command)")
+    for f in sorted(dataclasses.fields(cls), key=lambda f: f.name in LoopConfig.__dataclass_fields__):
+        group = shared if f.name in LoopConfig.__dataclass_fields__ else own
         kind = _unwrap_optional(hints[f.name])
         shown = f.metadata.get("shown_default") or ("none" if f.default in (None, "") else f.default)
         common = {"default": argparse.SUPPRESS, "help": f"{f.metadata['help']} (default: {shown})"}
         names = [f"--{f.name}", *f.metadata.get("aliases", ())]
         if kind is bool:
-            parser.add_argument(*names, action=argparse.BooleanOptionalAction, **common)
+            group.add_argument(*names, action=argparse.BooleanOptionalAction, **common)
         else:
-            parser.add_argument(*names, type=kind, choices=f.metadata.get("choices"), **common)
+            group.add_argument(*names, type=kind, choices=f.metadata.get("choices"), **common)
 
 
 def option(parser: argparse.ArgumentParser, *names: str, help: str, **kwargs) -> None:
@@ -138,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Fine-tune and/or evaluate ALBERT on a GLUE task. With no --data_dir and "
                                        "--model_name_or_path: the embedded sample. Many devices: the same command "
                                        "under torchrun --nproc_per_node=N -m albert_pytorch train ...")
-    add_config_arguments(train, TrainConfig)
+    add_config_arguments(train, TrainConfig, "the fine-tuning run")
     train.add_argument("--model_type", choices=("albert",), default="albert",
                        help="accepted for ModelZoo/lonePatient scripts; only albert (default: albert)")
     train.add_argument("--local_rank", "--local-rank", type=int, default=None,

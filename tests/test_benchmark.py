@@ -32,7 +32,8 @@ def test_cpu_training_memory_counts_state_once_and_activations_per_row(tiny_mode
     device, sizes = torch.device("cpu"), {}
     for rows in (4, 8):
         model = AlbertForSequenceClassification.from_config(config)
-        variant = TrainVariant("ours", "ours", model, [list(range(rows))], Collator(0, PADDED), work, device, Precision())
+        variant = TrainVariant("ours", "ours", model, [list(range(rows))], Collator(0, PADDED), work, device,
+                               Precision())
         variant.run(1, timed=False)
         sizes[rows] = _step_peak_bytes(variant)
     state = 4 * sum(p.nbytes for p in model.parameters())  # weights, gradients, AdamW's two moments

@@ -153,3 +153,21 @@ def test_unreachable_hub_id_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsError, match="neither a local model directory nor a reachable hub model"):
         AlbertForSequenceClassification.from_pretrained("albert/albert-base-v2-not-here")
+
+
+@pytest.mark.parametrize("hidden_act", ["gelu_new", "gelu"])
+def test_explicit_implementation_computes_what_sdpa_does_and_is_always_restored(hidden_act):
+    model = AlbertForSequenceClassification.from_config(tiny_config(hidden_act=hidden_act)).eval()
+    ids, mask, types, _ = padded_batch(120, 2)
+    with torch.no_grad():
+        fused = model(ids, mask, types).logits
+        with model.implementation("explicit"):
+            assert model.albert.implementation == "explicit"
+            explicit = model(ids, mask, types).logits
+    assert model.albert.implementation == "sdpa"
+    assert (fused - explicit).abs().max() < 1e-5
+    with pytest.raises(RuntimeError, match="export failed"), model.implementation("explicit"):
+        raise RuntimeError("export failed")
+    assert model.albert.implementation == "sdpa"
+    with pytest.raises(ValueError, match="implementation 'eager'"), model.implementation("eager"):
+        pass

@@ -1,0 +1,119 @@
+"""The command-line contract: every flag documented once, names frozen, bad flags refused before any write."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from albert_pytorch.cli import main
+from albert_pytorch.config import SAMPLE_RECIPE, TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBCOMMANDS = ("train", "preprocess", "pth2onnx", "opt_onnx", "infer", "postprocess", "predict", "download")
+
+# A rename here breaks users' scripts and the ModelZoo launchers: change it only on purpose.
+CONTRACT = {
+    "train": {
+        "--task_name", "--data_dir", "--model_name_or_path", "--output_dir", "--do_train", "--no-do_train",
+        "--do_eval", "--no-do_eval", "--do_predict", "--no-do_predict", "--max_seq_length", "--max_train_samples",
+        "--max_eval_samples", "--from_scratch", "--no-from_scratch", "--config_overrides", "--group_by_length",
+        "--no-group_by_length", "--pad_to_multiple_of", "--skip_bad_rows", "--no-skip_bad_rows", "--cache_dir",
+        "--num_train_epochs", "--max_steps", "--batch_size", "--batch-size", "--eval_batch_size", "--learning_rate",
+        "--weight_decay", "--warmup_proportion", "--gradient_accumulation_steps", "--max_grad_norm", "--seed",
+        "--logging_steps", "--save_steps", "--save_total_limit", "--eval_steps", "--optimizer", "--fp16",
+        "--no-fp16", "--fp16_opt_level", "--bf16", "--no-bf16", "--device", "--resume_from_checkpoint",
+        "--num_workers", "--torch_compile", "--no-torch_compile", "--dist_timeout", "--progress", "--no-progress",
+        "--model_type", "--local_rank", "--local-rank",
+    },
+    "preprocess": {"--pth_dir", "--data_dir", "--save_dir", "--max_seq_length", "--task_name", "--split",
+                   "--prefix_dir"},
+    "pth2onnx": {"--pth_dir", "--onnx_dir", "--batch_size", "--max_seq_length", "--dynamic", "--data_dir",
+                 "--task_name", "--opset", "--prefix_dir"},
+    "opt_onnx": {"--input_file", "--output_file", "--target", "--fp16", "--int8", "--model_size"},
+    "infer": {"--model", "--input", "--output", "--output_dirname", "--outfmt", "--batchsize", "--device",
+              "--provider", "--loop", "--warmup_count"},
+    "postprocess": {"--result_dir", "--label_path", "--task_name"},
+    "predict": {"--model_dir", "--onnx", "--input", "--batch_size", "--max_seq_length"},
+    "download": {"--tasks", "--data_dir", "--base_url", "--retries"},
+}
+LAUNCHER_FLAGS = {"--data_path", "--model_path", "--task_name", "--device", "--nproc", "--output_dir"}
+
+
+def help_entries(command: str, capsys) -> dict[str, str]:
+    """`--help` as the user reads it: each option's invocation -> its help text (wrapped lines joined)."""
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    entries, current = {}, None
+    for line in capsys.readouterr().out.splitlines():
+        if re.match(r"^  -", line):
+            invocation, _, text = line.strip().partition("  ")
+            current = invocation
+            entries[current] = text.strip()
+        elif current is not None and line.startswith("      "):
+            entries[current] = (entries[current] + " " + line.strip()).strip()
+        else:
+            current = None
+    return entries
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_flag_has_help_and_shows_its_default_at_most_once(command, capsys):
+    entries = help_entries(command, capsys)
+    for invocation, text in entries.items():
+        assert text, f"{command} {invocation}: no help text"
+        assert text.count("(default:") <= 1, f"{command} {invocation}: {text}"
+        assert "(default: None)" not in text and "==SUPPRESS==" not in text, f"{command} {invocation}: {text}"
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_flag_names_are_the_published_contract(command, capsys):
+    flags = {flag for invocation in help_entries(command, capsys) for flag in re.findall(r"--[\w-]+", invocation)}
+    assert flags - {"--help"} == CONTRACT[command]
+
+
+def test_train_help_shows_each_config_default(capsys):
+    import dataclasses
+
+    text = " ".join(help_entries("train", capsys).values())
+    for field in dataclasses.fields(TrainConfig):
+        if field.default not in (None, "") and not field.metadata["shown_default"]:
+            assert f"(default: {field.default})" in text, field.name
+
+
+def test_modelzoo_launchers_keep_their_flags():
+    text = (ROOT / "test" / "launcher_common.sh").read_text()
+    assert {f"--{name}" for name in re.findall(r"^\s+--(\w+)=\*\)", text, re.MULTILINE)} == LAUNCHER_FLAGS
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--optimizer", "sgd"], "invalid choice: 'sgd'"),
+    (["--device", "tpu"], "invalid choice: 'tpu'"),
+    (["--warmup_proportion", "1.5"], "warmup_proportion must be in"),
+    (["--batch_size", "0"], "batch_size must be at least 1"),
+    (["--task_name", "SST-3"], "unknown GLUE task"),
+    (["--data_dir", "somewhere"], "--model_name_or_path is missing"),
+    (["--fp16", "--bf16"], "choose one of --fp16 and --bf16"),
+])
+def test_bad_flags_fail_before_anything_is_written(tmp_path, capsys, caplog, flags, message):
+    output_dir = tmp_path / "out"
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--output_dir", str(output_dir), "--device", "cpu", *flags])
+    assert done.value.code == 2
+    assert message in capsys.readouterr().err + caplog.text
+    assert not output_dir.exists()
+
+
+def test_bare_train_trains_and_evaluates_the_sample_with_its_recipe():
+    config = TrainConfig.from_flags({"output_dir": "x"})
+    assert config.do_train and config.do_eval and not config.do_predict
+    assert {k: getattr(config, k) for k in SAMPLE_RECIPE} == SAMPLE_RECIPE
+
+
+def test_flags_given_win_over_the_sample_recipe_and_the_defaults():
+    config = TrainConfig.from_flags({"learning_rate": 1e-4, "do_eval": False})
+    assert config.learning_rate == 1e-4 and config.batch_size == SAMPLE_RECIPE["batch_size"]
+    assert config.do_train and not config.do_eval
+    named = TrainConfig.from_flags({"data_dir": "d", "model_name_or_path": "m", "do_eval": True})
+    assert not named.do_train and named.do_eval and not named.do_predict  # only what was asked
+    assert named.learning_rate == TrainConfig.learning_rate  # no sample recipe with real data
