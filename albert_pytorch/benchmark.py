@@ -45,7 +45,20 @@ from .tokenization import load_tokenizer
 logger = logging.getLogger("albert_pytorch.benchmark")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PADDED = 128
-# headline figure -> (variant, baseline variant): samples/s of the first over the second
+
+
+@dataclass(frozen=True)
+class Plan:
+    train_rounds: int  # every training variant, in turn, per round
+    train_steps: int  # timed steps per variant and round
+    infer_rounds: int  # passes over the dev rows per inference variant
+    train_rows: int
+    dev_rows: int
+
+
+# --quick: more, shorter training rounds than the full run, so that even it yields a spread per ratio
+QUICK, FULL = Plan(4, 1, 2, 1024, 64), Plan(3, 4, 2, 8192, 872)
+# headline figure -> (section, variant, baseline variant): samples/s of the first over the second
 RATIOS = {
     "train_ratio_vs_padded": ("training", "ours", "transformers_padded"),
     "train_ratio_vs_per_batch": ("training", "ours", "transformers_per_batch"),
@@ -344,25 +357,25 @@ def main(argv: list[str] | None = None) -> None:
     logger.setLevel(logging.INFO)
     device = resolve_device(args.device)
     precision = Precision(torch.bfloat16 if args.bf16 else None)
-    rounds, steps, train_rows, dev_rows = (4, 1, 1024, 64) if args.quick else (3, 4, 8192, 872)
+    plan = QUICK if args.quick else FULL
     with tempfile.TemporaryDirectory() as tmp:
-        work = load_workload(args.model_dir, args.data_dir, train_rows, dev_rows, Path(tmp))
+        work = load_workload(args.model_dir, args.data_dir, plan.train_rows, plan.dev_rows, Path(tmp))
         ceiling = matmul_ceiling(device)
         ort_rate = ort_matmul_rate() if device.type == "cpu" else None
         logger.info("workload: %s; %d threads; torch matmul ceiling %.0f GFLOP/s%s", work.source,
                     torch.get_num_threads(), ceiling,
                     f" (ONNX Runtime's matmul: {ort_rate:.0f} GFLOP/s)" if ort_rate else "")
-        training, variants = benchmark_training(work, device, precision, rounds, steps)
+        training, variants = benchmark_training(work, device, precision, plan.train_rounds, plan.train_steps)
         logger.info("peak training memory: one step each")
         memory = training_memory(variants)
         del variants  # three models and their optimizer states: free them before inference
-        inference, checks = benchmark_inference(work, device, precision, max(1, rounds - 1), Path(tmp))
+        inference, checks = benchmark_inference(work, device, precision, plan.infer_rounds, Path(tmp))
     report = summarize(training, inference, {**checks, **memory}, ceiling, work, device)
     report["ort_matmul_gflops"] = ort_rate
     report["quick"] = args.quick
     if args.quick:
         logger.info("--quick: %d training and %d dev rows, short rounds: the figures are indicative only (see the "
-                    "spreads); the full run is the one to judge by", train_rows, dev_rows)
+                    "spreads); the full run is the one to judge by", plan.train_rows, plan.dev_rows)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 

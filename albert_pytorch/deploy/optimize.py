@@ -172,7 +172,12 @@ def scale_by_reciprocal(graph: Graph) -> int:
 
 def flatten_weight_matmuls(graph: Graph) -> int:
     """A MatMul of a static [B, S, H] activation by an [H, O] weight becomes Reshape to [B*S, H], MatMul,
-    Reshape back: ATC maps 2-D MatMuls onto its matrix units directly."""
+    Reshape back: ATC maps 2-D MatMuls onto its matrix units directly.
+
+    onnxsim already does this for a weight MatMul followed by a bias Add (it makes a 2-D Gemm), which is
+    every one in ALBERT, so on our exports this finds nothing; it catches bias-free ones, which onnxsim
+    leaves 3-D. The ModelZoo script needed it for graphs that reached it unsimplified.
+    """
     from onnx import helper
 
     initializers = graph.initializers()
