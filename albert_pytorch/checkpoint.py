@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .io import atomic_write_text, sha256_file
+from .io import atomic_write_text, publish_directory, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,21 @@ def save_checkpoint(output_dir: Path, step: int, write_files, state: dict[str, A
     """`write_files(dir)` writes the model files; `state` (tensors and plain values) goes to training_state.pt."""
     output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / f"checkpoint-{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}.", dir=output_dir))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}.", dir=output_dir))
+        _write_checkpoint(tmp, final, step, write_files, state)
+    # A full disk, a quota, a read-only mount (torch.save reports a failed write as a RuntimeError);
+    # the half-written copy is already gone.
+    except (OSError, RuntimeError) as err:
+        good = list_checkpoints(output_dir)
+        raise CheckpointError(f"cannot write {final} ({err}); nothing of it was kept. The last good checkpoint is "
+                              f"{good[-1] if good else 'none'}: free space, then resume with "
+                              "--resume_from_checkpoint latest") from err
+    _prune(output_dir, keep)
+    return final
+
+
+def _write_checkpoint(tmp: Path, final: Path, step: int, write_files, state: dict[str, Any]) -> None:
     try:
         write_files(tmp)
         torch.save(state, tmp / STATE_NAME)
@@ -45,13 +59,12 @@ def save_checkpoint(output_dir: Path, step: int, write_files, state: dict[str, A
             with open(tmp / name, "rb") as handle:
                 os.fsync(handle.fileno())
         atomic_write_text(tmp / MANIFEST, json.dumps({"step": step, "files": files}, indent=1))
+        publish_directory(tmp)
         if final.exists():  # a re-run of the same step replaces the old copy
             shutil.rmtree(final)
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _prune(output_dir, keep)
-    return final
 
 
 def _prune(output_dir: Path, keep: int) -> None:

@@ -137,9 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="python3 -m albert_pytorch",
                                      description="Fine-tune ALBERT on GLUE and ship it through ONNX.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="on an error, show the Python traceback too")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="fine-tune and/or evaluate on a GLUE task (torchrun for many devices)",
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    train = command("train", help="fine-tune and/or evaluate on a GLUE task (torchrun for many devices)",
                            description="Fine-tune and/or evaluate ALBERT on a GLUE task. With no --data_dir and "
                                        "--model_name_or_path: the embedded sample. Many devices: the same command "
                                        "under torchrun --nproc_per_node=N -m albert_pytorch train ...")
@@ -150,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="accepted and ignored: launch with torchrun, which sets LOCAL_RANK")
     train.set_defaults(func=cmd_train)
 
-    pre = sub.add_parser("preprocess", help="dev set -> one .npy per sample (Albert_preprocess.py)")
+    pre = command("preprocess", help="dev set -> one .npy per sample (Albert_preprocess.py)")
     option(pre, "--pth_dir", required=True, help="fine-tuned model directory (config.json + tokenizer)")
     option(pre, "--data_dir", required=True, help="the task's folder of GLUE TSVs")
     option(pre, "--save_dir", required=True, help="where input_ids/, attention_mask/, token_type_ids/ go")
@@ -160,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     option(pre, "--prefix_dir", help="accepted for ModelZoo compatibility and ignored")
     pre.set_defaults(func=cmd_preprocess)
 
-    exp = sub.add_parser("pth2onnx", help="export to ONNX, checked against PyTorch (Albert_pth2onnx.py)")
+    exp = command("pth2onnx", help="export to ONNX, checked against PyTorch (Albert_pth2onnx.py)")
     option(exp, "--pth_dir", required=True, help="fine-tuned model directory")
     option(exp, "--onnx_dir", default="./outputs/", help="where albert_seq<L>_bs<B>.onnx is written")
     option(exp, "--batch_size", type=int, default=16, help="the static batch size of the export")
@@ -172,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     option(exp, "--prefix_dir", help="accepted for ModelZoo compatibility and ignored")
     exp.set_defaults(func=cmd_pth2onnx)
 
-    opt = sub.add_parser("opt_onnx", help="graph optimization for ORT or Ascend ATC (opt_onnx.py)")
+    opt = command("opt_onnx", help="graph optimization for ORT or Ascend ATC (opt_onnx.py)")
     option(opt, "--input_file", required=True, help="the exported (or onnxsim-simplified) model")
     option(opt, "--output_file", required=True, help="where the optimized model is written")
     option(opt, "--target", choices=("ort", "atc"), default="ort",
@@ -182,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     option(opt, "--model_size", help="accepted for ModelZoo compatibility and ignored: sizes are read off the graph")
     opt.set_defaults(func=cmd_opt_onnx)
 
-    inf = sub.add_parser("infer", help="ais_bench-compatible runtime on ONNX Runtime")
+    inf = command("infer", help="ais_bench-compatible runtime on ONNX Runtime")
     option(inf, "--model", required=True, help="the ONNX model to run")
     option(inf, "--input", required=True, help="comma-separated folders, one per model input, in order")
     option(inf, "--output", required=True, help="folder for the outputs and the summary")
@@ -197,13 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     option(inf, "--warmup_count", type=int, default=1, help="untimed runs before timing")
     inf.set_defaults(func=cmd_infer)
 
-    post = sub.add_parser("postprocess", help="metrics from runtime outputs (Albert_postprocess.py)")
+    post = command("postprocess", help="metrics from runtime outputs (Albert_postprocess.py)")
     option(post, "--result_dir", required=True, help="folder of {i}_0.npy outputs")
     option(post, "--label_path", required=True, help="label.npy written by preprocess")
     option(post, "--task_name", help="GLUE task (default: from the manifest beside label.npy)")
     post.set_defaults(func=cmd_postprocess)
 
-    pred = sub.add_parser("predict", help="labels and probabilities for raw text, as JSON lines")
+    pred = command("predict", help="labels and probabilities for raw text, as JSON lines")
     pred.add_argument("texts", nargs="*", help="sentences; a pair is two sentences joined by a tab")
     option(pred, "--model_dir", required=True, help="fine-tuned model directory (labels, tokenizer)")
     option(pred, "--onnx", help="run this exported model instead of PyTorch")
@@ -212,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     option(pred, "--max_seq_length", type=int, default=128, help="longer inputs are cut to this many tokens")
     pred.set_defaults(func=cmd_predict)
 
-    down = sub.add_parser("download", help="fetch GLUE task archives (checksummed, safely unpacked)")
+    down = command("download", help="fetch GLUE task archives (checksummed, safely unpacked)")
     option(down, "--tasks", default="SST-2,STS-B", help="comma-separated GLUE task names")
     option(down, "--data_dir", default="dataset", help="each task lands in <data_dir>/<task>/")
     option(down, "--base_url", help="a mirror holding the same archives (default: GLUE's own)")
@@ -222,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Exit codes: 0 done, 2 bad arguments (argparse's own code too), 1 a failure while running.
+    Handled errors print one line that names the file, line or flag and the fix; --debug adds the traceback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     if int(os.environ.get("RANK", 0)) != 0:
@@ -229,10 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        # Our errors already name the file, line and fix; a traceback would only bury them.
-        if os.environ.get("ALBERT_PYTORCH_DEBUG"):
+    except (ValueError, OSError, RuntimeError) as err:
+        if args.debug:
             raise
+        from .config import UsageError
+
         logging.getLogger("albert_pytorch").error("%s", err)
-        code = 2
+        code = 2 if isinstance(err, UsageError) else 1
     sys.exit(code)

@@ -47,6 +47,10 @@ class ConfigError(ValueError):
     """A config.json that cannot describe a valid ALBERT model."""
 
 
+class UsageError(ValueError):
+    """Settings that cannot work together or with what is on disk; the command line exits with 2."""
+
+
 @dataclass
 class AlbertConfig:
     vocab_size: int = 30000
@@ -103,9 +107,6 @@ class AlbertConfig:
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(f"hidden_size={self.hidden_size} is not a multiple of "
                               f"num_attention_heads={self.num_attention_heads}")
-        if self.num_hidden_layers % self.num_hidden_groups:
-            raise ConfigError(f"num_hidden_layers={self.num_hidden_layers} is not a multiple of "
-                              f"num_hidden_groups={self.num_hidden_groups}")
         if self.hidden_act not in ACTIVATIONS:
             raise ConfigError(f"hidden_act={self.hidden_act!r} is not one of {', '.join(ACTIVATIONS)}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob"):
@@ -204,15 +205,19 @@ def setting(default: Any, help: str, choices: tuple[str, ...] | None = None, ali
 class LoopConfig:
     """The settings of the training loop itself, shared by every training command."""
 
-    output_dir: str = setting("outputs/run", "where the model, checkpoints and logs go")
+    output_dir: str = setting("outputs/run", "where the model, checkpoints and logs go; training refuses a "
+                                             "non-empty one unless --overwrite_output_dir or resuming")
+    overwrite_output_dir: bool = setting(False, "clear --output_dir first when it holds an earlier run "
+                                                "(train_config.json); other non-empty folders are never cleared")
     num_train_epochs: float = setting(3.0, "epochs to train (fractions allowed)")
     max_steps: int = setting(-1, "optimizer steps to train; > 0 overrides --num_train_epochs")
-    batch_size: int = setting(32, "training batch size per device", aliases=("--batch-size",))
-    eval_batch_size: int = setting(64, "evaluation batch size per device")
+    batch_size: int = setting(32, "training batch size per device",
+                              aliases=("--batch-size", "--per_device_train_batch_size"))
+    eval_batch_size: int = setting(64, "evaluation batch size per device", aliases=("--per_device_eval_batch_size",))
     learning_rate: float = setting(2e-5, "peak learning rate")
     weight_decay: float = setting(0.01, "decoupled weight decay on weight matrices (not biases or LayerNorm)")
     warmup_proportion: float = setting(0.1, "fraction of the steps spent warming the learning rate up; then "
-                                            "it decays linearly to 0")
+                                            "it decays linearly to 0", aliases=("--warmup_ratio",))
     gradient_accumulation_steps: int = setting(1, "micro-batches per optimizer step")
     max_grad_norm: float = setting(1.0, "clip the gradient norm to this (<= 0: no clipping)")
     seed: int = setting(42, "seed for initialization, shuffling and dropout")
@@ -234,24 +239,25 @@ class LoopConfig:
     torch_compile: bool = setting(False, "run the training step through torch.compile")
     dist_timeout: float = setting(600.0, "seconds a process waits for a dead peer before failing")
     progress: bool = setting(True, "progress bars", shown_default="on when stderr is a terminal and CI is unset")
+    report_to: str = setting("tensorboard", "also log to TensorBoard (one folder per run under "
+                                            "<output_dir>/tensorboard), or not", choices=("tensorboard", "none"))
 
     def validate(self) -> None:
         """Every check the settings alone allow, so that a bad flag fails before anything is written."""
         for f in dataclasses.fields(self):
             choices, value = f.metadata.get("choices"), getattr(self, f.name)
             if choices and value not in choices:
-                raise ValueError(f"--{f.name} {value!r}: choose from {', '.join(choices)}")
+                raise UsageError(f"--{f.name} {value!r}: choose from {', '.join(choices)}")
         for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps",
                      "save_total_limit"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
-            raise ValueError("--num_train_epochs must be positive (or give --max_steps)")
+            raise UsageError("--num_train_epochs must be positive (or give --max_steps)")
         if not 0 <= self.warmup_proportion < 1:
-            raise ValueError(f"--warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
-        from .device import Precision
-
-        Precision.from_flags(self.fp16, self.bf16, self.fp16_opt_level)
+            raise UsageError(f"--warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
+        if self.fp16 and self.bf16:
+            raise UsageError("choose one of --fp16 and --bf16")
 
 
 # The embedded sample trains a tiny model from scratch, which wants a far higher learning rate than
@@ -291,15 +297,18 @@ class TrainConfig(LoopConfig):
         from .data.glue import get_task
 
         super().validate()
-        get_task(self.task_name)
+        try:
+            get_task(self.task_name)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
         if self.max_seq_length < 2:
-            raise ValueError(f"--max_seq_length must be at least 2, got {self.max_seq_length}")
+            raise UsageError(f"--max_seq_length must be at least 2, got {self.max_seq_length}")
         if (self.data_dir is None) != (self.model_name_or_path is None):
             missing = "--data_dir" if self.data_dir is None else "--model_name_or_path"
-            raise ValueError(f"{missing} is missing: give both --data_dir and --model_name_or_path, or neither "
+            raise UsageError(f"{missing} is missing: give both --data_dir and --model_name_or_path, or neither "
                              "to run the embedded sample")
         if self.from_scratch and not self.do_train:
-            raise ValueError("--from_scratch without --do_train would evaluate random weights")
+            raise UsageError("--from_scratch without --do_train would evaluate random weights")
 
     @classmethod
     def from_flags(cls, given: dict[str, Any]) -> TrainConfig:

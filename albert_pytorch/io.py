@@ -1,8 +1,14 @@
-"""Atomic file writes: a kill at any moment leaves either the old file or the new one, never half."""
+"""Atomic file writes: a kill at any moment leaves either the old file or the new one, never half.
+
+Temporary files and folders are private while written (mkstemp/mkdtemp make them 0600/0700) and get the
+usual permissions, 0666/0777 less the umask, before they are renamed into place: a model directory must
+be readable by another user or a serving container, as an ordinary write would leave it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import tempfile
@@ -22,6 +28,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -48,6 +55,19 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@functools.cache
+def umask() -> int:
+    """The process's umask (the only way to read it is to set it, so it is read once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish_directory(directory: Path) -> None:
+    """Give a privately built directory the permissions an ordinary mkdir would have."""
+    os.chmod(directory, 0o777 & ~umask())
 
 
 def _fsync_directory(directory: Path) -> None:

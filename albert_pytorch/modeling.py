@@ -156,15 +156,17 @@ class AlbertTransformer(nn.Module):
     def __init__(self, config: AlbertConfig):
         super().__init__()
         self.num_hidden_layers = config.num_hidden_layers
-        self.layers_per_group = config.num_hidden_layers // config.num_hidden_groups
+        self.layers_per_group = config.num_hidden_layers / config.num_hidden_groups  # may be fractional
         self.embedding_hidden_mapping_in = nn.Linear(config.embedding_size, config.hidden_size)
         self.albert_layer_groups = nn.ModuleList(AlbertLayerGroup(config) for _ in range(config.num_hidden_groups))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, explicit: bool) -> torch.Tensor:
         x = self.embedding_hidden_mapping_in(x)  # (B, T, E) -> (B, T, H)
-        # Each of the num_hidden_layers steps runs a whole group; groups are reused in order.
+        # Each of the num_hidden_layers steps runs a whole group; groups are reused in order. Layer i
+        # uses group int(i / (layers / groups)), as Google's code and transformers compute it, which
+        # also serves layer counts that are not a multiple of the group count.
         for i in range(self.num_hidden_layers):
-            x = self.albert_layer_groups[i // self.layers_per_group](x, mask, explicit)
+            x = self.albert_layer_groups[int(i / self.layers_per_group)](x, mask, explicit)
         return x
 
 
@@ -296,13 +298,20 @@ class AlbertPreTrainedModel(nn.Module):
         return model
 
     def _load_checked(self, state: dict[str, torch.Tensor], source: Path) -> None:
+        """Load `state`, starting a head fresh where the checkpoint lacks it or sizes it otherwise.
+
+        A module under `new_head_prefixes` that the checkpoint lacks entirely is a head of another
+        model (run_mlm's AlbertForMaskedLM has no pooler, a backbone no classifier) and starts fresh;
+        one that is partly there is damage, and like any other missing or mis-shaped key an error.
+        """
         state = _normalize_keys(state, self.state_dict().keys())
         own = self.state_dict()
         mismatched = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
         reinit_heads = [k for k in mismatched if k.startswith(self.new_head_prefixes)]
         mismatched = [k for k in mismatched if k not in reinit_heads]
         missing = [k for k in own if k not in state and k not in self.tied_keys]
-        fresh = [k for k in missing if k.startswith(self.new_head_prefixes)]
+        absent_heads = tuple(p for p in self.new_head_prefixes if not any(k.startswith(p) for k in state))
+        fresh = [k for k in missing if k.startswith(absent_heads)]
         missing = [k for k in missing if k not in fresh]
         unexpected = [k for k in state if k not in own and not k.startswith(self.head_prefixes)]
         problems = []
@@ -320,6 +329,10 @@ class AlbertPreTrainedModel(nn.Module):
         if reinit_heads or fresh:
             logger.warning("%s: newly initialized (train them before use): %s", source,
                            ", ".join(sorted(set(reinit_heads + fresh))))
+        unused = sorted(k for k in state if k not in own)
+        if unused:
+            logger.warning("%s: not used by %s (another model's head): %s", source, type(self).__name__,
+                           ", ".join(unused))
         self.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
         self.tie_weights()
 
@@ -332,7 +345,7 @@ class AlbertForSequenceClassification(AlbertPreTrainedModel):
 
     architecture = "AlbertForSequenceClassification"
     head_prefixes = ("predictions.", "sop_classifier.")
-    new_head_prefixes = ("classifier.",)
+    new_head_prefixes = ("classifier.", "albert.pooler.")
 
     def __init__(self, config: AlbertConfig):
         super().__init__(config)

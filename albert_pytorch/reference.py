@@ -17,8 +17,6 @@ from .modeling import AlbertPreTrainedModel, SequenceClassifierOutput
 
 class TransformersAlbert(AlbertPreTrainedModel):
     architecture = "AlbertForSequenceClassification"
-    head_prefixes = ("predictions.", "sop_classifier.")
-    new_head_prefixes = ("classifier.",)
 
     def __init__(self, config: AlbertConfig, attn_implementation: str = "sdpa"):
         import transformers

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,13 @@ def format_values(values: dict[str, Any]) -> str:
 
 
 class RunLog:
-    """One JSON record per line (`type` "train" or "eval", `step`, then numbers), mirrored to TensorBoard."""
+    """One JSON record per line (`type` "train" or "eval", `step`, then numbers), mirrored to TensorBoard
+    (a folder per run, `tensorboard/<start time>`, so a resumed run does not write into another's events)."""
 
-    def __init__(self, output_dir: Path, enabled: bool):
-        self.output_dir, self.enabled = output_dir, enabled
+    def __init__(self, output_dir: Path, enabled: bool, tensorboard: bool = True):
+        self.output_dir, self.enabled, self.use_tensorboard = output_dir, enabled, tensorboard
         self.path = output_dir / LOG_NAME
+        self.run_name = time.strftime("%Y%m%d-%H%M%S")
         self._tensorboard = None
 
     def write(self, record: dict[str, Any]) -> None:
@@ -63,10 +66,10 @@ class RunLog:
             self._tensorboard = None
 
     def _writer(self):
-        if self._tensorboard is None:
+        if self._tensorboard is None and self.use_tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 return None  # tensorboard is optional; train_log.jsonl has the same numbers
-            self._tensorboard = SummaryWriter(str(self.output_dir / "tensorboard"))
+            self._tensorboard = SummaryWriter(str(self.output_dir / "tensorboard" / self.run_name))
         return self._tensorboard

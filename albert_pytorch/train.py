@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .config import AlbertConfig, TrainConfig
+from .config import AlbertConfig, TrainConfig, UsageError
 from .data import (
     Collator,
     GlueFeatures,
@@ -77,6 +77,7 @@ def run(cfg: TrainConfig, model_factory: ModelFactory = sequence_classifier) -> 
 
 
 def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_factory: ModelFactory) -> dict:
+    prepare_output_dir(cfg, ctx)
     built = build_run(cfg, ctx, device, model_factory)
     task, model, output_dir = built.task, built.model, Path(cfg.output_dir)
     precision = Precision.from_flags(cfg.fp16, cfg.bf16, cfg.fp16_opt_level)
@@ -92,7 +93,7 @@ def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
         save_model_dir(trained, built.tokenizer, built.model_dir, directory)
 
     summary: dict[str, Any] = {"task": task.name}
-    run_log = RunLog(output_dir, enabled=ctx.is_main)
+    run_log = RunLog(output_dir, enabled=ctx.is_main, tensorboard=cfg.report_to == "tensorboard")
     if cfg.do_train:
         train_set = _features(cfg, task, built.data_dir, "train", built.tokenizer, cfg.max_train_samples)[0]
         main_split = task.eval_splits[0]
@@ -120,6 +121,32 @@ def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
     if ctx.is_main:
         logger.info("summary: %s", format_values(summary))
     return summary
+
+
+def prepare_output_dir(cfg: TrainConfig, ctx: DistContext) -> None:
+    """Training never mixes runs in one folder: a used --output_dir is refused, unless the run resumes
+    from it or --overwrite_output_dir clears it, which it does only for an earlier run's folder."""
+    output_dir = Path(cfg.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"--output_dir {output_dir} is a file; give a folder (new or empty)")
+    used = output_dir.is_dir() and any(output_dir.iterdir())
+    clear = used and cfg.do_train and not cfg.resume_from_checkpoint
+    if clear and not cfg.overwrite_output_dir:
+        raise UsageError(f"--output_dir {output_dir} is not empty: it may hold another run, whose checkpoints and "
+                         "logs this one would mix with its own. Choose a new folder, add --overwrite_output_dir to "
+                         "clear it, or --resume_from_checkpoint latest to continue that run.")
+    if clear and not (output_dir / "train_config.json").is_file():
+        raise UsageError(f"--output_dir {output_dir} is not empty and holds no earlier run (no train_config.json); "
+                         "--overwrite_output_dir clears only a run's folder. Choose a new or empty folder.")
+    barrier(ctx)  # every rank has looked before the main one clears
+    if clear and ctx.is_main:
+        logger.info("--overwrite_output_dir: clearing %s", output_dir)
+        for child in output_dir.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    barrier(ctx)
 
 
 def build_run(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_factory: ModelFactory) -> FinetuneRun:
@@ -161,7 +188,7 @@ def _resolve_inputs(cfg: TrainConfig, task: GlueTask, ctx: DistContext) -> tuple
         return sample_data_dir(), model_dir, True
     data_dir = Path(cfg.data_dir)
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"--data_dir {data_dir}: no such folder. It should hold the {task.name} TSVs; get "
+        raise UsageError(f"--data_dir {data_dir}: no such folder. It should hold the {task.name} TSVs; get "
                                 f"them with `python3 -m albert_pytorch download --tasks {task.name} --data_dir "
                                 f"{data_dir.parent}`")
     return data_dir, resolve_model_dir(cfg.model_name_or_path), cfg.from_scratch

@@ -21,6 +21,8 @@ CONFIGS = {
     "inner_group_2": dict(num_hidden_layers=3, inner_group_num=2),
     "regression": dict(num_hidden_groups=2, id2label={0: "score"}),
     "three_classes_gelu": dict(hidden_act="gelu", id2label={0: "a", 1: "b", 2: "c"}),
+    # layer i uses group int(i / (5 / 2)): groups 0, 0, 0, 1, 1, as in Google's code and transformers
+    "layers_not_a_multiple_of_groups": dict(num_hidden_layers=5, num_hidden_groups=2),
 }
 
 
@@ -171,3 +173,25 @@ def test_explicit_implementation_computes_what_sdpa_does_and_is_always_restored(
     assert model.albert.implementation == "sdpa"
     with pytest.raises(ValueError, match="implementation 'eager'"), model.implementation("eager"):
         pass
+
+
+def test_run_mlm_checkpoint_fine_tunes_with_a_fresh_pooler_and_says_so(tmp_path, caplog):
+    """transformers' AlbertForMaskedLM (what run_mlm writes) has the encoder and MLM head but no pooler."""
+    config = transformers.AlbertConfig(**{k: v for k, v in tiny_config().to_dict().items() if k != "architectures"})
+    masked_lm = transformers.AlbertForMaskedLM(config)
+    masked_lm.save_pretrained(tmp_path)
+    model = AlbertForSequenceClassification.from_pretrained(tmp_path, labels=["neg", "pos"])
+    encoder = model.albert.encoder.albert_layer_groups[0].albert_layers[0].ffn.weight
+    assert torch.equal(encoder, masked_lm.albert.encoder.albert_layer_groups[0].albert_layers[0].ffn.weight)
+    fresh = next(r.message for r in caplog.records if "newly initialized" in r.message)
+    assert "albert.pooler.weight" in fresh and "albert.pooler.bias" in fresh and "classifier.weight" in fresh
+    unused = next(r.message for r in caplog.records if "not used by" in r.message)
+    assert "predictions.dense.weight" in unused
+    # a missing encoder weight is damage, never a fresh start
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(tmp_path / "model.safetensors")
+    del state["albert.encoder.embedding_hidden_mapping_in.weight"]
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(WeightsError, match="missing keys: albert.encoder.embedding_hidden_mapping_in.weight"):
+        AlbertForSequenceClassification.from_pretrained(tmp_path)

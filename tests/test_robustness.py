@@ -78,8 +78,9 @@ def _free_port():
 @pytest.mark.slow
 def test_surviving_rank_exits_with_a_message_when_its_peer_dies(tiny_task_dir, tiny_model_dir, tmp_path):
     port = _free_port()
+    output_dir = tmp_path / "out"  # apart from the children's TMPDIR: a used folder would be refused
     command = [sys.executable, "-m", "albert_pytorch", "train", "--data_dir", str(tiny_task_dir),
-               "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path), "--from_scratch",
+               "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(output_dir), "--from_scratch",
                "--do_train", "--max_steps", "100000", "--batch_size", "4", "--max_seq_length", "48",
                "--device", "cpu", "--dist_timeout", "30", "--logging_steps", "1000"]
     procs = []
@@ -88,8 +89,9 @@ def test_surviving_rank_exits_with_a_message_when_its_peer_dies(tiny_task_dir, t
                         MASTER_PORT=str(port))
         procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     deadline = time.time() + 60
-    while not (tmp_path / "train_config.json").exists() and time.time() < deadline:
+    while not (output_dir / "train_config.json").exists() and time.time() < deadline:
         time.sleep(0.2)
+    assert (output_dir / "train_config.json").exists()
     time.sleep(2)  # well inside the training loop
     procs[1].kill()
     start = time.time()

@@ -76,10 +76,18 @@ STSB_RANGE = (0.0, 5.0)
 
 
 def get_task(name: str) -> GlueTask:
-    task = TASKS.get(name.lower().replace("sts_b", "sts-b").replace("sst2", "sst-2"))
+    """A task by its GLUE name in any spelling users type: SST-2, sst2, sst-2, STS_B, stsb, mnli ..."""
+    task = _BY_KEY.get(_task_key(name))
     if task is None:
         raise ValueError(f"unknown GLUE task {name!r}; choose from {', '.join(t.name for t in TASKS.values())}")
     return task
+
+
+def _task_key(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "")
+
+
+_BY_KEY = {_task_key(t.name): t for t in TASKS.values()}
 
 
 @dataclass
