@@ -9,6 +9,7 @@ import os
 import sys
 import types
 import typing
+from pathlib import Path
 
 from .config import LoopConfig
 
@@ -56,8 +57,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import run
 
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
-    run(TrainConfig.from_flags(given))
+    config = TrainConfig.from_flags(given)
+    if args.spm_model_file is not None:
+        _check_same_tokenizer(Path(args.spm_model_file), config)
+    run(config)
     return 0
+
+
+def _check_same_tokenizer(spm_model_file: Path, config) -> None:
+    """lonePatient's --spm_model_file names the tokenizer; ours comes from the model directory, so the two
+    must be the same file, or the run would silently use another tokenizer than the one asked for."""
+    from .config import UsageError
+    from .io import sha256_file
+
+    model_spm = Path(config.model_name_or_path or "") / "spiece.model"
+    if not spm_model_file.is_file():
+        raise UsageError(f"--spm_model_file {spm_model_file}: no such file")
+    if config.model_name_or_path is None or not model_spm.is_file() or (
+            sha256_file(model_spm) != sha256_file(spm_model_file)):
+        raise UsageError(f"--spm_model_file {spm_model_file} is not the tokenizer of --model_name_or_path "
+                         f"({model_spm}); the model directory's spiece.model is the one used. Copy the file there, "
+                         "or drop --spm_model_file.")
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
@@ -153,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="accepted for ModelZoo/lonePatient scripts; only albert (default: albert)")
     train.add_argument("--local_rank", "--local-rank", type=int, default=None,
                        help="accepted and ignored: launch with torchrun, which sets LOCAL_RANK")
+    train.add_argument("--do_lower_case", action="store_true",
+                       help="accepted for lonePatient scripts: lower-casing is the tokenizer's own setting")
+    train.add_argument("--spm_model_file", default=None,
+                       help="accepted for lonePatient scripts: the tokenizer is --model_name_or_path's spiece.model; "
+                            "a different file here is an error")
     train.set_defaults(func=cmd_train)
 
     pre = command("preprocess", help="dev set -> one .npy per sample (Albert_preprocess.py)")

@@ -190,7 +190,7 @@ def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext,
     logger.info("training: %d examples, %d steps (%d per epoch), batch %d x %d devices x %d accumulation",
                 len(loader.dataset), total_steps, steps_per_epoch, cfg.batch_size, ctx.world_size,
                 cfg.gradient_accumulation_steps)
-    window = LogWindow.open(device)
+    window, last_loss = LogWindow.open(device), float("nan")
     bar = tqdm(total=total_steps, initial=state.step, desc="train", disable=not (cfg.progress and ctx.is_main))
     while state.step < total_steps:
         sampler.set_epoch(state.epoch, state.batch_in_epoch)
@@ -219,6 +219,7 @@ def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext,
                 run_log.write({"type": "train", "step": state.step, "epoch": epoch, **figures,
                                "learning_rate": scheduler.get_last_lr()[0]})
                 bar.set_postfix(loss=f"{figures['loss']:.4f}")
+                last_loss = figures["loss"]
             if at_eval:
                 run_log.write({"type": "eval", "step": state.step, **{f"eval_{k}": v for k, v in evaluate().items()}})
                 model.train()
@@ -234,7 +235,8 @@ def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext,
     window.raise_if_diverged(output_dir)
     if cfg.save_steps <= 0 or state.step % cfg.save_steps:
         save(state)
-    return {"step": state.step, "train_samples_per_second": state.train_samples / max(state.train_seconds, 1e-9),
+    return {"step": state.step, "train_loss": last_loss,
+            "train_samples_per_second": state.train_samples / max(state.train_seconds, 1e-9),
             "train_seconds": state.train_seconds, "skipped_steps": state.skipped_steps}
 
 

@@ -92,7 +92,9 @@ def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
     def write_model_files(trained: nn.Module, directory: Path) -> None:
         save_model_dir(trained, built.tokenizer, built.model_dir, directory)
 
-    summary: dict[str, Any] = {"task": task.name}
+    global_batch = cfg.batch_size * ctx.world_size * cfg.gradient_accumulation_steps
+    summary: dict[str, Any] = {"task": task.name, "device": device.type, "world_size": ctx.world_size,
+                               "global_batch_size": global_batch}
     run_log = RunLog(output_dir, enabled=ctx.is_main, tensorboard=cfg.report_to == "tensorboard")
     if cfg.do_train:
         train_set = _features(cfg, task, built.data_dir, "train", built.tokenizer, cfg.max_train_samples)[0]

@@ -55,20 +55,36 @@ launch() {
     local summary
     summary=$(grep -o 'summary: .*' "$log" | tail -1)
     value() { echo "$summary" | tr ' ' '\n' | grep "^$1=" | head -1 | cut -d= -f2; }
-    local fps metric
+    local fps metric loss device batch kind
     fps=$(value train_samples_per_second)
-    metric=$(echo "$summary" | tr ' ' '\n' | grep -E '^(acc|corr|mcc|acc_and_f1)=' | head -1)
+    metric=$(echo "$summary" | tr ' ' '\n' | grep -E '^(acc|corr|mcc|acc_and_f1)=' | head -1 | cut -d= -f2)
+    loss=$(value train_loss)
+    device=$(value device)
+    batch=$(value global_batch_size)
+    case "$case_name" in full_*) kind=acc ;; performance_*) kind=perf ;; *) kind=eval ;; esac
+    local case_id="ALBERT_${task_name}_bs${batch:-0}_${procs}p_${kind}"
     echo "------------------ Final result ------------------"
     [ -n "$fps" ] && echo "Final Performance samples/sec : $fps"
     [ -n "$metric" ] && echo "Final Accuracy : $metric"
     echo "E2E Training Duration sec : $e2e"
+    # the ModelZoo case log: TrainingTime is milliseconds per step of the global batch
+    local step_ms=""
+    [ -n "$fps" ] && [ -n "$batch" ] && step_ms=$(awk -v b="$batch" -v f="$fps" 'BEGIN { if (f > 0) printf "%.2f", b * 1000 / f }')
     {
         echo "Network = ALBERT_${task_name}"
         echo "RankSize = $procs"
-        echo "CaseName = ALBERT_${task_name}_${case_name}"
+        echo "BatchSize = ${batch:-n/a}"
+        echo "DeviceType = ${device:-n/a}"
+        echo "CaseName = $case_id"
         echo "ActualFPS = ${fps:-n/a}"
+        echo "TrainingTime = ${step_ms:-n/a}"
         echo "TrainAccuracy = ${metric:-n/a}"
+        echo "ActualLoss = ${loss:-n/a}"
         echo "E2ETrainingTime = $e2e"
-    } > "$log_dir/ALBERT_${task_name}_${case_name}.log"
+    } > "$log_dir/${case_id}.log"
+    # every logged training loss, one per line, as the ModelZoo scripts leave beside the log
+    if [ -f "$output_dir/train_log.jsonl" ]; then
+        grep '"type": "train"' "$output_dir/train_log.jsonl" | grep -o '"loss": [^,]*' | cut -d' ' -f2 > "$log_dir/${case_id}_loss.txt"
+    fi
     return "$status"
 }

@@ -3,6 +3,6 @@
 # Usage: bash test/train_performance_1p.sh --data_path=<dataset root> [--model_path=] [--task_name=SST-2] [--device=auto] [--flag=value ...]
 set -uo pipefail
 source "$(dirname "$0")/launcher_common.sh"
-DEFAULTS=(--batch_size 440 --learning_rate 2.8e-4 --optimizer lamb --max_steps 200 --fp16 --fp16_opt_level O2 --logging_steps 50 --do_train)
+DEFAULTS=(--batch_size 440 --learning_rate 2.8e-4 --optimizer lamb --max_steps 200 --fp16 --fp16_opt_level O2 --logging_steps 50 --do_train --overwrite_output_dir)
 parse_args "$@"
 launch performance_1p 1

@@ -25,6 +25,7 @@ CONTRACT = {
         "--num_workers", "--torch_compile", "--no-torch_compile", "--dist_timeout", "--progress", "--no-progress",
         "--model_type", "--local_rank", "--local-rank", "--overwrite_output_dir", "--no-overwrite_output_dir",
         "--report_to", "--per_device_train_batch_size", "--per_device_eval_batch_size", "--warmup_ratio",
+        "--do_lower_case", "--spm_model_file",
     },
     "preprocess": {"--pth_dir", "--data_dir", "--save_dir", "--max_seq_length", "--task_name", "--split",
                    "--prefix_dir"},
@@ -118,3 +119,21 @@ def test_flags_given_win_over_the_sample_recipe_and_the_defaults():
     named = TrainConfig.from_flags({"data_dir": "d", "model_name_or_path": "m", "do_eval": True})
     assert not named.do_train and named.do_eval and not named.do_predict  # only what was asked
     assert named.learning_rate == TrainConfig.learning_rate  # no sample recipe with real data
+
+
+def test_lonepatient_spm_model_file_must_be_the_model_directorys_tokenizer(tiny_model_dir, tmp_path, caplog):
+    args = ["train", "--data_dir", str(tmp_path), "--model_name_or_path", str(tiny_model_dir), "--do_lower_case",
+            "--output_dir", str(tmp_path / "out")]
+    other = tmp_path / "other.model"
+    other.write_bytes(b"not the same model")
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--spm_model_file", str(other)])
+    assert done.value.code == 2 and "is not the tokenizer of --model_name_or_path" in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
+def test_task_names_as_the_datasets_library_spells_them():
+    from albert_pytorch.data import get_task
+
+    assert [get_task(n).name for n in ("sst2", "stsb", "cola", "mnli", "STS_B", "sst-2")] == [
+        "SST-2", "STS-B", "CoLA", "MNLI", "STS-B", "SST-2"]

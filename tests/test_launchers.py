@@ -24,10 +24,17 @@ def launch(script, shared_data, tmp_path, *args):
 @pytest.mark.slow
 def test_performance_then_distributed_eval_launchers(shared_data, tmp_path):
     out = launch("train_performance_1p.sh", shared_data, tmp_path, f"--model_path={shared_data / 'albert_base_v2'}",
-                 *TINY_FROM_SCRATCH, "--max_steps=6", f"--output_dir={tmp_path / 'perf'}")
+                 *TINY_FROM_SCRATCH, "--max_steps=6", "--logging_steps=2", f"--output_dir={tmp_path / 'perf'}")
     fps = float(re.search(r"Final Performance samples/sec : ([\d.]+)", out).group(1))
     assert fps > 0
+    # the ModelZoo case log and the loss file beside it
+    case_log = ROOT / "test" / "output" / "0" / "ALBERT_SST-2_bs16_1p_perf.log"
+    fields = dict(line.split(" = ", 1) for line in case_log.read_text().splitlines())
+    assert fields["BatchSize"] == "16" and fields["DeviceType"] == "cpu" and float(fields["ActualFPS"]) == fps
+    assert float(fields["TrainingTime"]) == pytest.approx(16 * 1000 / fps, rel=1e-3)
+    losses = [float(v) for v in case_log.with_name("ALBERT_SST-2_bs16_1p_perf_loss.txt").read_text().split()]
+    assert len(losses) == 3 and float(fields["ActualLoss"]) == pytest.approx(losses[-1], rel=1e-3)
     out = launch("train_eval_8p.sh", shared_data, tmp_path, "--nproc=2", f"--model_path={tmp_path / 'perf'}",
                  f"--output_dir={tmp_path / 'eval'}")
-    assert re.search(r"Final Accuracy : acc=0\.\d+", out)
+    assert re.search(r"^Final Accuracy : 0\.\d+$", out, re.MULTILINE)
     assert '"num_examples": 100' in (tmp_path / "eval" / "eval_results.json").read_text()
