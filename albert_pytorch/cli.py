@@ -129,7 +129,8 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
 
     from .deploy.postprocess import postprocess
 
-    print(json.dumps(postprocess(args.result_dir, args.label_path, args.task_name), indent=2))
+    print(json.dumps(postprocess(args.result_dir, args.label_path, args.task_name, args.outfmt, args.output_dtype),
+                     indent=2))
     return 0
 
 
@@ -228,9 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     inf.set_defaults(func=cmd_infer)
 
     post = command("postprocess", help="metrics from runtime outputs (Albert_postprocess.py)")
-    option(post, "--result_dir", required=True, help="folder of {i}_0.npy outputs")
+    option(post, "--result_dir", required=True, help="folder of {i}_0.npy (or .bin) outputs")
     option(post, "--label_path", required=True, help="label.npy written by preprocess")
     option(post, "--task_name", help="GLUE task (default: from the manifest beside label.npy)")
+    option(post, "--outfmt", choices=("NPY", "BIN"), default="NPY",
+           help="the runtime's output format (ais_bench writes BIN unless told otherwise)")
+    option(post, "--output_dtype", choices=("float32", "float16"), default="float32",
+           help="the model output's dtype, for BIN files (which carry none)")
     post.set_defaults(func=cmd_postprocess)
 
     pred = command("predict", help="labels and probabilities for raw text, as JSON lines")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    matthews_corrcoef,
+    precision_recall_fscore_support,
+)
 
 from .data.glue import GlueTask
 
@@ -31,3 +37,14 @@ def compute_metrics(task: GlueTask, predictions: np.ndarray, labels: np.ndarray)
         metrics["f1"] = float(f1_score(labels, predictions))
         metrics["acc_and_f1"] = (metrics["acc"] + metrics["f1"]) / 2
     return metrics
+
+
+def class_report(task: GlueTask, predictions: np.ndarray, labels: np.ndarray) -> dict:
+    """Precision, recall, F1 and support per class (by label name), and the confusion matrix
+    (rows: true class, columns: predicted, in the task's label order)."""
+    classes = list(range(task.num_labels))
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predictions, labels=classes,
+                                                                     zero_division=0)
+    per_class = {task.labels[c]: {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
+                                  "support": int(support[c])} for c in classes}
+    return {"per_class": per_class, "confusion_matrix": confusion_matrix(labels, predictions, labels=classes).tolist()}

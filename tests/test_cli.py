@@ -34,7 +34,7 @@ CONTRACT = {
     "opt_onnx": {"--input_file", "--output_file", "--target", "--fp16", "--int8", "--model_size"},
     "infer": {"--model", "--input", "--output", "--output_dirname", "--outfmt", "--batchsize", "--device",
               "--provider", "--loop", "--warmup_count"},
-    "postprocess": {"--result_dir", "--label_path", "--task_name"},
+    "postprocess": {"--result_dir", "--label_path", "--task_name", "--outfmt", "--output_dtype"},
     "predict": {"--model_dir", "--onnx", "--input", "--batch_size", "--max_seq_length"},
     "download": {"--tasks", "--data_dir", "--base_url", "--retries"},
 }

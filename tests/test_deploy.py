@@ -191,3 +191,31 @@ def test_int8_quantizes_the_fused_graph(model_dir, tmp_path):
     report = optimize(exported, tmp_path / "int8.onnx", "ort", int8=True)
     assert report["int8"] and report["argmax_agreement"] >= 0.75
     assert any(op in report["ops"] for op in ("DynamicQuantizeMatMul", "MatMulInteger", "QAttention"))
+
+
+def test_bin_outputs_score_like_npy_and_the_summary_has_ais_bench_keys(model_dir, tiny_task_dir, tmp_path):
+    pre = preprocess(model_dir, tiny_task_dir, tmp_path / "pre", 32, progress=False)
+    exported = export(model_dir, tmp_path, 8, 32)
+    reports = {}
+    for outfmt in ("NPY", "BIN"):
+        summary = run(exported, [pre / n for n in INPUTS], tmp_path / "results",
+                      RunOptions(output_dirname=outfmt, outfmt=outfmt, batchsize=8, progress=False))
+        reports[outfmt] = postprocess(tmp_path / "results" / outfmt, pre / "label.npy", outfmt=outfmt)
+    assert reports["BIN"] == reports["NPY"]
+    assert sum(map(sum, reports["NPY"]["confusion_matrix"])) == 120
+    assert set(reports["NPY"]["per_class"]) == {"0", "1"}
+    for key in ("NPU_compute_time", "H2D_latency", "D2H_latency"):
+        assert set(summary[key]) == {"min", "max", "mean", "median", "percentile(99%)"}
+    assert summary["throughput"] == pytest.approx(1000 * 8 / summary["NPU_compute_time"]["mean"])
+    (tmp_path / "results" / "BIN" / "0_0.bin").write_bytes(np.zeros(3, dtype=np.float32).tobytes())
+    with pytest.raises(OutputError, match=r"0_0.bin: 3 values .*expected one sample's 2 values of float32"):
+        postprocess(tmp_path / "results" / "BIN", pre / "label.npy", outfmt="BIN")
+
+
+def test_class_report_per_class_and_confusion_matrix():
+    from albert_pytorch.metrics import class_report
+
+    report = class_report(get_task("MNLI"), np.array([0, 1, 1, 2, 2, 2]), np.array([0, 1, 2, 2, 2, 0]))
+    assert report["confusion_matrix"] == [[1, 0, 1], [0, 1, 0], [0, 1, 2]]
+    assert report["per_class"]["neutral"] == {"precision": 2 / 3, "recall": 2 / 3, "f1": pytest.approx(2 / 3),
+                                              "support": 3}
