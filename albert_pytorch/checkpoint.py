@@ -32,8 +32,12 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, incomplete or damaged."""
 
 
-def save_checkpoint(output_dir: Path, step: int, write_files, state: dict[str, Any], keep: int) -> Path:
-    """`write_files(dir)` writes the model files; `state` (tensors and plain values) goes to training_state.pt."""
+def save_checkpoint(output_dir: Path, step: int, write_files, state: dict[str, Any], keep: int,
+                    protect: int = 0) -> Path:
+    """`write_files(dir)` writes the model files; `state` (tensors and plain values) goes to training_state.pt.
+
+    Of the older checkpoints, `keep` are kept, and checkpoint-<protect> (the best) whatever its age.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / f"checkpoint-{step}"
     try:
@@ -46,7 +50,7 @@ def save_checkpoint(output_dir: Path, step: int, write_files, state: dict[str, A
         raise CheckpointError(f"cannot write {final} ({err}); nothing of it was kept. The last good checkpoint is "
                               f"{good[-1] if good else 'none'}: free space, then resume with "
                               "--resume_from_checkpoint latest") from err
-    _prune(output_dir, keep)
+    _prune(output_dir, keep, protect)
     return final
 
 
@@ -67,9 +71,11 @@ def _write_checkpoint(tmp: Path, final: Path, step: int, write_files, state: dic
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _prune(output_dir: Path, keep: int) -> None:
+def _prune(output_dir: Path, keep: int, protect: int) -> None:
+    spared = output_dir / f"checkpoint-{protect}"
     for stale in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(stale, ignore_errors=True)
+        if stale != spared:
+            shutil.rmtree(stale, ignore_errors=True)
     for leftover in output_dir.glob(".checkpoint-*"):  # from a run killed mid-save
         shutil.rmtree(leftover, ignore_errors=True)
 
@@ -115,11 +121,11 @@ def resolve_resume(output_dir: Path, resume: str) -> list[Path]:
 # -- the training state beside the model ------------------------------------------------------------
 
 def save_training_checkpoint(output_dir: Path, step: int, write_model_files, optimizer, scheduler, scaler,
-                             train_state: dict[str, Any], world_size: int, keep: int) -> Path:
+                             train_state: dict[str, Any], world_size: int, keep: int, protect: int = 0) -> Path:
     """A checkpoint that resumes exactly: model files plus optimizer, scheduler, scaler and data position."""
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": scaler.state_dict(), "train_state": train_state, "world_size": world_size}
-    return save_checkpoint(output_dir, step, write_model_files, state, keep)
+    return save_checkpoint(output_dir, step, write_model_files, state, keep, protect)
 
 
 def resume_training(output_dir: Path, resume: str, model, optimizer, scheduler, scaler,

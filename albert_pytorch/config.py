@@ -223,8 +223,18 @@ class LoopConfig:
     seed: int = setting(42, "seed for initialization, shuffling and dropout")
     logging_steps: int = setting(50, "write a train_log.jsonl line every N steps")
     save_steps: int = setting(0, "write checkpoint-<step>/ every N steps (0: only at the end)")
-    save_total_limit: int = setting(2, "checkpoints kept; older ones are deleted")
+    save_total_limit: int = setting(2, "checkpoints kept; older ones are deleted (never the best one)")
+    save_strategy: str = setting("steps", "when to checkpoint: every --save_steps, at each epoch's end, or "
+                                          "never", choices=("steps", "epoch", "no"))
     eval_steps: int = setting(0, "evaluate every N steps (0: only at the end)")
+    eval_strategy: str = setting("steps", "when to evaluate during training: every --eval_steps, at each "
+                                          "epoch's end, or never", choices=("steps", "epoch", "no"))
+    load_best_model_at_end: bool = setting(False, "end with the best evaluated checkpoint's weights instead of "
+                                                  "the last ones (a checkpoint is saved at every evaluation)")
+    metric_for_best_model: str | None = setting(None, "what ranks evaluations: a metric (acc, mcc, corr, f1, "
+                                                      "pearson, ... or transformers' names) or loss",
+                                                shown_default="the task's main metric")
+    early_stopping_patience: int = setting(0, "stop after N evaluations without improvement (0: never)")
     optimizer: str = setting("adamw", "adamw, or lamb (ALBERT's optimizer; apex's fused LAMB on CUDA/NPU "
                                       "when installed)", choices=("adamw", "lamb"))
     fp16: bool = setting(False, "mixed precision in float16 with dynamic loss scaling")
@@ -258,6 +268,13 @@ class LoopConfig:
             raise UsageError(f"--warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
         if self.fp16 and self.bf16:
             raise UsageError("choose one of --fp16 and --bf16")
+        evaluates = self.eval_strategy == "epoch" or (self.eval_strategy == "steps" and self.eval_steps > 0)
+        for name in ("load_best_model_at_end", "early_stopping_patience"):
+            if getattr(self, name) and not evaluates:
+                raise UsageError(f"--{name} ranks evaluations made during training: add --eval_steps N or "
+                                 "--eval_strategy epoch")
+        if self.load_best_model_at_end and self.save_strategy == "no":
+            raise UsageError("--load_best_model_at_end needs checkpoints; drop --save_strategy no")
 
 
 # The embedded sample trains a tiny model from scratch, which wants a far higher learning rate than
@@ -297,8 +314,10 @@ class TrainConfig(LoopConfig):
         from .data.glue import get_task
 
         super().validate()
+        from .metrics import resolve_metric
+
         try:
-            get_task(self.task_name)
+            resolve_metric(self.metric_for_best_model, get_task(self.task_name))
         except ValueError as err:
             raise UsageError(str(err)) from None
         if self.max_seq_length < 2:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -16,7 +18,7 @@ from .data import INPUT_NAMES, Collator, EvalShardSampler, Example, GlueFeatures
 from .data.glue import STSB_RANGE
 from .device import DistContext, Precision
 from .io import atomic_write_text
-from .metrics import compute_metrics, predictions_from_logits
+from .metrics import TRANSFORMERS_NAMES, class_report, compute_metrics, predictions_from_logits
 
 logger = logging.getLogger("albert_pytorch")
 
@@ -84,21 +86,44 @@ def _all_gather_rows(index: torch.Tensor, rows: torch.Tensor, device: torch.devi
 def evaluate(model: nn.Module, task: GlueTask, features: GlueFeatures, batch_size: int, device: torch.device,
              precision: Precision, ctx: DistContext, collator: Collator,
              progress: bool = False) -> tuple[dict[str, float], np.ndarray]:
-    """The task's metrics over the whole split, and the logits they came from."""
+    """The task's metrics and mean loss over the whole split, and the logits they came from."""
     logits = predict_logits(model, features, batch_size, device, precision, ctx, collator, progress)
     metrics = compute_metrics(task, predictions_from_logits(task, logits), features.labels.numpy())
-    return metrics, logits
+    return {"loss": task_loss(task, logits, features.labels), **metrics}, logits
+
+
+def task_loss(task: GlueTask, logits: np.ndarray, labels: torch.Tensor) -> float:
+    """The training objective on held-out rows: mean squared error (STS-B) or cross-entropy."""
+    logits = torch.from_numpy(logits)
+    if task.is_regression:
+        return float(F.mse_loss(logits.view(-1), labels.float().view(-1)))
+    return float(F.cross_entropy(logits, labels.view(-1)))
 
 
 def evaluate_splits(model: nn.Module, task: GlueTask, eval_sets: dict[str, GlueFeatures], batch_size: int,
                     device: torch.device, precision: Precision, ctx: DistContext, collator: Collator,
-                    progress: bool = False) -> dict[str, dict[str, float]]:
-    """Metrics per split (MNLI has two dev sets), each with its example count."""
+                    progress: bool = False, per_class: bool = False) -> dict[str, dict[str, Any]]:
+    """Metrics per split (MNLI has two dev sets), each with its example count; with `per_class`, also
+    per-class precision/recall/F1 and the confusion matrix (classification)."""
     results = {}
     for split, features in eval_sets.items():
-        metrics, _ = evaluate(model, task, features, batch_size, device, precision, ctx, collator, progress)
+        metrics, logits = evaluate(model, task, features, batch_size, device, precision, ctx, collator, progress)
         results[split] = {"num_examples": len(features), **metrics}
+        if per_class and not task.is_regression:
+            results[split].update(class_report(task, predictions_from_logits(task, logits), features.labels.numpy()))
     return results
+
+
+def trainer_eval_results(task: GlueTask, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One flat record as transformers' Trainer writes eval_results.json: `eval_<name>` with transformers'
+    metric names and `eval_samples`; a second dev set's keys end in `_mm` (MNLI mismatched), as run_glue's."""
+    flat = {}
+    for i, (split, metrics) in enumerate(results.items()):
+        suffix = "" if i == 0 else "_mm" if split == "dev_mismatched" else f"_{split}"
+        for name, value in metrics.items():
+            key = "samples" if name == "num_examples" else TRANSFORMERS_NAMES.get(name, name)
+            flat[f"eval_{key}{suffix}"] = value
+    return flat
 
 
 def write_submission(task: GlueTask, examples: list[Example], logits: np.ndarray, path: Path) -> None:

@@ -57,6 +57,25 @@ class TrainState:
     train_seconds: float = 0.0
     train_samples: int = 0
     skipped_steps: int = 0  # fp16 steps the grad scaler skipped for overflow
+    best_metric: float | None = None  # of the evaluations so far, by `Ranking`
+    best_step: int = 0
+    evaluations_since_best: int = 0
+
+    def record_evaluation(self, value: float, ranking: Ranking) -> None:
+        better = self.best_metric is None or (value > self.best_metric if ranking.greater_is_better
+                                              else value < self.best_metric)
+        if better:
+            self.best_metric, self.best_step, self.evaluations_since_best = value, self.step, 0
+        else:
+            self.evaluations_since_best += 1
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Which of `evaluate()`'s metrics ranks evaluations (for the best checkpoint and early stopping)."""
+
+    metric: str
+    greater_is_better: bool = True
 
 
 def train_step(model: nn.Module, batch: dict[str, torch.Tensor], precision: Precision, device: torch.device,
@@ -154,11 +173,12 @@ class LogWindow:
 
 def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext, device: torch.device,
         run_log: RunLog, write_model_files: Callable[[nn.Module, Path], None],
-        evaluate: Callable[[], dict[str, float]] | None = None) -> dict[str, Any]:
+        evaluate: Callable[[], dict[str, float]] | None = None, ranking: Ranking | None = None) -> dict[str, Any]:
     """Train `model` on `loader` as `cfg` says, checkpointing and resuming in `cfg.output_dir`.
 
-    `evaluate()` returns metrics to log every `cfg.eval_steps`; `write_model_files(model, dir)` writes
-    what a checkpoint holds besides the training state. Returns the step count and throughput.
+    `evaluate()` returns metrics to log when `cfg.eval_strategy` says; `ranking` names the one that picks
+    the best checkpoint and stops early; `write_model_files(model, dir)` writes what a checkpoint holds
+    besides the training state. Returns the step count, throughput and best evaluation.
     """
     sampler: ResumableBatchSampler = loader.batch_sampler
     precision = Precision.from_flags(cfg.fp16, cfg.bf16, cfg.fp16_opt_level)
@@ -169,14 +189,17 @@ def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext,
     scheduler = linear_schedule(optimizer, int(cfg.warmup_proportion * total_steps), total_steps)
     scaler = precision.grad_scaler(device)
     output_dir = Path(cfg.output_dir)
+    saved_at = -1
 
     def save(state: TrainState) -> None:
+        nonlocal saved_at
         if ctx.is_main:
             path = ckpt.save_training_checkpoint(output_dir, state.step, lambda d: write_model_files(model, d),
                                                  optimizer, scheduler, scaler, dataclasses.asdict(state),
-                                                 ctx.world_size, cfg.save_total_limit)
+                                                 ctx.world_size, cfg.save_total_limit, protect=state.best_step)
             logger.info("saved %s", path)
         barrier(ctx)
+        saved_at = state.step
 
     state = TrainState()
     if cfg.resume_from_checkpoint:
@@ -190,15 +213,15 @@ def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext,
     logger.info("training: %d examples, %d steps (%d per epoch), batch %d x %d devices x %d accumulation",
                 len(loader.dataset), total_steps, steps_per_epoch, cfg.batch_size, ctx.world_size,
                 cfg.gradient_accumulation_steps)
-    window, last_loss = LogWindow.open(device), float("nan")
+    window, last_loss, stopped_early = LogWindow.open(device), float("nan"), False
     bar = tqdm(total=total_steps, initial=state.step, desc="train", disable=not (cfg.progress and ctx.is_main))
-    while state.step < total_steps:
+    while state.step < total_steps and not stopped_early:
         sampler.set_epoch(state.epoch, state.batch_in_epoch)
         for batch in loader:
             torch.manual_seed(step_seed(cfg.seed, ctx.rank, state.epoch, state.batch_in_epoch))
             state.batch_in_epoch += 1
-            ends_group = (state.batch_in_epoch % cfg.gradient_accumulation_steps == 0
-                          or state.batch_in_epoch == batches_per_epoch)
+            ends_epoch = state.batch_in_epoch == batches_per_epoch
+            ends_group = state.batch_in_epoch % cfg.gradient_accumulation_steps == 0 or ends_epoch
             loss = train_step(train_model, batch, precision, device, scaler, cfg.gradient_accumulation_steps,
                               sync=ends_group)
             window.add(loss, len(batch["input_ids"]) * ctx.world_size, state.step + 1,
@@ -209,8 +232,10 @@ def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext,
             state.step += 1
             bar.update(1)
             at_log = state.step % cfg.logging_steps == 0 or state.step == total_steps
-            at_save = cfg.save_steps > 0 and state.step % cfg.save_steps == 0
-            at_eval = evaluate is not None and cfg.eval_steps > 0 and state.step % cfg.eval_steps == 0
+            at_eval = evaluate is not None and _due(cfg.eval_strategy, cfg.eval_steps, state.step, ends_epoch)
+            # the best checkpoint can only be loaded at the end if every evaluated state was saved
+            at_save = (_due(cfg.save_strategy, cfg.save_steps, state.step, ends_epoch)
+                       or (at_eval and cfg.load_best_model_at_end))
             if at_log or at_save or at_eval:
                 window.raise_if_diverged(output_dir)
             if at_log:
@@ -221,23 +246,44 @@ def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext,
                 bar.set_postfix(loss=f"{figures['loss']:.4f}")
                 last_loss = figures["loss"]
             if at_eval:
-                run_log.write({"type": "eval", "step": state.step, **{f"eval_{k}": v for k, v in evaluate().items()}})
+                metrics = evaluate()
+                run_log.write({"type": "eval", "step": state.step, **{f"eval_{k}": v for k, v in metrics.items()}})
+                if ranking is not None:
+                    state.record_evaluation(metrics[ranking.metric], ranking)
                 model.train()
             if at_save:
                 save(state)
             if at_eval or at_save:
                 window.restart_clock()
-            if state.step >= total_steps:
+            stopped_early = 0 < cfg.early_stopping_patience <= state.evaluations_since_best
+            if stopped_early:
+                logger.info("early stopping at step %d: %d evaluations without a better %s than step %d's %.4f",
+                            state.step, state.evaluations_since_best, ranking.metric, state.best_step,
+                            state.best_metric)
+            if state.step >= total_steps or stopped_early:
                 break
         else:
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
     bar.close()
     window.raise_if_diverged(output_dir)
-    if cfg.save_steps <= 0 or state.step % cfg.save_steps:
+    if cfg.save_strategy != "no" and saved_at != state.step:
         save(state)
-    return {"step": state.step, "train_loss": last_loss,
-            "train_samples_per_second": state.train_samples / max(state.train_seconds, 1e-9),
-            "train_seconds": state.train_seconds, "skipped_steps": state.skipped_steps}
+    if cfg.load_best_model_at_end and state.best_step:
+        best = output_dir / f"checkpoint-{state.best_step}"
+        model.load_state_dict(ckpt.load_model_weights(best, model), strict=False)
+        model.tie_weights()
+        logger.info("loaded the best checkpoint, %s (%s %.4f)", best, ranking.metric, state.best_metric)
+    return {"step": state.step, "epoch": round(state.epoch + state.batch_in_epoch / batches_per_epoch, 4),
+            "train_loss": last_loss, "train_samples_per_second": state.train_samples / max(state.train_seconds, 1e-9),
+            "train_seconds": state.train_seconds, "skipped_steps": state.skipped_steps,
+            "best_metric": state.best_metric, "best_step": state.best_step or None}
+
+
+def _due(strategy: str, every: int, step: int, ends_epoch: bool) -> bool:
+    """Whether an evaluation or a checkpoint falls on this step under its strategy."""
+    if strategy == "epoch":
+        return ends_epoch
+    return strategy == "steps" and every > 0 and step % every == 0
 
 
 def _wrap(model: nn.Module, compile_model: bool, ctx: DistContext, device: torch.device) -> nn.Module:

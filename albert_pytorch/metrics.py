@@ -14,6 +14,30 @@ from sklearn.metrics import (
 
 from .data.glue import GlueTask
 
+# Our metric names -> transformers' (run_glue and the `evaluate` library's "glue" metric) for the same numbers.
+TRANSFORMERS_NAMES = {"acc": "accuracy", "mcc": "matthews_correlation", "f1": "f1", "pearson": "pearson",
+                      "spearmanr": "spearmanr", "acc_and_f1": "combined_score", "corr": "combined_score",
+                      "loss": "loss"}
+
+
+def metric_names(task: GlueTask) -> tuple[str, ...]:
+    """What `compute_metrics` reports for `task`, and the evaluation loss."""
+    if task.is_regression:
+        return "pearson", "spearmanr", "corr", "loss"
+    extra = {"mcc": ("mcc",), "acc_and_f1": ("f1", "acc_and_f1")}.get(task.metric, ())
+    return "acc", *extra, "loss"
+
+
+def resolve_metric(name: str | None, task: GlueTask) -> str:
+    """Our name for a metric given in either spelling, with or without `eval_`; None: the task's main metric."""
+    if name is None:
+        return task.metric
+    bare = name.removeprefix("eval_")
+    for ours in metric_names(task):
+        if bare in (ours, TRANSFORMERS_NAMES[ours]):
+            return ours
+    raise ValueError(f"metric {name!r}: {task.name} reports {', '.join(metric_names(task))}")
+
 
 def predictions_from_logits(task: GlueTask, logits: np.ndarray) -> np.ndarray:
     """Class indices by argmax (any number of classes), or the regression score itself."""

@@ -47,12 +47,16 @@ class RunLog:
             logger.info("step %d: %s", record["step"], format_values(
                 {k: v for k, v in record.items() if k.startswith("eval_")}))
 
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
     def truncate(self, step: int) -> None:
         """Drop records past `step`: a run resumed from that checkpoint writes them again."""
         if self.enabled and self.path.is_file():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= step]
-            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+            kept = [record for record in self.records() if record["step"] <= step]
+            atomic_write_text(self.path, "".join(json.dumps(record) + "\n" for record in kept))
 
     def plot(self) -> None:
         if self.enabled and self.path.is_file():

@@ -33,9 +33,10 @@ from .data import (
     read_split,
 )
 from .device import DistContext, Precision, barrier, default_pad_multiple, init_distributed, shutdown_distributed
-from .evaluate import evaluate_splits, predict_logits, write_submission
+from .evaluate import evaluate_splits, predict_logits, trainer_eval_results, write_submission
 from .io import atomic_write_text
-from .loop import fit
+from .loop import Ranking, fit
+from .metrics import resolve_metric
 from .modeling import AlbertForSequenceClassification, count_parameters, resolve_model_dir
 from .runlog import RunLog, format_values
 from .tokenization import SPIECE_NAME, load_tokenizer
@@ -85,9 +86,9 @@ def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
         output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output_dir / "train_config.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
 
-    def evaluate(progress: bool = False) -> dict[str, dict[str, float]]:
+    def evaluate(progress: bool = False, per_class: bool = False) -> dict[str, dict[str, Any]]:
         return evaluate_splits(model, task, built.eval_sets, cfg.eval_batch_size, device, precision, ctx,
-                               built.collator, progress)
+                               built.collator, progress, per_class)
 
     def write_model_files(trained: nn.Module, directory: Path) -> None:
         save_model_dir(trained, built.tokenizer, built.model_dir, directory)
@@ -96,19 +97,29 @@ def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
     summary: dict[str, Any] = {"task": task.name, "device": device.type, "world_size": ctx.world_size,
                                "global_batch_size": global_batch}
     run_log = RunLog(output_dir, enabled=ctx.is_main, tensorboard=cfg.report_to == "tensorboard")
+    train_results: dict[str, Any] = {}
     if cfg.do_train:
         train_set = _features(cfg, task, built.data_dir, "train", built.tokenizer, cfg.max_train_samples)[0]
         main_split = task.eval_splits[0]
-        summary.update(fit(model, train_loader(cfg, train_set, built.collator, ctx, device), cfg, ctx, device,
-                           run_log, write_model_files,
-                           evaluate=(lambda: evaluate()[main_split]) if built.eval_sets else None))
+        metric = resolve_metric(cfg.metric_for_best_model, task)
+        trained = fit(model, train_loader(cfg, train_set, built.collator, ctx, device), cfg, ctx, device, run_log,
+                      write_model_files, evaluate=(lambda: evaluate()[main_split]) if built.eval_sets else None,
+                      ranking=Ranking(metric, greater_is_better=metric != "loss"))
+        summary.update(trained)
+        train_results = {"epoch": trained["epoch"], "train_loss": trained["train_loss"],
+                         "train_runtime": trained["train_seconds"], "train_samples": len(train_set),
+                         "train_samples_per_second": trained["train_samples_per_second"]}
+    eval_results: dict[str, Any] = {}
     if cfg.do_eval:
-        results = evaluate(progress=cfg.progress)
+        results = evaluate(progress=cfg.progress, per_class=True)
+        eval_results = {"epoch": summary.get("epoch"), **trainer_eval_results(task, results)}
         if ctx.is_main:
-            record = {"task": task.name, "step": summary.get("step"), "splits": results}
-            atomic_write_text(output_dir / "eval_results.json", json.dumps(record, indent=2) + "\n")
+            atomic_write_text(output_dir / "eval_results.json", json.dumps(eval_results, indent=2) + "\n")
         first = results[task.eval_splits[0]]
         summary.update({task.metric: first[task.metric], "eval_examples": first["num_examples"]})
+    if ctx.is_main:
+        atomic_write_text(output_dir / "all_results.json",
+                          json.dumps({**train_results, **eval_results}, indent=2) + "\n")
     if cfg.do_predict:
         for split in task.test_splits:
             features, examples = _features(cfg, task, built.data_dir, split, built.tokenizer, None)
@@ -118,11 +129,24 @@ def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
     if ctx.is_main and cfg.do_train:
         write_model_files(model, output_dir)
         logger.info("model saved to %s (loads in transformers too)", output_dir)
+        write_trainer_state(cfg, summary, run_log)
         run_log.plot()
     run_log.close()
     if ctx.is_main:
         logger.info("summary: %s", format_values(summary))
     return summary
+
+
+def write_trainer_state(cfg: TrainConfig, summary: dict[str, Any], run_log: RunLog) -> None:
+    """trainer_state.json as transformers' Trainer writes it: the log history and the best evaluation."""
+    best_step = summary.get("best_step")
+    state = {"global_step": summary["step"], "epoch": summary["epoch"], "max_steps": cfg.max_steps,
+             "num_train_epochs": cfg.num_train_epochs, "train_batch_size": cfg.batch_size,
+             "logging_steps": cfg.logging_steps, "eval_steps": cfg.eval_steps, "save_steps": cfg.save_steps,
+             "best_metric": summary.get("best_metric"), "best_global_step": best_step,
+             "best_model_checkpoint": str(Path(cfg.output_dir) / f"checkpoint-{best_step}") if best_step else None,
+             "log_history": run_log.records()}
+    atomic_write_text(Path(cfg.output_dir) / "trainer_state.json", json.dumps(state, indent=2) + "\n")
 
 
 def prepare_output_dir(cfg: TrainConfig, ctx: DistContext) -> None:

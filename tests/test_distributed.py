@@ -29,8 +29,8 @@ def test_ddp_training_then_exact_distributed_evaluation(tiny_task_dir, tiny_mode
         # batch 7 over 120 rows and 2 ranks: partial batches on both ranks, nothing may be dropped or repeated
         torchrun(nproc, tmp_path, *common, "--model_name_or_path", str(trained), "--output_dir", str(out), "--do_eval",
                  "--eval_batch_size", "7")
-        results[nproc] = json.loads((out / "eval_results.json").read_text())["splits"]["dev"]
-    assert results[1]["num_examples"] == results[2]["num_examples"] == 120
+        results[nproc] = json.loads((out / "eval_results.json").read_text())
+    assert results[1]["eval_samples"] == results[2]["eval_samples"] == 120
     assert results[1] == results[2]
 
 

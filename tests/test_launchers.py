@@ -37,4 +37,4 @@ def test_performance_then_distributed_eval_launchers(shared_data, tmp_path):
     out = launch("train_eval_8p.sh", shared_data, tmp_path, "--nproc=2", f"--model_path={tmp_path / 'perf'}",
                  f"--output_dir={tmp_path / 'eval'}")
     assert re.search(r"^Final Accuracy : 0\.\d+$", out, re.MULTILINE)
-    assert '"num_examples": 100' in (tmp_path / "eval" / "eval_results.json").read_text()
+    assert '"eval_samples": 100' in (tmp_path / "eval" / "eval_results.json").read_text()

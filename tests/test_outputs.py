@@ -94,3 +94,33 @@ def test_exit_codes_and_debug(tiny_task_dir, tiny_model_dir, tmp_path):
     assert done.value.code == 1  # a failure while running (a bad row), not a bad argument
     with pytest.raises(ValueError, match=r"train.tsv:2: label '7'"):
         main([*args, "--debug", "--overwrite_output_dir"])
+
+
+def test_results_in_transformers_shapes(tiny_task_dir, tiny_model_dir, tmp_path):
+    run(tiny_run(tiny_task_dir, tiny_model_dir, tmp_path, do_eval=True, max_steps=6, eval_steps=3))
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert {"epoch", "eval_loss", "eval_accuracy", "eval_samples", "eval_per_class", "eval_confusion_matrix"} <= set(
+        results)
+    assert results["eval_samples"] == 120 and sum(map(sum, results["eval_confusion_matrix"])) == 120
+    everything = json.loads((tmp_path / "all_results.json").read_text())
+    assert everything["train_samples"] == 400 and everything["eval_accuracy"] == results["eval_accuracy"]
+    state = json.loads((tmp_path / "trainer_state.json").read_text())
+    assert state["global_step"] == 6 and [r["step"] for r in state["log_history"] if r["type"] == "eval"] == [3, 6]
+    assert state["best_global_step"] in (3, 6) and state["best_metric"] is not None
+
+
+def test_best_checkpoint_is_kept_loaded_and_early_stopping_stops(tiny_task_dir, tiny_model_dir, tmp_path):
+    # learning rate 0 after a good start: later evaluations cannot beat the first, which must survive pruning
+    cfg = tiny_run(tiny_task_dir, tiny_model_dir, tmp_path, do_eval=True, max_steps=40, eval_steps=2, save_steps=0,
+                   save_total_limit=1, load_best_model_at_end=True, metric_for_best_model="eval_loss",
+                   early_stopping_patience=3, learning_rate=5e-2, warmup_proportion=0.0, logging_steps=2)
+    summary = run(cfg)
+    state = json.loads((tmp_path / "trainer_state.json").read_text())
+    evals = [(r["step"], r["eval_loss"]) for r in state["log_history"] if r["type"] == "eval"]
+    best_step, best_loss = min(evals, key=lambda e: e[1])
+    assert state["best_global_step"] == best_step and state["best_metric"] == best_loss
+    assert summary["step"] == evals[-1][0] < 40  # stopped early
+    assert evals[-1][0] - best_step == 3 * 2  # three evaluations without improvement
+    assert (tmp_path / f"checkpoint-{best_step}").is_dir()  # the best is never pruned
+    final = json.loads((tmp_path / "eval_results.json").read_text())
+    assert final["eval_loss"] == pytest.approx(best_loss, abs=1e-6)  # the final model is the best one

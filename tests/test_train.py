@@ -31,7 +31,7 @@ def test_embedded_sample_learns_and_writes_every_output(tmp_path):
                               max_seq_length=64, logging_steps=10, progress=False, device="cpu"))
     assert summary["acc"] > 0.8  # 120 balanced-ish dev sentences: chance is about 0.5
     results = json.loads((tmp_path / "eval_results.json").read_text())
-    assert results["splits"]["dev"]["num_examples"] == 120 and results["splits"]["dev"]["acc"] == summary["acc"]
+    assert results["eval_samples"] == 120 and results["eval_accuracy"] == summary["acc"]
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert {"step", "epoch", "loss", "learning_rate", "samples_per_second"} <= set(log[0])
     assert (tmp_path / "training_curves.png").stat().st_size > 1000
