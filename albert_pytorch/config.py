@@ -293,6 +293,17 @@ class TrainConfig(LoopConfig):
                                          "nor --model_name_or_path, the embedded sample is trained")
     model_name_or_path: str | None = setting(None, "model directory (config.json, weights, spiece.model) or "
                                                    "hub id")
+    train_file: str | None = setting(None, "your own training data instead of a GLUE task: .csv, .tsv or .jsonl "
+                                           "with named columns")
+    validation_file: str | None = setting(None, "your own dev data, same columns (for --do_eval)")
+    test_file: str | None = setting(None, "your own test data, labels optional (for --do_predict)")
+    text_column: str = setting("sentence", "the text column of your files")
+    text_pair_column: str | None = setting(None, "the second text column, for sentence pairs")
+    label_column: str = setting("label", "the label column of your files")
+    label_names: str = setting("", "comma-separated classes in the order the model numbers them",
+                               shown_default="the training file's labels, sorted")
+    task_type: str = setting("auto", "classification or regression; auto: regression when the labels are "
+                                     "non-integer numbers", choices=("auto", "classification", "regression"))
     output_dir: str = setting("outputs/SST-2", "where the model, checkpoints and logs go")
     do_train: bool = setting(True, "train (with none of --do_train/--do_eval/--do_predict: train and evaluate)")
     do_eval: bool = setting(True, "evaluate on the dev set(s)")
@@ -316,12 +327,15 @@ class TrainConfig(LoopConfig):
         super().validate()
         from .metrics import resolve_metric
 
+        if self.max_seq_length < 2:
+            raise UsageError(f"--max_seq_length must be at least 2, got {self.max_seq_length}")
+        if self.own_files:
+            self._validate_own_files()
+            return
         try:
             resolve_metric(self.metric_for_best_model, get_task(self.task_name))
         except ValueError as err:
             raise UsageError(str(err)) from None
-        if self.max_seq_length < 2:
-            raise UsageError(f"--max_seq_length must be at least 2, got {self.max_seq_length}")
         if (self.data_dir is None) != (self.model_name_or_path is None):
             missing = "--data_dir" if self.data_dir is None else "--model_name_or_path"
             raise UsageError(f"{missing} is missing: give both --data_dir and --model_name_or_path, or neither "
@@ -329,19 +343,42 @@ class TrainConfig(LoopConfig):
         if self.from_scratch and not self.do_train:
             raise UsageError("--from_scratch without --do_train would evaluate random weights")
 
+    @property
+    def own_files(self) -> bool:
+        return any((self.train_file, self.validation_file, self.test_file))
+
+    def _validate_own_files(self) -> None:
+        if self.data_dir is not None:
+            raise UsageError("--data_dir (a GLUE task) and --train_file/--validation_file/--test_file (your own "
+                             "data) exclude each other")
+        if self.model_name_or_path is None:
+            raise UsageError("your own data needs --model_name_or_path (a model directory, or its config.json "
+                             "with --from_scratch)")
+        for action, file, flag in (("do_train", self.train_file, "--train_file"),
+                                   ("do_eval", self.validation_file, "--validation_file"),
+                                   ("do_predict", self.test_file, "--test_file")):
+            if getattr(self, action) and not file:
+                raise UsageError(f"--{action} with your own data needs {flag}")
+        if self.from_scratch and not self.do_train:
+            raise UsageError("--from_scratch without --do_train would evaluate random weights")
+
     @classmethod
     def from_flags(cls, given: dict[str, Any]) -> TrainConfig:
         """The run a command line means; `given` holds only the flags that were typed.
 
-        With none of --do_train/--do_eval/--do_predict it trains and evaluates; with some, it does just
-        those. With neither --data_dir nor --model_name_or_path it runs the embedded sample, whose recipe
-        (SAMPLE_RECIPE) fills every flag not given. Progress bars show only in a terminal.
+        With none of --do_train/--do_eval/--do_predict it trains and evaluates (your own data: evaluates if
+        it has a --validation_file); with some, it does just those. With no data and no model named it runs
+        the embedded sample, whose recipe (SAMPLE_RECIPE) fills every flag not given. Progress bars show only
+        in a terminal.
         """
         values = dict(given)
         asked = any(values.get(action) for action in ACTIONS)
         for action in ACTIONS:
             values.setdefault(action, not asked and action != "do_predict")
-        if "data_dir" not in values and "model_name_or_path" not in values:
+        if values.get("train_file") and "do_eval" not in given:
+            values["do_eval"] = bool(values.get("validation_file"))  # own data evaluates when it has a dev file
+        if not any(name in values for name in ("data_dir", "model_name_or_path", "train_file", "validation_file",
+                                                "test_file")):
             recipe = {k: v for k, v in SAMPLE_RECIPE.items() if k not in values}
             logging.getLogger("albert_pytorch").info(
                 "embedded sample recipe: %s", ", ".join(f"{k}={v}" for k, v in recipe.items()))

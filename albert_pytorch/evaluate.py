@@ -15,7 +15,6 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .data import INPUT_NAMES, Collator, EvalShardSampler, Example, GlueFeatures, GlueTask
-from .data.glue import STSB_RANGE
 from .device import DistContext, Precision
 from .io import atomic_write_text
 from .metrics import TRANSFORMERS_NAMES, class_report, compute_metrics, predictions_from_logits
@@ -127,10 +126,11 @@ def trainer_eval_results(task: GlueTask, results: dict[str, dict[str, Any]]) -> 
 
 
 def write_submission(task: GlueTask, examples: list[Example], logits: np.ndarray, path: Path) -> None:
-    """GLUE's submission format: `index<TAB>prediction`, label names, STS-B scores clipped to [0, 5]."""
+    """GLUE's submission format: `index<TAB>prediction`, label names, scores clipped to the task's range."""
     predictions = predictions_from_logits(task, logits)
     if task.is_regression:
-        values = [f"{score:.3f}" for score in np.clip(predictions, *STSB_RANGE)]
+        scores = predictions if task.score_range is None else np.clip(predictions, *task.score_range)
+        values = [f"{score:.3f}" for score in scores]
     else:
         values = [task.labels[int(p)] for p in predictions]
     rows = "".join(f"{e.guid}\t{v}\n" for e, v in zip(examples, values, strict=True))

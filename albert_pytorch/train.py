@@ -32,6 +32,7 @@ from .data import (
     load_or_build_features,
     read_split,
 )
+from .data.files import own_data_task
 from .device import DistContext, Precision, barrier, default_pad_multiple, init_distributed, shutdown_distributed
 from .evaluate import evaluate_splits, predict_logits, trainer_eval_results, write_submission
 from .io import atomic_write_text
@@ -177,8 +178,12 @@ def prepare_output_dir(cfg: TrainConfig, ctx: DistContext) -> None:
 
 def build_run(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_factory: ModelFactory) -> FinetuneRun:
     """Data, tokenizer, model and collator for `cfg`, each checked (paths, lengths, weights) before training."""
-    task = get_task(cfg.task_name)
-    data_dir, model_dir, from_scratch = _resolve_inputs(cfg, task, ctx)
+    if cfg.own_files:
+        data_dir, model_dir, from_scratch = Path.cwd(), resolve_model_dir(cfg.model_name_or_path), cfg.from_scratch
+        task = _own_data_task(cfg, model_dir)
+    else:
+        task = get_task(cfg.task_name)
+        data_dir, model_dir, from_scratch = _resolve_inputs(cfg, task, ctx)
     tokenizer = load_tokenizer(model_dir)
     config = AlbertConfig.from_pretrained(model_dir)
     if cfg.config_overrides:
@@ -197,6 +202,18 @@ def build_run(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
         eval_sets = {split: _features(cfg, task, data_dir, split, tokenizer, cfg.max_eval_samples)[0]
                      for split in task.eval_splits}
     return FinetuneRun(task, data_dir, model_dir, tokenizer, model, collator, eval_sets)
+
+
+def _own_data_task(cfg: TrainConfig, model_dir: Path) -> GlueTask:
+    """The user's files as a task; evaluating without a training file, the classes are the trained model's."""
+    names = [name.strip() for name in cfg.label_names.split(",") if name.strip()] or None
+    task_type = cfg.task_type
+    if names is None and cfg.train_file is None:
+        config = AlbertConfig.from_pretrained(model_dir)
+        names = [config.id2label[i] for i in range(config.num_labels)]
+        task_type = "regression" if config.is_regression else "classification"
+    return own_data_task(cfg.train_file, cfg.validation_file, cfg.test_file, cfg.text_column, cfg.text_pair_column,
+                         cfg.label_column, names, task_type)
 
 
 def _resolve_inputs(cfg: TrainConfig, task: GlueTask, ctx: DistContext) -> tuple[Path, Path, bool]:

@@ -23,6 +23,9 @@ class GlueDataError(ValueError):
         super().__init__(f"{where}: {problem}")
 
 
+STSB_RANGE = (0.0, 5.0)
+
+
 @dataclass(frozen=True)
 class GlueTask:
     name: str
@@ -37,6 +40,8 @@ class GlueTask:
     test_splits: tuple[str, ...] = ("test",)
     files: dict[str, str] = field(default_factory=dict)  # split -> file name, where not f"{split}.tsv"
     submission_names: dict[str, str] = field(default_factory=dict)  # test split -> GLUE submission file
+    reader: str = "glue"  # "glue": the official TSV layout; "table": a user's CSV/TSV/JSON lines (data.files)
+    score_range: tuple[float, float] | None = STSB_RANGE  # regression targets outside it are bad rows
 
     @property
     def is_regression(self) -> bool:
@@ -71,8 +76,6 @@ TASKS: dict[str, GlueTask] = {t.name.lower(): t for t in (
     GlueTask("RTE", _BINARY_NLI, "sentence1", "sentence2", "label", "acc"),
     GlueTask("WNLI", ("0", "1"), "sentence1", "sentence2", "label", "acc"),
 )}
-
-STSB_RANGE = (0.0, 5.0)
 
 
 def get_task(name: str) -> GlueTask:
@@ -115,6 +118,10 @@ class ReadReport:
 def read_split(task: GlueTask, data_dir: str | os.PathLike, split: str,
                skip_bad_rows: bool = False) -> tuple[list[Example], ReadReport]:
     path = Path(data_dir) / task.file_name(split)
+    if task.reader == "table":
+        from .files import read_table
+
+        return read_table(task, path, split, skip_bad_rows)
     if not path.is_file():
         raise GlueDataError(path, None, f"no such file; a {task.name} folder holds "
                             f"{', '.join(task.file_name(s) for s in ('train', *task.eval_splits))} "
@@ -218,7 +225,7 @@ def _label(task: GlueTask, value: str, path: Path, line: int) -> int | float:
         score = float(value)
     except ValueError:
         raise GlueDataError(path, line, f"score {value!r} is not a number") from None
-    low, high = STSB_RANGE
+    low, high = task.score_range
     if not math.isfinite(score) or not low <= score <= high:
         raise GlueDataError(path, line, f"score {value!r} is outside [{low:g}, {high:g}]")
     return score
