@@ -11,7 +11,9 @@ from .io import atomic_write
 logger = logging.getLogger(__name__)
 
 
-def plot_training_curves(log_path: Path, out_path: Path) -> Path | None:
+def plot_training_curves(log_path: Path, out_path: Path, metric: str) -> Path | None:
+    """Train loss, and `metric` (an `eval_` key) at each evaluation; the final evaluation, of the model
+    as saved, is a star."""
     try:
         import matplotlib
 
@@ -22,16 +24,20 @@ def plot_training_curves(log_path: Path, out_path: Path) -> Path | None:
         return None
     records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     train = [r for r in records if r["type"] == "train"]
-    evals = [r for r in records if r["type"] == "eval"]
+    evals = [r for r in records if r["type"] == "eval" and metric in r and not r.get("final")]
+    final = [r for r in records if r["type"] == "eval" and metric in r and r.get("final")]
     fig, loss_axis = plt.subplots(figsize=(7, 4))
     loss_axis.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue", label="train loss")
     loss_axis.set_xlabel("optimizer step")
     loss_axis.set_ylabel("train loss", color="tab:blue")
-    if evals:
-        metric = next(k for k in evals[0] if k.startswith("eval_") and k != "eval_num_examples")
+    if evals or final:
         metric_axis = loss_axis.twinx()
-        metric_axis.plot([r["step"] for r in evals], [r[metric] for r in evals], "o-", color="tab:orange")
+        metric_axis.plot([r["step"] for r in evals], [r[metric] for r in evals], "o-", color="tab:orange",
+                         label=f"dev {metric.removeprefix('eval_')}")
+        metric_axis.plot([r["step"] for r in final], [r[metric] for r in final], "*", markersize=14,
+                         color="tab:red", label="final evaluation")
         metric_axis.set_ylabel(metric.removeprefix("eval_"), color="tab:orange")
+        metric_axis.legend(loc="lower right")
     fig.tight_layout()
     atomic_write(out_path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)

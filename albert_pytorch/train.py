@@ -118,6 +118,9 @@ def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
             atomic_write_text(output_dir / "eval_results.json", json.dumps(eval_results, indent=2) + "\n")
         first = results[task.eval_splits[0]]
         summary.update({task.metric: first[task.metric], "eval_examples": first["num_examples"]})
+        if cfg.do_train:  # the model as saved, in the log history and the curves beside the evaluations so far
+            run_log.write({"type": "eval", "step": summary["step"], "final": True,
+                           **{f"eval_{k}": v for k, v in first.items() if isinstance(v, int | float)}})
     if ctx.is_main:
         atomic_write_text(output_dir / "all_results.json",
                           json.dumps({**train_results, **eval_results}, indent=2) + "\n")
@@ -131,7 +134,7 @@ def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
         write_model_files(model, output_dir)
         logger.info("model saved to %s (loads in transformers too)", output_dir)
         write_trainer_state(cfg, summary, run_log)
-        run_log.plot()
+        run_log.plot(f"eval_{task.metric}")
     run_log.close()
     if ctx.is_main:
         logger.info("summary: %s", format_values(summary))

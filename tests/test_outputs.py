@@ -105,7 +105,8 @@ def test_results_in_transformers_shapes(tiny_task_dir, tiny_model_dir, tmp_path)
     everything = json.loads((tmp_path / "all_results.json").read_text())
     assert everything["train_samples"] == 400 and everything["eval_accuracy"] == results["eval_accuracy"]
     state = json.loads((tmp_path / "trainer_state.json").read_text())
-    assert state["global_step"] == 6 and [r["step"] for r in state["log_history"] if r["type"] == "eval"] == [3, 6]
+    evals = [(r["step"], bool(r.get("final"))) for r in state["log_history"] if r["type"] == "eval"]
+    assert state["global_step"] == 6 and evals == [(3, False), (6, False), (6, True)]
     assert state["best_global_step"] in (3, 6) and state["best_metric"] is not None
 
 
@@ -116,7 +117,7 @@ def test_best_checkpoint_is_kept_loaded_and_early_stopping_stops(tiny_task_dir, 
                    early_stopping_patience=3, learning_rate=5e-2, warmup_proportion=0.0, logging_steps=2)
     summary = run(cfg)
     state = json.loads((tmp_path / "trainer_state.json").read_text())
-    evals = [(r["step"], r["eval_loss"]) for r in state["log_history"] if r["type"] == "eval"]
+    evals = [(r["step"], r["eval_loss"]) for r in state["log_history"] if r["type"] == "eval" and not r.get("final")]
     best_step, best_loss = min(evals, key=lambda e: e[1])
     assert state["best_global_step"] == best_step and state["best_metric"] == best_loss
     assert summary["step"] == evals[-1][0] < 40  # stopped early
