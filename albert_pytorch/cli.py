@@ -97,7 +97,7 @@ def cmd_pth2onnx(args: argparse.Namespace) -> int:
 
         texts = [e.text_a for e in read_split(get_task(args.task_name), args.data_dir, "dev")[0]]
     path = export(args.pth_dir, args.onnx_dir, args.batch_size, args.max_seq_length, args.dynamic, texts,
-                  args.opset)
+                  args.opset, layout=args.layout)
     print(f"wrote {path}")
     return 0
 
@@ -140,7 +140,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .deploy.predict import predict, read_inputs
 
     pairs = read_inputs(args.texts, args.input)
-    for record in predict(args.model_dir, pairs, args.onnx, args.batch_size, args.max_seq_length):
+    for record in predict(args.model_dir, pairs, args.onnx, args.batch_size, args.max_seq_length, args.provider):
         print(json.dumps(record, ensure_ascii=False))
     return 0
 
@@ -200,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     option(exp, "--data_dir", help="the task's folder: check the export on its dev sentences")
     option(exp, "--task_name", default="SST-2", help="GLUE task of --data_dir")
     option(exp, "--opset", type=int, default=14, help="ONNX opset (14 keeps LayerNorm decomposed, for ATC)")
+    option(exp, "--layout", choices=("modelzoo", "optimum"), default="modelzoo",
+           help="modelzoo: one .onnx file named by shape; optimum: --onnx_dir becomes a folder (model.onnx with "
+                "dynamic axes, config.json, tokenizer) that optimum's ORTModelForSequenceClassification loads")
     option(exp, "--prefix_dir", help="accepted for ModelZoo compatibility and ignored")
     exp.set_defaults(func=cmd_pth2onnx)
 
@@ -245,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     option(pred, "--input", help="a file with one sentence (or tab-separated pair) per line")
     option(pred, "--batch_size", type=int, default=32, help="sentences per forward pass")
     option(pred, "--max_seq_length", type=int, default=128, help="longer inputs are cut to this many tokens")
+    option(pred, "--provider", choices=("cpu", "cuda", "tensorrt", "cann"), default="cpu",
+           help="ONNX Runtime provider for --onnx, with its fallback chain (tensorrt -> cuda -> cpu)")
     pred.set_defaults(func=cmd_predict)
 
     down = command("download", help="fetch GLUE task archives (checksummed, safely unpacked)")

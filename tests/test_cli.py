@@ -33,12 +33,12 @@ CONTRACT = {
     "preprocess": {"--pth_dir", "--data_dir", "--save_dir", "--max_seq_length", "--task_name", "--split",
                    "--prefix_dir"},
     "pth2onnx": {"--pth_dir", "--onnx_dir", "--batch_size", "--max_seq_length", "--dynamic", "--data_dir",
-                 "--task_name", "--opset", "--prefix_dir"},
+                 "--task_name", "--opset", "--prefix_dir", "--layout"},
     "opt_onnx": {"--input_file", "--output_file", "--target", "--fp16", "--int8", "--model_size"},
     "infer": {"--model", "--input", "--output", "--output_dirname", "--outfmt", "--batchsize", "--device",
               "--provider", "--loop", "--warmup_count"},
     "postprocess": {"--result_dir", "--label_path", "--task_name", "--outfmt", "--output_dtype"},
-    "predict": {"--model_dir", "--onnx", "--input", "--batch_size", "--max_seq_length"},
+    "predict": {"--model_dir", "--onnx", "--input", "--batch_size", "--max_seq_length", "--provider"},
     "download": {"--tasks", "--data_dir", "--base_url", "--retries"},
 }
 LAUNCHER_FLAGS = {"--data_path", "--model_path", "--task_name", "--device", "--nproc", "--output_dir"}

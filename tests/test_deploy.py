@@ -219,3 +219,48 @@ def test_class_report_per_class_and_confusion_matrix():
     assert report["confusion_matrix"] == [[1, 0, 1], [0, 1, 0], [0, 1, 2]]
     assert report["per_class"]["neutral"] == {"precision": 2 / 3, "recall": 2 / 3, "f1": pytest.approx(2 / 3),
                                               "support": 3}
+
+
+def test_optimum_layout_is_a_folder_optimum_loads(model_dir, tmp_path):
+    """The contract of optimum.onnxruntime.ORTModelForSequenceClassification.from_pretrained(folder): model.onnx
+    whose output is named "logits", dynamic batch and sequence axes, config.json and the tokenizer files.
+    (optimum-onnx pins transformers < 4.58, so it cannot be installed beside ours; see the issue note.)"""
+    import onnxruntime as ort
+    import transformers
+
+    path = export(model_dir, tmp_path / "optimum", 2, 32, layout="optimum")
+    assert path == tmp_path / "optimum" / "model.onnx"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    assert all(isinstance(d, str) for i in session.get_inputs() for d in i.shape)  # dynamic axes
+    assert transformers.AutoConfig.from_pretrained(path.parent).id2label == {0: "0", 1: "1"}
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent)
+    batch = tokenizer(["a joy to watch .", "dull ."], padding=True, return_tensors="np", return_token_type_ids=True)
+    (logits,) = session.run(None, {name: batch[name].astype(np.int64) for name in INPUTS})
+    with torch.no_grad():
+        expected = AlbertForSequenceClassification.from_pretrained(model_dir).eval()(
+            *(torch.from_numpy(batch[name]) for name in INPUTS)).logits.numpy()
+    assert np.abs(logits - expected).max() < 1e-4
+
+
+def test_providers_fall_back_in_onnx_runtimes_order(monkeypatch, model_dir, tmp_path):
+    import onnxruntime as ort
+
+    from albert_pytorch.deploy.runtime import open_session
+
+    path = export(model_dir, tmp_path, 2, 16)
+    opened = {}
+
+    class Session:
+        def __init__(self, model, providers, provider_options):
+            opened.update(providers=providers, options=provider_options)
+
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+    open_session(path, "tensorrt", device=1)
+    assert opened["providers"] == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert opened["options"] == [{"device_id": 1}, {"device_id": 1}, {}]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(RuntimeError, match="lacks CANNExecutionProvider"):
+        open_session(path, "cann")

@@ -7,8 +7,10 @@ growing about 7x as exporters that unroll and copy the layer do.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +18,17 @@ import torch
 from torch import nn
 
 from ..data import INPUT_NAMES
+from ..io import atomic_write_text
 from ..modeling import AlbertForSequenceClassification
-from ..tokenization import load_tokenizer
+from ..tokenization import SPIECE_NAME, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_NAME = "output"
+# "modelzoo": one file, albert_seq{L}_bs{B}.onnx (static, for ATC) or albert_dynamic.onnx, output "output".
+# "optimum": a folder that optimum.onnxruntime.ORTModelForSequenceClassification.from_pretrained loads:
+#            model.onnx (dynamic axes, output "logits", as optimum reads it), config.json and the tokenizer.
+LAYOUTS = ("modelzoo", "optimum")
 DEFAULT_OPSET = 14  # LayerNorm decomposed: accepted by Ascend ATC, and fused back by ONNX Runtime
 
 
@@ -54,27 +61,47 @@ def sample_inputs(tokenizer, texts: list[str], batch_size: int, max_seq_length: 
 
 def export(model_dir: str | os.PathLike, onnx_dir: str | os.PathLike, batch_size: int = 32,
            max_seq_length: int = 128, dynamic: bool = False, texts: list[str] | None = None,
-           opset: int = DEFAULT_OPSET, atol: float = 1e-4) -> Path:
-    """Export `model_dir` to `onnx_dir/albert_seq{L}_bs{B}.onnx` (or `albert_dynamic.onnx`) and check it."""
+           opset: int = DEFAULT_OPSET, atol: float = 1e-4, layout: str = "modelzoo") -> Path:
+    """Export `model_dir` into `onnx_dir` in `layout` (see LAYOUTS), check it, and return the .onnx path."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"--layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+    optimum = layout == "optimum"
+    dynamic = dynamic or optimum
     model = AlbertForSequenceClassification.from_pretrained(model_dir).eval()
     model.config.check_sequence_length(max_seq_length)
     tokenizer = load_tokenizer(model_dir)
     inputs = sample_inputs(tokenizer, texts or _default_texts(), batch_size, max_seq_length)
-    path = Path(onnx_dir) / onnx_file_name(max_seq_length, batch_size, dynamic)
+    output_name = "logits" if optimum else OUTPUT_NAME
+    path = Path(onnx_dir) / ("model.onnx" if optimum else onnx_file_name(max_seq_length, batch_size, dynamic))
     path.parent.mkdir(parents=True, exist_ok=True)
     dynamic_axes = None
     if dynamic:
         dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
-        dynamic_axes[OUTPUT_NAME] = {0: "batch"}
+        dynamic_axes[output_name] = {0: "batch"}
     tmp = path.with_suffix(".onnx.tmp")
     with torch.no_grad(), model.implementation("explicit"):
         torch.onnx.export(_LogitsOnly(model).eval(), tuple(torch.from_numpy(inputs[n]) for n in INPUT_NAMES), str(tmp),
-                          input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME], opset_version=opset,
+                          input_names=list(INPUT_NAMES), output_names=[output_name], opset_version=opset,
                           dynamic_axes=dynamic_axes, do_constant_folding=True, dynamo=False)
     os.replace(tmp, path)
-    check_against_pytorch(path, model, inputs, atol)
+    check_against_pytorch(path, model, inputs, atol, output_name)
+    if optimum:
+        model.config.save_pretrained(path.parent)
+        tokenizer.save_pretrained(str(path.parent))
+        if (Path(model_dir) / SPIECE_NAME).is_file():  # for slow (SentencePiece) tokenizers
+            shutil.copyfile(Path(model_dir) / SPIECE_NAME, path.parent / SPIECE_NAME)
+        _readable_by_transformers_4(path.parent / "tokenizer_config.json")
     logger.info("exported %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
+
+
+def _readable_by_transformers_4(tokenizer_config: Path) -> None:
+    """optimum-onnx runs on transformers 4.x, which reads `extra_special_tokens` as a dict and fails on the
+    list transformers 5 writes; tokenizer.json still marks those tokens special, so the list can go."""
+    config = json.loads(tokenizer_config.read_text(encoding="utf-8"))
+    if isinstance(config.get("extra_special_tokens"), list):
+        del config["extra_special_tokens"]
+        atomic_write_text(tokenizer_config, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def _default_texts() -> list[str]:
@@ -90,7 +117,7 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def check_against_pytorch(path: Path, model: AlbertForSequenceClassification, inputs: dict[str, np.ndarray],
-                          atol: float) -> float:
+                          atol: float, output_name: str = OUTPUT_NAME) -> float:
     """ONNX checker, then ONNX Runtime vs PyTorch on the same inputs; raises ExportError past `atol`."""
     import onnx
     import onnxruntime as ort
@@ -100,7 +127,7 @@ def check_against_pytorch(path: Path, model: AlbertForSequenceClassification, in
     except onnx.checker.ValidationError as err:
         raise ExportError(f"{path}: the ONNX checker rejects the export: {err}") from err
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (ours,) = session.run([OUTPUT_NAME], inputs)
+    (ours,) = session.run([output_name], inputs)
     with torch.no_grad():
         reference = model(*(torch.from_numpy(inputs[n]) for n in INPUT_NAMES)).logits.numpy()
     diff = max_abs_diff(ours, reference)

@@ -32,13 +32,13 @@ def read_inputs(texts: list[str], input_file: str | os.PathLike | None) -> list[
 
 
 def predict(model_dir: str | os.PathLike, pairs: list[tuple[str, str | None]], onnx_file: str | None = None,
-            batch_size: int = 32, max_seq_length: int = 128) -> Iterator[dict]:
+            batch_size: int = 32, max_seq_length: int = 128, provider: str = "cpu") -> Iterator[dict]:
     """One record per input, in input order; batches are length-sorted so they pad little."""
     model = AlbertForSequenceClassification.from_pretrained(model_dir).eval()
     tokenizer = load_tokenizer(model_dir)
     session = static_batch = static_width = None
     if onnx_file is not None:
-        session = open_session(onnx_file)
+        session = open_session(onnx_file, provider)
         static_batch, static_width = static_dims(session)  # a static export takes only its batch and length
     is_pair = any(b is not None for _, b in pairs)
     encoded = encode(tokenizer, [a for a, _ in pairs], [b or "" for _, b in pairs] if is_pair else None,

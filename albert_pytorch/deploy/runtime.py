@@ -23,6 +23,8 @@ from ..io import atomic_write_text
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider", "cann": "CANNExecutionProvider"}
+# ONNX Runtime gives each node to the first provider in the list that can run it.
+FALLBACKS = {"cpu": ("cpu",), "cuda": ("cuda", "cpu"), "tensorrt": ("tensorrt", "cuda", "cpu"), "cann": ("cann", "cpu")}
 _NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
                 "tensor(float16)": np.float16}
 
@@ -49,16 +51,19 @@ class RunOptions:
 
 
 def open_session(model: str | os.PathLike, provider: str = "cpu", device: int = 0):
+    """A session on `provider`, with ONNX Runtime's fallback chain behind it (FALLBACKS: TensorRT, then
+    CUDA, then CPU for the nodes the one before cannot run). The asked-for provider must be in this build."""
     import onnxruntime as ort
 
     if provider not in PROVIDERS:
         raise ValueError(f"--provider {provider!r}: choose from {', '.join(PROVIDERS)}")
-    name = PROVIDERS[provider]
-    if name not in ort.get_available_providers():
-        raise RuntimeError(f"--provider {provider}: this onnxruntime build lacks {name} (it has "
-                           f"{', '.join(ort.get_available_providers())}); install the matching onnxruntime package")
-    options = [{"device_id": device}] if provider != "cpu" else [{}]
-    return ort.InferenceSession(str(model), providers=[name], provider_options=options)
+    available = ort.get_available_providers()
+    if PROVIDERS[provider] not in available:
+        raise RuntimeError(f"--provider {provider}: this onnxruntime build lacks {PROVIDERS[provider]} (it has "
+                           f"{', '.join(available)}); install the matching onnxruntime package")
+    chain = [p for p in FALLBACKS[provider] if PROVIDERS[p] in available]
+    options = [{} if p == "cpu" else {"device_id": device} for p in chain]
+    return ort.InferenceSession(str(model), providers=[PROVIDERS[p] for p in chain], provider_options=options)
 
 
 def static_dims(session) -> tuple[int | None, int | None]:
