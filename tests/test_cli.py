@@ -140,3 +140,16 @@ def test_task_names_as_the_datasets_library_spells_them():
 
     assert [get_task(n).name for n in ("sst2", "stsb", "cola", "mnli", "STS_B", "sst-2")] == [
         "SST-2", "STS-B", "CoLA", "MNLI", "STS-B", "SST-2"]
+
+
+def test_run_glue_spellings_set_the_same_fields():
+    import argparse
+
+    from albert_pytorch.cli import add_config_arguments
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, TrainConfig, "run")
+    given = vars(parser.parse_args(["--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "4",
+                                    "--warmup_ratio", "0.06", "--overwrite_output_dir", "--report_to", "none"]))
+    assert given == {"batch_size": 8, "eval_batch_size": 4, "warmup_proportion": 0.06, "overwrite_output_dir": True,
+                     "report_to": "none"}

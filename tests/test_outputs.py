@@ -125,3 +125,13 @@ def test_best_checkpoint_is_kept_loaded_and_early_stopping_stops(tiny_task_dir, 
     assert (tmp_path / f"checkpoint-{best_step}").is_dir()  # the best is never pruned
     final = json.loads((tmp_path / "eval_results.json").read_text())
     assert final["eval_loss"] == pytest.approx(best_loss, abs=1e-6)  # the final model is the best one
+
+
+def test_epoch_strategies_and_no_tensorboard(tiny_task_dir, tiny_model_dir, tmp_path):
+    # 400 rows in batches of 16: 25 steps an epoch
+    run(tiny_run(tiny_task_dir, tiny_model_dir, tmp_path, do_eval=True, max_steps=-1, num_train_epochs=2,
+                 eval_strategy="epoch", save_strategy="epoch", save_total_limit=5, report_to="none"))
+    state = json.loads((tmp_path / "trainer_state.json").read_text())
+    assert [r["step"] for r in state["log_history"] if r["type"] == "eval" and not r.get("final")] == [25, 50]
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-25", "checkpoint-50"]
+    assert not (tmp_path / "tensorboard").exists()
