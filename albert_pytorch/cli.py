@@ -145,6 +145,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokenizer(args: argparse.Namespace) -> int:
+    import json
+
+    from .tokenization import build_tokenizer
+
+    print(json.dumps(build_tokenizer(args.input, args.output_dir, args.vocab_size, args.max_sentences, args.seed),
+                     indent=2))
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from .data.download import GLUE_BASE_URL, download_tasks
 
@@ -251,6 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     option(pred, "--provider", choices=("cpu", "cuda", "tensorrt", "cann"), default="cpu",
            help="ONNX Runtime provider for --onnx, with its fallback chain (tensorrt -> cuda -> cpu)")
     pred.set_defaults(func=cmd_predict)
+
+    tok = command("tokenizer", help="train a SentencePiece tokenizer with ALBERT's conventions on raw text")
+    tok.add_argument("--input", nargs="+", required=True,
+                     help="text files, or folders of .txt files; blank lines are skipped")
+    option(tok, "--vocab_size", type=int, default=30000, help="pieces, special ones included (fewer if the text "
+                                                                "is too small for that many)")
+    option(tok, "--output_dir", required=True, help="where spiece.model and the tokenizer files go")
+    option(tok, "--max_sentences", type=int, default=0, help="train on this many lines sampled from the input "
+                                                             "(0: all)")
+    option(tok, "--seed", type=int, default=42, help="seed for that sampling")
+    tok.set_defaults(func=cmd_tokenizer)
 
     down = command("download", help="fetch GLUE task archives (checksummed, safely unpacked)")
     option(down, "--tasks", default="SST-2,STS-B", help="comma-separated GLUE task names")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 SPIECE_NAME = "spiece.model"
@@ -46,24 +46,62 @@ def fingerprint(tokenizer) -> str:
     return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
 
 
-def train_sentencepiece(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size: int = 1000) -> Path:
-    """Train a small ALBERT-style SentencePiece model on `texts`; returns the `spiece.model` path.
+def train_sentencepiece(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size: int = 1000,
+                        max_sentences: int = 0, seed: int = 42) -> Path:
+    """Train an ALBERT-style SentencePiece unigram model on `texts`; returns the `spiece.model` path.
 
-    The special pieces sit at ALBERT's ids (<pad> 0, <unk> 1, [CLS] 2, [SEP] 3, [MASK] 4) and
-    text is normalized as albert-base-v2's is (nmt_nfkc, lower-cased by the tokenizer).
+    The special pieces sit at ALBERT's ids (<pad> 0, <unk> 1, [CLS] 2, [SEP] 3, [MASK] 4) and text is
+    normalized as albert-base-v2's is (nmt_nfkc, lower-cased by the tokenizer). Texts are streamed to disk,
+    not held in memory; `max_sentences` > 0 trains on that many lines sampled from them.
     """
     import sentencepiece as spm
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    spm.set_random_generator_seed(seed)  # the sentence sampling
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.txt"
-        corpus.write_text("\n".join(t.lower() for t in texts) + "\n", encoding="utf-8")
+        with open(corpus, "w", encoding="utf-8") as handle:
+            for text in texts:
+                handle.write(text.lower() + "\n")
         spm.SentencePieceTrainer.train(
             input=str(corpus), model_prefix=str(Path(tmp) / "spiece"), vocab_size=vocab_size,
             model_type="unigram", normalization_rule_name="nmt_nfkc", character_coverage=1.0,
             pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"],
-            hard_vocab_limit=False, num_threads=1, minloglevel=2)
+            hard_vocab_limit=False, num_threads=1, minloglevel=2, input_sentence_size=max_sentences,
+            shuffle_input_sentence=max_sentences > 0)
         target = out_dir / SPIECE_NAME
         os.replace(Path(tmp) / "spiece.model", target)
     return target
+
+
+def text_lines(inputs: Sequence[str | os.PathLike]) -> Iterator[str]:
+    """The non-blank lines of text files; a folder stands for every .txt file under it, in name order."""
+    files = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(item.rglob("*.txt"))
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise TokenizerError(f"{item}: no such file or folder")
+    if not files:
+        raise TokenizerError(f"no .txt files in {', '.join(map(str, inputs))}")
+    for path in files:
+        with open(path, encoding="utf-8", errors="strict") as handle:
+            try:
+                yield from (line.strip() for line in handle if line.strip())
+            except UnicodeDecodeError as err:
+                raise TokenizerError(f"{path}: not UTF-8 text ({err.reason})") from None
+
+
+def build_tokenizer(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike, vocab_size: int,
+                    max_sentences: int = 0, seed: int = 42) -> dict:
+    """`python3 -m albert_pytorch tokenizer`: a tokenizer directory that transformers' AlbertTokenizer,
+    and so `train`, `pretrain`, `predict` and the deployment chain, load as a model directory's own."""
+    train_sentencepiece(text_lines(inputs), output_dir, vocab_size, max_sentences, seed)
+    tokenizer = load_tokenizer(output_dir)
+    tokenizer.save_pretrained(str(output_dir))
+    specials = {token: tokenizer.convert_tokens_to_ids(token) for token in ("<pad>", "<unk>", "[CLS]", "[SEP]",
+                                                                            "[MASK]")}
+    return {"output_dir": str(output_dir), "vocab_size": len(tokenizer), "special_ids": specials}

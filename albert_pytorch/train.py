@@ -106,7 +106,7 @@ def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
         trained = fit(model, train_loader(cfg, train_set, built.collator, ctx, device), cfg, ctx, device, run_log,
                       write_model_files, evaluate=(lambda: evaluate()[main_split]) if built.eval_sets else None,
                       ranking=Ranking(metric, greater_is_better=metric != "loss"))
-        summary.update(trained)
+        summary.update({k: v for k, v in trained.items() if v is not None})
         train_results = {"epoch": trained["epoch"], "train_loss": trained["train_loss"],
                          "train_runtime": trained["train_seconds"], "train_samples": len(train_set),
                          "train_samples_per_second": trained["train_samples_per_second"]}

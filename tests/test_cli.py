@@ -9,7 +9,8 @@ from albert_pytorch.cli import main
 from albert_pytorch.config import SAMPLE_RECIPE, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ("train", "preprocess", "pth2onnx", "opt_onnx", "infer", "postprocess", "predict", "download")
+SUBCOMMANDS = ("train", "preprocess", "pth2onnx", "opt_onnx", "infer", "postprocess", "predict", "tokenizer",
+               "download")
 
 # A rename here breaks users' scripts and the ModelZoo launchers: change it only on purpose.
 CONTRACT = {
@@ -39,6 +40,7 @@ CONTRACT = {
               "--provider", "--loop", "--warmup_count"},
     "postprocess": {"--result_dir", "--label_path", "--task_name", "--outfmt", "--output_dtype"},
     "predict": {"--model_dir", "--onnx", "--input", "--batch_size", "--max_seq_length", "--provider"},
+    "tokenizer": {"--input", "--vocab_size", "--output_dir", "--max_sentences", "--seed"},
     "download": {"--tasks", "--data_dir", "--base_url", "--retries"},
 }
 LAUNCHER_FLAGS = {"--data_path", "--model_path", "--task_name", "--device", "--nproc", "--output_dir"}

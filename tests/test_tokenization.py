@@ -37,3 +37,24 @@ def test_fingerprint_tells_tokenizers_apart(tiny_tokenizer, shared_data):
 def test_missing_tokenizer_is_named(tmp_path):
     with pytest.raises(TokenizerError, match="no tokenizer found"):
         load_tokenizer(tmp_path)
+
+
+def test_tokenizer_command_makes_a_directory_transformers_loads(tmp_path):
+    import transformers
+    from conftest import TEXTS
+
+    from albert_pytorch.cli import main
+
+    corpus = tmp_path / "corpus"
+    (corpus / "part").mkdir(parents=True)
+    (corpus / "a.txt").write_text("\n\n".join(TEXTS[:40]) + "\n")
+    (corpus / "part" / "b.txt").write_text("\n".join(TEXTS[40:]) + "\n")
+    with pytest.raises(SystemExit) as done:
+        main(["tokenizer", "--input", str(corpus), "--vocab_size", "120", "--output_dir", str(tmp_path / "tok")])
+    assert done.value.code == 0
+    tokenizer = transformers.AlbertTokenizer.from_pretrained(tmp_path / "tok")
+    assert [tokenizer.convert_tokens_to_ids(t) for t in ("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]")] == [0, 1, 2,
+                                                                                                            3, 4]
+    ids = tokenizer("The film is a JOY to watch .")["input_ids"]
+    assert ids[0] == 2 and ids[-1] == 3 and 1 not in ids  # lower-cased, every piece known
+    assert ids == load_tokenizer(tmp_path / "tok")("the film is a joy to watch .")["input_ids"]
