@@ -1,0 +1,97 @@
+"""ALBERT's n-gram masking for masked-LM pretraining, as Google's create_pretraining_data defines it.
+
+15% of a sequence's non-special tokens are predicted, chosen as n-grams of whole SentencePiece words
+(a piece starting with "▁" and the pieces that continue it), n from 1 to 3 with p(n) proportional to
+1/n (6/11, 3/11, 2/11). Each chosen token becomes [MASK] (80%), a random token (10%) or stays (10%).
+Masks are drawn from the generator passed in, so a caller that seeds it per (seed, rank, epoch, batch)
+gets new masks every epoch and the same ones after a resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+IGNORE_INDEX = -100  # labels of positions that are not predicted (PyTorch's cross-entropy default)
+
+
+@dataclass(frozen=True)
+class MaskingSpec:
+    mask_id: int
+    special_ids: frozenset[int]
+    word_start: np.ndarray = field(repr=False)  # per vocabulary id: does the piece begin a word?
+    mask_prob: float = 0.15
+    max_ngram: int = 3
+    max_predictions: int = 20  # per sequence (Google's max_predictions_per_seq for length 128)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, **settings) -> MaskingSpec:
+        pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        return cls(mask_id=tokenizer.mask_token_id, special_ids=frozenset(tokenizer.all_special_ids),
+                   word_start=np.array([piece.startswith("▁") for piece in pieces]), **settings)
+
+    @property
+    def ngram_probabilities(self) -> np.ndarray:
+        weights = 1.0 / np.arange(1, self.max_ngram + 1)
+        return weights / weights.sum()
+
+    def replacement_ids(self) -> np.ndarray:
+        """Ids a token may be swapped for: every piece but the special ones."""
+        return np.array([i for i in range(len(self.word_start)) if i not in self.special_ids])
+
+
+@dataclass
+class MaskedSequence:
+    input_ids: np.ndarray  # with [MASK] / random tokens in place
+    labels: np.ndarray  # the original id where a token is predicted, IGNORE_INDEX elsewhere
+    ngram_lengths: list[int]  # words per chosen n-gram, in the order they were chosen
+
+
+def mask_ngrams(ids: np.ndarray, spec: MaskingSpec, rng: np.random.Generator,
+                replacements: np.ndarray | None = None) -> MaskedSequence:
+    """Choose and mask n-grams of whole words in one sequence of token ids."""
+    ids = np.asarray(ids)
+    words = _words(ids, spec)
+    candidates = sum(len(word) for word in words)
+    budget = min(spec.max_predictions, max(1, round(candidates * spec.mask_prob))) if candidates else 0
+    probabilities = spec.ngram_probabilities
+    covered: set[int] = set()
+    lengths = []
+    for start in rng.permutation(len(words)):
+        if len(covered) >= budget:
+            break
+        longest = min(spec.max_ngram, len(words) - start)
+        n = int(rng.choice(np.arange(1, longest + 1), p=probabilities[:longest] / probabilities[:longest].sum()))
+        # too long for what is left of the budget: the longest shorter n-gram from the same start that fits;
+        # one that runs into an n-gram already chosen is skipped (both as Google's code does)
+        while n > 0 and len(covered) + sum(len(w) for w in words[start:start + n]) > budget:
+            n -= 1
+        positions = [p for word in words[start:start + n] for p in word]
+        if n == 0 or covered.intersection(positions):
+            continue
+        covered.update(positions)
+        lengths.append(n)
+    chosen = np.array(sorted(covered), dtype=np.int64)
+    labels = np.full_like(ids, IGNORE_INDEX)
+    labels[chosen] = ids[chosen]
+    masked = ids.copy()
+    draw = rng.random(len(chosen))
+    masked[chosen[draw < 0.8]] = spec.mask_id
+    swapped = chosen[(draw >= 0.8) & (draw < 0.9)]
+    pool = spec.replacement_ids() if replacements is None else replacements
+    masked[swapped] = rng.choice(pool, size=len(swapped))
+    return MaskedSequence(masked, labels, lengths)
+
+
+def _words(ids: np.ndarray, spec: MaskingSpec) -> list[list[int]]:
+    """Positions grouped into whole words; special tokens belong to none."""
+    words: list[list[int]] = []
+    for position, token in enumerate(ids.tolist()):
+        if token in spec.special_ids:
+            continue
+        if spec.word_start[token] or not words or words[-1][-1] != position - 1:
+            words.append([position])
+        else:
+            words[-1].append(position)
+    return words
