@@ -417,14 +417,18 @@ class AlbertForPreTraining(AlbertPreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 sentence_order_label: torch.Tensor | None = None) -> PreTrainingOutput:
-        sequence, pooled = self.albert(input_ids, attention_mask, token_type_ids)
-        prediction_logits = self.predictions(sequence)
+        """Without `labels`: MLM logits at every position, (B, T, V). With them (-100 where nothing is
+        predicted): logits only at the M predicted positions, (M, V) in row-major order, and the loss. The
+        vocabulary projection is most of the cost at small widths; Google's code gathers the same way."""
+        sequence, pooled = self.albert(input_ids, attention_mask, token_type_ids)  # (B, T, H), (B, H)
         sop_logits = self.sop_classifier(pooled)
-        loss = None
-        if labels is not None and sentence_order_label is not None:
-            # labels == -100 marks unmasked positions, which carry no MLM loss.
-            loss = (F.cross_entropy(prediction_logits.flatten(0, 1).float(), labels.view(-1))
-                    + F.cross_entropy(sop_logits.float(), sentence_order_label.view(-1)))
+        if labels is None:
+            return PreTrainingOutput(prediction_logits=self.predictions(sequence), sop_logits=sop_logits)
+        predicted = labels != -100  # (B, T)
+        prediction_logits = self.predictions(sequence[predicted])  # (M, V)
+        loss = F.cross_entropy(prediction_logits.float(), labels[predicted])
+        if sentence_order_label is not None:
+            loss = loss + F.cross_entropy(sop_logits.float(), sentence_order_label.view(-1))
         return PreTrainingOutput(prediction_logits=prediction_logits, sop_logits=sop_logits, loss=loss)
 
 

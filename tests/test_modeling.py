@@ -58,10 +58,15 @@ def test_pretraining_heads_match_transformers(tmp_path):
     mlm_labels = torch.where(torch.rand(ids.shape) < 0.2, ids, torch.full_like(ids, -100))
     order = torch.tensor([0, 1, 1, 0])
     with torch.no_grad():
+        full = ours(ids, mask, types)
         a = ours(ids, mask, types, labels=mlm_labels, sentence_order_label=order)
         b = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=mlm_labels,
                    sentence_order_label=order)
-    assert (a.prediction_logits - b.prediction_logits).abs().max() < 1e-5
+    assert (full.prediction_logits - b.prediction_logits).abs().max() < 1e-5
+    # with labels, ours projects only the predicted positions onto the vocabulary: the same rows, the same loss
+    predicted = mlm_labels != -100
+    assert a.prediction_logits.shape == (int(predicted.sum()), 120)
+    assert (a.prediction_logits - b.prediction_logits[predicted]).abs().max() < 1e-5
     assert (a.sop_logits - b.sop_logits).abs().max() < 1e-5
     assert (a.loss - b.loss).abs() < 1e-5
     # the decoder is tied to the input embeddings, as in the original
