@@ -1,5 +1,9 @@
 """Documents from raw text and sentence-order pairs, against ALBERT's definitions."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -67,3 +71,77 @@ def test_a_one_sentence_document_is_split_inside_the_sentence():
     assert all(sorted(p.tokens_a + p.tokens_b) == list(range(5, 15)) for p in pairs)
     assert 0.4 < np.mean([p.sentence_order_label for p in pairs]) < 0.6
     assert sentence_order_pairs([[7]], 64, rng) == []  # one token: no order to predict
+
+
+def test_pair_shards_hold_exactly_the_pairs_as_model_inputs(tmp_path):
+    from albert_pytorch.data.corpus import PairShards, build_pair_shards
+
+    documents = [[f"s{d}_{i} " * (i + 2) for i in range(d % 5 + 1)] for d in range(40)]
+    vocab: dict[str, int] = {}
+
+    def encode(sentences):
+        return [[vocab.setdefault(w, 5 + len(vocab)) for w in s.split()] for s in sentences]
+
+    count = build_pair_shards(iter(documents), encode, 32, tmp_path / "shards", seed=3)
+    rng = np.random.default_rng(3)
+    expected = [p for document in documents for p in sentence_order_pairs(encode(document), 32, rng)]
+    shards = PairShards(tmp_path / "shards", cls_id=2, sep_id=3)
+    assert count == len(shards) == len(expected)
+    for i, pair in enumerate(expected):
+        item = shards[i]
+        a, b = pair.tokens_a, pair.tokens_b
+        assert item["input_ids"].tolist() == [2, *a, 3, *b, 3]
+        assert item["token_type_ids"].tolist() == [0] * (len(a) + 2) + [1] * (len(b) + 1)
+        assert int(item["sentence_order_label"]) == pair.sentence_order_label
+    assert shards.lengths.tolist() == [len(p.tokens_a) + len(p.tokens_b) + 3 for p in expected]
+
+
+def test_shards_are_cached_and_keyed_on_what_they_depend_on(tmp_path, tiny_tokenizer):
+    from albert_pytorch.data.corpus import load_or_build_pair_shards
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(WIKITEXT)
+    first = load_or_build_pair_shards([corpus], tiny_tokenizer, 64, tmp_path / "cache")
+    again = load_or_build_pair_shards([corpus], tiny_tokenizer, 64, tmp_path / "cache")
+    assert again.tokens.filename == first.tokens.filename  # built once
+    other_seed = load_or_build_pair_shards([corpus], tiny_tokenizer, 64, tmp_path / "cache", seed=1)
+    corpus.write_text(WIKITEXT + "\n Crabs also swim .\n")
+    edited = load_or_build_pair_shards([corpus], tiny_tokenizer, 64, tmp_path / "cache")
+    assert len({first.tokens.filename, other_seed.tokens.filename, edited.tokens.filename}) == 3
+
+
+MEMORY_PROBE = """
+import resource, sys
+from albert_pytorch.data.corpus import PairShards, build_pair_shards, read_documents
+def encode(sentences):  # a fast stand-in for the tokenizer: the memory under test is the pipeline's
+    return [[5 + (len(w) * 31 + ord(w[0])) % 1000 for w in s.split()] for s in sentences]
+build_pair_shards(read_documents([sys.argv[1]]), encode, 128, sys.argv[2])
+build_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+shards = PairShards(sys.argv[2], 2, 3)
+total = sum(int(shards[i]["input_ids"].sum()) for i in range(0, len(shards), 3))
+anonymous = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("RssAnon:")) // 1024
+print(len(shards), build_peak, anonymous)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssAnon from /proc")
+def test_memory_stays_flat_from_1_to_50_mb_of_text(tmp_path):
+    """Building and reading the pairs of 50 MB of text takes no more memory than 1 MB's (file-backed pages
+    of the memory map are the page cache's, which the OS reclaims, so reading is measured as RssAnon)."""
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list("abcdefghij"), size=int(n))) for n in rng.integers(2, 10, 5000)]
+    block = "".join(" . ".join(" ".join(rng.choice(words, size=12)) for _ in range(4)) + " .\n\n"
+                    for _ in range(2000))
+    figures = {}
+    for megabytes in (1, 50):
+        corpus = tmp_path / f"corpus_{megabytes}.txt"
+        with open(corpus, "w") as handle:
+            for _ in range(max(1, megabytes * 1_000_000 // len(block))):
+                handle.write(block)
+        done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(corpus), str(tmp_path / f"shards_{megabytes}")],
+                              capture_output=True, text=True, check=True, timeout=300)
+        figures[megabytes] = [int(v) for v in done.stdout.split()]
+    assert figures[50][0] > 40 * figures[1][0]  # pairs: the corpus did grow 50x
+    assert figures[50][1] - figures[1][1] < 20  # build peak RSS, MB
+    assert figures[50][2] - figures[1][2] < 20  # anonymous memory after reading, MB
