@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .config import LoopConfig
+from .data.samplers import step_seed
 from .device import DistContext, Precision, barrier, synchronize
 from .optim import build_optimizer, linear_schedule
 from .runlog import RunLog
@@ -112,10 +113,6 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler
     if not scaler.is_enabled():
         return torch.zeros((), device=norm.device)
     return (~torch.isfinite(norm)).float()
-
-
-def step_seed(seed: int, rank: int, epoch: int, batch: int) -> int:
-    return (seed * 1_000_003 + rank * 10_007 + epoch) * 1_000_033 + batch
 
 
 @dataclass

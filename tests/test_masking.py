@@ -71,3 +71,40 @@ def test_masks_come_from_the_generator_alone(tiny_tokenizer, sequences):
 
     assert np.array_equal(masks(7), masks(7))  # the same seed (a resumed batch): the same masks
     assert sum(not np.array_equal(masks(7), masks(seed)) for seed in range(8, 18)) >= 9  # another epoch: new ones
+
+
+def test_batches_get_new_masks_each_epoch_and_the_same_after_a_resume(tmp_path, tiny_tokenizer):
+    import torch
+    from conftest import tiny_config
+    from torch.utils.data import DataLoader
+
+    from albert_pytorch import AlbertForPreTraining
+    from albert_pytorch.data import LengthGroupedBatchSampler
+    from albert_pytorch.data.corpus import PairShards, build_pair_shards
+    from albert_pytorch.data.masking import MaskingCollator
+
+    documents = [[TEXTS[(d + i) % 10] for i in range(d % 4 + 1)] for d in range(60)]
+    build_pair_shards(iter(documents), lambda s: tiny_tokenizer(s, add_special_tokens=False)["input_ids"], 64,
+                      tmp_path / "pairs")
+    shards = PairShards(tmp_path / "pairs", tiny_tokenizer.cls_token_id, tiny_tokenizer.sep_token_id)
+    sampler = LengthGroupedBatchSampler(shards.lengths, 4, seed=0)
+    collator = MaskingCollator(tiny_tokenizer.pad_token_id, MaskingSpec.from_tokenizer(tiny_tokenizer))
+    loader = DataLoader(shards, batch_sampler=sampler, collate_fn=collator)
+
+    def epoch(number, start=0):
+        sampler.set_epoch(number, start)
+        return list(loader)
+
+    def rows(batches):
+        return {int(i): ids[mask == 1] for b in batches for i, ids, mask in zip(b["index"], b["input_ids"],
+                                                                                   b["attention_mask"], strict=True)}
+
+    first, second, resumed = epoch(0), epoch(1), epoch(0, start=3)
+    for uninterrupted, replayed in zip(first[3:], resumed, strict=True):
+        assert all(torch.equal(uninterrupted[k], replayed[k]) for k in uninterrupted)
+    before, after = rows(first), rows(second)
+    assert sum(not torch.equal(before[i], after[i]) for i in before) > 0.8 * len(shards)
+    batch = first[0]
+    assert (batch["labels"] != IGNORE_INDEX).any() and (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+    model = AlbertForPreTraining.from_config(tiny_config())
+    assert torch.isfinite(model(**{k: v for k, v in batch.items() if k != "index"}).loss)

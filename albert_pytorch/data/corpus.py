@@ -135,6 +135,11 @@ class PairShards(Dataset):
         """Tokens per item, special ones included (for length-grouped batches)."""
         return torch.from_numpy(np.asarray(self.bounds[:, 2] - self.bounds[:, 0] + 3))
 
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        """The rows of one batch, each carrying the batch's seed (from `BatchIndices`) for the masks."""
+        seed = getattr(indices, "seed", None)
+        return [{**self[i], "batch_seed": seed} for i in indices]
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
         a_start, b_start, end = (int(v) for v in self.bounds[i])
         a, b = self.tokens[a_start:b_start].astype(np.int64), self.tokens[b_start:end].astype(np.int64)

@@ -3,8 +3,8 @@
 15% of a sequence's non-special tokens are predicted, chosen as n-grams of whole SentencePiece words
 (a piece starting with "▁" and the pieces that continue it), n from 1 to 3 with p(n) proportional to
 1/n (6/11, 3/11, 2/11). Each chosen token becomes [MASK] (80%), a random token (10%) or stays (10%).
-Masks are drawn from the generator passed in, so a caller that seeds it per (seed, rank, epoch, batch)
-gets new masks every epoch and the same ones after a resume.
+Masks are drawn from the generator passed in; `MaskingCollator` seeds it per (seed, rank, epoch, batch),
+so every epoch sees new masks and a resumed run the same ones.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 IGNORE_INDEX = -100  # labels of positions that are not predicted (PyTorch's cross-entropy default)
 
@@ -95,3 +96,33 @@ def _words(ids: np.ndarray, spec: MaskingSpec) -> list[list[int]]:
         else:
             words[-1].append(position)
     return words
+
+
+class MaskingCollator:
+    """Pads a batch of pairs and masks it, with masks drawn from the batch's own seed (`batch_seed`, put
+    there by the dataset from `BatchIndices`): new masks every epoch, the same ones after a resume."""
+
+    def __init__(self, pad_token_id: int, spec: MaskingSpec):
+        self.pad_token_id, self.spec = pad_token_id, spec
+        self.replacements = spec.replacement_ids()
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        seed = rows[0].get("batch_seed")
+        if seed is None:
+            raise ValueError("masking needs each batch's seed: batch the data with LengthGroupedBatchSampler")
+        rng = np.random.default_rng(seed)
+        width = max(len(row["input_ids"]) for row in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        token_type_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            masked = mask_ngrams(row["input_ids"].numpy(), self.spec, rng, self.replacements)
+            n = len(masked.input_ids)
+            input_ids[i, :n] = torch.from_numpy(masked.input_ids)
+            labels[i, :n] = torch.from_numpy(masked.labels)
+            token_type_ids[i, :n] = row["token_type_ids"]
+            attention_mask[i, :n] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
+                "labels": labels, "sentence_order_label": torch.stack([row["sentence_order_label"] for row in rows]),
+                "index": torch.tensor([row["index"] for row in rows], dtype=torch.long)}

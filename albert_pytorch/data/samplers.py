@@ -6,6 +6,20 @@ import torch
 from torch.utils.data import Sampler
 
 
+def step_seed(seed: int, rank: int, epoch: int, batch: int) -> int:
+    """The seed of everything drawn for one batch (dropout, masks): new each epoch, the same after a resume."""
+    return (seed * 1_000_003 + rank * 10_007 + epoch) * 1_000_033 + batch
+
+
+class BatchIndices(list):
+    """A batch's dataset indices, and the seed for what is drawn per batch (`step_seed` of its position),
+    which a dataset's `__getitems__` can hand to the collator."""
+
+    def __init__(self, indices: list[int], seed: int):
+        super().__init__(indices)
+        self.seed = seed
+
+
 class LengthGroupedBatchSampler(Sampler[list[int]]):
     """Shuffled batches of similar length, the same on every rank for a given seed and epoch.
 
@@ -47,9 +61,10 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return [batches[i] for i in shuffle]
 
     def __iter__(self):
-        for batch in self._global_batches()[self.start_batch:]:
+        for number, batch in enumerate(self._global_batches()[self.start_batch:], start=self.start_batch):
             share = len(batch) // self.world_size
-            yield batch[self.rank * share:(self.rank + 1) * share].tolist()
+            yield BatchIndices(batch[self.rank * share:(self.rank + 1) * share].tolist(),
+                               step_seed(self.seed, self.rank, self.epoch, number))
 
     def __len__(self) -> int:
         padded = len(self.lengths) + (-len(self.lengths) % self.world_size)
