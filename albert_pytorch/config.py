@@ -252,6 +252,13 @@ class LoopConfig:
     report_to: str = setting("tensorboard", "also log to TensorBoard (one folder per run under "
                                             "<output_dir>/tensorboard), or not", choices=("tensorboard", "none"))
 
+    @property
+    def precision(self):
+        """The run's `device.Precision` (fp32, fp16 with loss scaling, or bf16)."""
+        from .device import Precision
+
+        return Precision.from_flags(self.fp16, self.bf16, self.fp16_opt_level)
+
     def validate(self) -> None:
         """Every check the settings alone allow, so that a bad flag fails before anything is written."""
         for f in dataclasses.fields(self):
@@ -323,25 +330,28 @@ class TrainConfig(LoopConfig):
 
     def validate(self) -> None:
         from .data.glue import get_task
-
-        super().validate()
         from .metrics import resolve_metric
 
+        super().validate()
         if self.max_seq_length < 2:
             raise UsageError(f"--max_seq_length must be at least 2, got {self.max_seq_length}")
+        if self.from_scratch and not self.do_train:
+            raise UsageError("--from_scratch without --do_train would evaluate random weights")
         if self.own_files:
             self._validate_own_files()
             return
         try:
-            resolve_metric(self.metric_for_best_model, get_task(self.task_name))
+            task = get_task(self.task_name)
+            resolve_metric(self.metric_for_best_model, task)
         except ValueError as err:
             raise UsageError(str(err)) from None
         if (self.data_dir is None) != (self.model_name_or_path is None):
             missing = "--data_dir" if self.data_dir is None else "--model_name_or_path"
             raise UsageError(f"{missing} is missing: give both --data_dir and --model_name_or_path, or neither "
                              "to run the embedded sample")
-        if self.from_scratch and not self.do_train:
-            raise UsageError("--from_scratch without --do_train would evaluate random weights")
+        if self.data_dir is None and task.name != "SST-2":
+            raise UsageError(f"the embedded sample is SST-2; give --data_dir and --model_name_or_path for "
+                             f"{task.name}")
 
     @property
     def own_files(self) -> bool:
@@ -359,8 +369,6 @@ class TrainConfig(LoopConfig):
                                    ("do_predict", self.test_file, "--test_file")):
             if getattr(self, action) and not file:
                 raise UsageError(f"--{action} with your own data needs {flag}")
-        if self.from_scratch and not self.do_train:
-            raise UsageError("--from_scratch without --do_train would evaluate random weights")
 
     @classmethod
     def from_flags(cls, given: dict[str, Any]) -> TrainConfig:

@@ -62,6 +62,10 @@ class TrainState:
     best_step: int = 0
     evaluations_since_best: int = 0
 
+    def progress(self, batches_per_epoch: int) -> float:
+        """Epochs trained, fractional (2.5: halfway through the third)."""
+        return round(self.epoch + self.batch_in_epoch / batches_per_epoch, 4)
+
     def record_evaluation(self, value: float, ranking: Ranking) -> None:
         better = self.best_metric is None or (value > self.best_metric if ranking.greater_is_better
                                               else value < self.best_metric)
@@ -178,7 +182,7 @@ def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext,
     besides the training state. Returns the step count, throughput and best evaluation.
     """
     sampler: ResumableBatchSampler = loader.batch_sampler
-    precision = Precision.from_flags(cfg.fp16, cfg.bf16, cfg.fp16_opt_level)
+    precision = cfg.precision
     batches_per_epoch = len(sampler)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation_steps)
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
@@ -237,8 +241,8 @@ def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext,
                 window.raise_if_diverged(output_dir)
             if at_log:
                 figures = window.close(state, device)
-                epoch = round(state.epoch + state.batch_in_epoch / batches_per_epoch, 4)
-                run_log.write({"type": "train", "step": state.step, "epoch": epoch, **figures,
+                run_log.write({"type": "train", "step": state.step, "epoch": state.progress(batches_per_epoch),
+                               **figures,
                                "learning_rate": scheduler.get_last_lr()[0]})
                 bar.set_postfix(loss=f"{figures['loss']:.4f}")
                 last_loss = figures["loss"]
@@ -270,7 +274,7 @@ def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext,
         model.load_state_dict(ckpt.load_model_weights(best, model), strict=False)
         model.tie_weights()
         logger.info("loaded the best checkpoint, %s (%s %.4f)", best, ranking.metric, state.best_metric)
-    return {"step": state.step, "epoch": round(state.epoch + state.batch_in_epoch / batches_per_epoch, 4),
+    return {"step": state.step, "epoch": state.progress(batches_per_epoch),
             "train_loss": last_loss, "train_samples_per_second": state.train_samples / max(state.train_seconds, 1e-9),
             "train_seconds": state.train_seconds, "skipped_steps": state.skipped_steps,
             "best_metric": state.best_metric, "best_step": state.best_step or None}

@@ -33,7 +33,7 @@ from .data import (
     read_split,
 )
 from .data.files import own_data_task
-from .device import DistContext, Precision, barrier, default_pad_multiple, init_distributed, shutdown_distributed
+from .device import DistContext, barrier, default_pad_multiple, init_distributed, shutdown_distributed
 from .evaluate import evaluate_splits, predict_logits, trainer_eval_results, write_submission
 from .io import atomic_write_text
 from .loop import Ranking, fit
@@ -82,7 +82,7 @@ def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
     prepare_output_dir(cfg, ctx)
     built = build_run(cfg, ctx, device, model_factory)
     task, model, output_dir = built.task, built.model, Path(cfg.output_dir)
-    precision = Precision.from_flags(cfg.fp16, cfg.bf16, cfg.fp16_opt_level)
+    precision = cfg.precision
     if ctx.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output_dir / "train_config.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
@@ -196,7 +196,7 @@ def build_run(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
     config.finetuning_task = task.name
     torch.manual_seed(cfg.seed)
     model = model_factory(config, None if from_scratch else model_dir).to(device)
-    precision = Precision.from_flags(cfg.fp16, cfg.bf16, cfg.fp16_opt_level)
+    precision = cfg.precision
     logger.info("%s: %s parameters, %s on %s, world size %d", task.name, f"{count_parameters(model):,}",
                 precision.name, device, ctx.world_size)
     collator = Collator(tokenizer.pad_token_id, cfg.pad_to_multiple_of or default_pad_multiple(device))
@@ -224,8 +224,6 @@ def _resolve_inputs(cfg: TrainConfig, task: GlueTask, ctx: DistContext) -> tuple
     if cfg.data_dir is None:
         from .sample import prepare_sample_model, sample_data_dir
 
-        if task.name != "SST-2":
-            raise ValueError(f"the embedded sample is SST-2; give --data_dir and --model_name_or_path for {task.name}")
         model_dir = Path(cfg.output_dir) / "sample_model"
         if ctx.is_main:
             prepare_sample_model(model_dir)
@@ -235,8 +233,8 @@ def _resolve_inputs(cfg: TrainConfig, task: GlueTask, ctx: DistContext) -> tuple
     data_dir = Path(cfg.data_dir)
     if not data_dir.is_dir():
         raise UsageError(f"--data_dir {data_dir}: no such folder. It should hold the {task.name} TSVs; get "
-                                f"them with `python3 -m albert_pytorch download --tasks {task.name} --data_dir "
-                                f"{data_dir.parent}`")
+                         f"them with `python3 -m albert_pytorch download --tasks {task.name} --data_dir "
+                         f"{data_dir.parent}`")
     return data_dir, resolve_model_dir(cfg.model_name_or_path), cfg.from_scratch
 
 

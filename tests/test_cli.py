@@ -101,6 +101,7 @@ def test_modelzoo_launchers_keep_their_flags():
     (["--task_name", "SST-3"], "unknown GLUE task"),
     (["--data_dir", "somewhere"], "--model_name_or_path is missing"),
     (["--fp16", "--bf16"], "choose one of --fp16 and --bf16"),
+    (["--task_name", "CoLA"], "the embedded sample is SST-2"),
 ])
 def test_bad_flags_fail_before_anything_is_written(tmp_path, capsys, caplog, flags, message):
     output_dir = tmp_path / "out"
