@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from .io import atomic_write
 logger = logging.getLogger(__name__)
 
 
-def plot_training_curves(log_path: Path, out_path: Path, metric: str) -> Path | None:
+def plot_training_curves(records: list[dict], out_path: Path, metric: str) -> Path | None:
     """Train loss, and `metric` (an `eval_` key) at each evaluation; the final evaluation, of the model
     as saved, is a star."""
     try:
@@ -22,7 +21,6 @@ def plot_training_curves(log_path: Path, out_path: Path, metric: str) -> Path | 
     except ImportError:
         logger.warning("matplotlib is not installed: no %s (pip install matplotlib)", out_path.name)
         return None
-    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     train = [r for r in records if r["type"] == "train"]
     evals = [r for r in records if r["type"] == "eval" and metric in r and not r.get("final")]
     final = [r for r in records if r["type"] == "eval" and metric in r and r.get("final")]

@@ -63,7 +63,7 @@ class RunLog:
         if self.enabled and self.path.is_file():
             from .plots import plot_training_curves
 
-            plot_training_curves(self.path, self.output_dir / "training_curves.png", metric)
+            plot_training_curves(self.records(), self.output_dir / "training_curves.png", metric)
 
     def close(self) -> None:
         if self._tensorboard is not None:

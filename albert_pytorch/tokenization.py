@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -25,6 +26,14 @@ def load_tokenizer(model_dir: str | os.PathLike):
         raise TokenizerError(f"{model_dir}: no tokenizer found (looked for {', '.join(TOKENIZER_FILES)}). "
                              "A model directory needs the tokenizer it was trained with.")
     return AlbertTokenizer.from_pretrained(str(model_dir))
+
+
+def save_tokenizer_files(tokenizer, source_dir: str | os.PathLike, directory: str | os.PathLike) -> None:
+    """The tokenizer's files in `directory`, with the source's spiece.model for slow (SentencePiece) loaders."""
+    tokenizer.save_pretrained(str(directory))
+    spiece = Path(source_dir) / SPIECE_NAME
+    if spiece.is_file():
+        shutil.copyfile(spiece, Path(directory) / SPIECE_NAME)
 
 
 def encode(tokenizer, texts_a: Sequence[str], texts_b: Sequence[str] | None,

@@ -40,7 +40,7 @@ from .loop import Ranking, fit
 from .metrics import resolve_metric
 from .modeling import AlbertForSequenceClassification, count_parameters, resolve_model_dir
 from .runlog import RunLog, format_values
-from .tokenization import SPIECE_NAME, load_tokenizer
+from .tokenization import load_tokenizer, save_tokenizer_files
 
 logger = logging.getLogger("albert_pytorch")
 
@@ -261,7 +261,4 @@ def train_loader(cfg: TrainConfig, features: GlueFeatures, collator: Collator, c
 def save_model_dir(model: nn.Module, tokenizer, source_dir: Path, directory: Path) -> None:
     """A Hugging Face model directory: config.json, model.safetensors and the tokenizer files."""
     model.save_pretrained(directory)
-    tokenizer.save_pretrained(str(directory))
-    spiece = source_dir / SPIECE_NAME
-    if spiece.is_file():
-        shutil.copyfile(spiece, directory / SPIECE_NAME)
+    save_tokenizer_files(tokenizer, source_dir, directory)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from torch import nn
 from ..data import INPUT_NAMES
 from ..io import atomic_write_text
 from ..modeling import AlbertForSequenceClassification
-from ..tokenization import SPIECE_NAME, load_tokenizer
+from ..tokenization import load_tokenizer, save_tokenizer_files
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +86,7 @@ def export(model_dir: str | os.PathLike, onnx_dir: str | os.PathLike, batch_size
     check_against_pytorch(path, model, inputs, atol, output_name)
     if optimum:
         model.config.save_pretrained(path.parent)
-        tokenizer.save_pretrained(str(path.parent))
-        if (Path(model_dir) / SPIECE_NAME).is_file():  # for slow (SentencePiece) tokenizers
-            shutil.copyfile(Path(model_dir) / SPIECE_NAME, path.parent / SPIECE_NAME)
+        save_tokenizer_files(tokenizer, model_dir, path.parent)
         _readable_by_transformers_4(path.parent / "tokenizer_config.json")
     logger.info("exported %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
