@@ -33,6 +33,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, title: str)
         names = [f"--{f.name}", *f.metadata.get("aliases", ())]
         if kind is bool:
             group.add_argument(*names, action=argparse.BooleanOptionalAction, **common)
+        elif typing.get_origin(kind) is list:
+            group.add_argument(*names, nargs="+", type=typing.get_args(kind)[0], **common)
         else:
             group.add_argument(*names, type=kind, choices=f.metadata.get("choices"), **common)
 
@@ -78,6 +80,14 @@ def _check_same_tokenizer(spm_model_file: Path, config) -> None:
         raise UsageError(f"--spm_model_file {spm_model_file} is not the tokenizer of --model_name_or_path "
                          f"({model_spm}); the model directory's spiece.model is the one used. Copy the file there, "
                          "or drop --spm_model_file.")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .config import PretrainConfig
+    from .pretrain import run
+
+    run(PretrainConfig.from_flags({k: v for k, v in vars(args).items() if k in PretrainConfig.__dataclass_fields__}))
+    return 0
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
@@ -164,10 +174,11 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import TrainConfig
+    from .config import PretrainConfig, TrainConfig
 
     parser = argparse.ArgumentParser(prog="python3 -m albert_pytorch",
-                                     description="Fine-tune ALBERT on GLUE and ship it through ONNX.")
+                                     description="Fine-tune ALBERT on GLUE (or your data), pretrain it on raw text, "
+                                                 "and ship it through ONNX.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="on an error, show the Python traceback too")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -190,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="accepted for lonePatient scripts: the tokenizer is --model_name_or_path's spiece.model; "
                             "a different file here is an error")
     train.set_defaults(func=cmd_train)
+
+    pretrain = command("pretrain", help="pretrain on raw text: masked LM + sentence order (torchrun for many "
+                                        "devices)",
+                       description="Pretrain ALBERT on raw text with its own objective (n-gram masked LM and "
+                                   "sentence-order prediction). The output directory loads in transformers and "
+                                   "`train --model_name_or_path` fine-tunes it.")
+    add_config_arguments(pretrain, PretrainConfig, "the pretraining run")
+    pretrain.set_defaults(func=cmd_pretrain)
 
     pre = command("preprocess", help="dev set -> one .npy per sample (Albert_preprocess.py)")
     option(pre, "--pth_dir", required=True, help="fine-tuned model directory (config.json + tokenizer)")

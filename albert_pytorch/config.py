@@ -283,6 +283,16 @@ class LoopConfig:
         if self.load_best_model_at_end and self.save_strategy == "no":
             raise UsageError("--load_best_model_at_end needs checkpoints; drop --save_strategy no")
 
+    @classmethod
+    def from_flags(cls, given: dict[str, Any]):
+        """The run a command line means, from the flags that were typed (`given`); progress bars show only
+        in a terminal."""
+        values = dict(given)
+        values.setdefault("progress", sys.stderr.isatty() and not os.environ.get("CI"))
+        config = cls(**values)
+        config.validate()
+        return config
+
 
 # The embedded sample trains a tiny model from scratch, which wants a far higher learning rate than
 # fine-tuning does; these replace the defaults of every flag not given when no data is named.
@@ -376,8 +386,7 @@ class TrainConfig(LoopConfig):
 
         With none of --do_train/--do_eval/--do_predict it trains and evaluates (your own data: evaluates if
         it has a --validation_file); with some, it does just those. With no data and no model named it runs
-        the embedded sample, whose recipe (SAMPLE_RECIPE) fills every flag not given. Progress bars show only
-        in a terminal.
+        the embedded sample, whose recipe (SAMPLE_RECIPE) fills every flag not given.
         """
         values = dict(given)
         asked = any(values.get(action) for action in ACTIONS)
@@ -391,7 +400,66 @@ class TrainConfig(LoopConfig):
             logging.getLogger("albert_pytorch").info(
                 "embedded sample recipe: %s", ", ".join(f"{k}={v}" for k, v in recipe.items()))
             values.update(recipe)
-        values.setdefault("progress", sys.stderr.isatty() and not os.environ.get("CI"))
-        config = cls(**values)
-        config.validate()
-        return config
+        return super().from_flags(values)
+
+
+# What a pretraining evaluation reports; the losses rank lower-is-better.
+PRETRAINING_METRICS = ("loss", "mlm_loss", "mlm_accuracy", "sop_loss", "sop_accuracy")
+
+
+@dataclass
+class PretrainConfig(LoopConfig):
+    """One pretraining run (masked LM + sentence order on raw text); saved as train_config.json."""
+
+    train_files: list[str] | None = setting(None, "text files, or folders of .txt files, to pretrain on "
+                                                  "(never a dev or test file of a task you will evaluate)")
+    validation_files: list[str] | None = setting(None, "held-out text for MLM loss/accuracy and SOP accuracy")
+    model_name_or_path: str | None = setting(None, "model directory to continue pretraining from, or whose "
+                                                   "config.json --from_scratch starts from")
+    tokenizer_name: str | None = setting(None, "tokenizer directory (the tokenizer command's output)",
+                                         shown_default="--model_name_or_path's")
+    from_scratch: bool = setting(False, "random init; the config comes from --model_name_or_path or, without "
+                                        "it, is albert-base-v2's, and its vocab_size follows the tokenizer")
+    config_overrides: str = setting("", "comma-separated config changes, e.g. hidden_size=256,num_hidden_layers=4")
+    line_by_line: bool = setting(False, "each non-blank line is a document of its own (a file of short phrases); "
+                                        "otherwise documents end at blank lines and WikiText title lines")
+    max_seq_length: int = setting(128, "tokens per pretraining sequence, [CLS] and both [SEP] included")
+    short_seq_prob: float = setting(0.1, "probability of a shorter target length for a sequence")
+    mlm_probability: float = setting(0.15, "share of the (non-special) tokens predicted")
+    max_ngram: int = setting(3, "longest masked n-gram, in whole words (p(n) proportional to 1/n)")
+    max_predictions_per_seq: int = setting(20, "cap on the predicted tokens of one sequence")
+    max_eval_samples: int | None = setting(None, "evaluate on the first N held-out pairs only")
+    group_by_length: bool = setting(True, "batch sequences of similar length together, which cuts padding")
+    pad_to_multiple_of: int = setting(0, "pad each batch's length to a multiple of N (0: 8 on GPU/NPU, 1 on CPU)")
+    cache_dir: str | None = setting(None, "token shard cache folder", shown_default="$ALBERT_PYTORCH_CACHE's "
+                                                                                    "pretraining/")
+    output_dir: str = setting("outputs/pretrain", "where the model, checkpoints and logs go")
+    optimizer: str = setting("lamb", "lamb (ALBERT's optimizer; apex's fused LAMB on CUDA/NPU when installed) or "
+                                     "adamw", choices=("adamw", "lamb"))
+    learning_rate: float = setting(2e-3, "peak learning rate")
+    batch_size: int = setting(64, "training batch size per device",
+                              aliases=("--batch-size", "--per_device_train_batch_size"))
+    metric_for_best_model: str | None = setting(None, "what ranks evaluations: " + ", ".join(PRETRAINING_METRICS),
+                                                shown_default="loss")
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.train_files:
+            raise UsageError("--train_files is missing: name the text files or folders to pretrain on")
+        if self.model_name_or_path is None and not self.from_scratch:
+            raise UsageError("give --model_name_or_path (a model to continue pretraining), or --from_scratch")
+        if self.model_name_or_path is None and self.tokenizer_name is None:
+            raise UsageError("--from_scratch without --model_name_or_path needs --tokenizer_name (a directory the "
+                             "tokenizer command wrote)")
+        if self.max_seq_length < 5:
+            raise UsageError(f"--max_seq_length must be at least 5 ([CLS] A [SEP] B [SEP]), got {self.max_seq_length}")
+        if not 0 < self.mlm_probability < 1 or not 0 <= self.short_seq_prob <= 1:
+            raise UsageError("--mlm_probability must be in (0, 1) and --short_seq_prob in [0, 1]")
+        if self.max_ngram < 1 or self.max_predictions_per_seq < 1:
+            raise UsageError("--max_ngram and --max_predictions_per_seq must be at least 1")
+        if self.metric_for_best_model not in (None, *PRETRAINING_METRICS):
+            raise UsageError(f"--metric_for_best_model {self.metric_for_best_model!r}: choose from "
+                             f"{', '.join(PRETRAINING_METRICS)}")
+        evaluates = self.eval_strategy == "epoch" or (self.eval_strategy == "steps" and self.eval_steps > 0)
+        if evaluates and not self.validation_files:
+            raise UsageError("evaluating during pretraining needs --validation_files (held-out text)")

@@ -1,4 +1,5 @@
 """Atomic file writes: a kill at any moment leaves either the old file or the new one, never half.
+(And `text_files`, the one meaning of "text files or folders" on a command line.)
 
 Temporary files and folders are private while written (mkstemp/mkdtemp make them 0600/0700) and get the
 usual permissions, 0666/0777 less the umask, before they are renamed into place: a model directory must
@@ -12,7 +13,7 @@ import functools
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 
@@ -78,3 +79,18 @@ def _fsync_directory(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def text_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """The files named, a folder standing for every .txt file under it in name order."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(item.rglob("*.txt"))
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    if not files:
+        raise FileNotFoundError(f"no .txt files in {', '.join(map(str, inputs))}")
+    return files

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,9 +29,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .config import LoopConfig
+from .config import LoopConfig, UsageError
 from .data.samplers import step_seed
 from .device import DistContext, Precision, barrier, synchronize
+from .io import atomic_write_text
 from .optim import build_optimizer, linear_schedule
 from .runlog import RunLog
 
@@ -278,6 +281,44 @@ def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext,
             "train_loss": last_loss, "train_samples_per_second": state.train_samples / max(state.train_seconds, 1e-9),
             "train_seconds": state.train_seconds, "skipped_steps": state.skipped_steps,
             "best_metric": state.best_metric, "best_step": state.best_step or None}
+
+
+def write_trainer_state(cfg: LoopConfig, summary: dict[str, Any], run_log: RunLog) -> None:
+    """trainer_state.json as transformers' Trainer writes it: the log history and the best evaluation."""
+    best_step = summary.get("best_step")
+    state = {"global_step": summary["step"], "epoch": summary["epoch"], "max_steps": cfg.max_steps,
+             "num_train_epochs": cfg.num_train_epochs, "train_batch_size": cfg.batch_size,
+             "logging_steps": cfg.logging_steps, "eval_steps": cfg.eval_steps, "save_steps": cfg.save_steps,
+             "best_metric": summary.get("best_metric"), "best_global_step": best_step,
+             "best_model_checkpoint": str(Path(cfg.output_dir) / f"checkpoint-{best_step}") if best_step else None,
+             "log_history": run_log.records()}
+    atomic_write_text(Path(cfg.output_dir) / "trainer_state.json", json.dumps(state, indent=2) + "\n")
+
+
+def prepare_output_dir(cfg: LoopConfig, ctx: DistContext, trains: bool = True) -> None:
+    """Training never mixes runs in one folder: a used --output_dir is refused, unless the run resumes
+    from it or --overwrite_output_dir clears it, which it does only for an earlier run's folder."""
+    output_dir = Path(cfg.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"--output_dir {output_dir} is a file; give a folder (new or empty)")
+    used = output_dir.is_dir() and any(output_dir.iterdir())
+    clear = used and trains and not cfg.resume_from_checkpoint
+    if clear and not cfg.overwrite_output_dir:
+        raise UsageError(f"--output_dir {output_dir} is not empty: it may hold another run, whose checkpoints and "
+                         "logs this one would mix with its own. Choose a new folder, add --overwrite_output_dir to "
+                         "clear it, or --resume_from_checkpoint latest to continue that run.")
+    if clear and not (output_dir / "train_config.json").is_file():
+        raise UsageError(f"--output_dir {output_dir} is not empty and holds no earlier run (no train_config.json); "
+                         "--overwrite_output_dir clears only a run's folder. Choose a new or empty folder.")
+    barrier(ctx)  # every rank has looked before the main one clears
+    if clear and ctx.is_main:
+        logger.info("--overwrite_output_dir: clearing %s", output_dir)
+        for child in output_dir.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    barrier(ctx)
 
 
 def _due(strategy: str, every: int, step: int, ends_epoch: bool) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from .io import atomic_write
@@ -10,9 +11,9 @@ from .io import atomic_write
 logger = logging.getLogger(__name__)
 
 
-def plot_training_curves(records: list[dict], out_path: Path, metric: str) -> Path | None:
-    """Train loss, and `metric` (an `eval_` key) at each evaluation; the final evaluation, of the model
-    as saved, is a star."""
+def plot_training_curves(records: list[dict], out_path: Path, metrics: Sequence[str]) -> Path | None:
+    """Train loss, and each of `metrics` (`eval_` keys) at each evaluation; the final evaluation, of the
+    model as saved, is a star."""
     try:
         import matplotlib
 
@@ -22,19 +23,22 @@ def plot_training_curves(records: list[dict], out_path: Path, metric: str) -> Pa
         logger.warning("matplotlib is not installed: no %s (pip install matplotlib)", out_path.name)
         return None
     train = [r for r in records if r["type"] == "train"]
-    evals = [r for r in records if r["type"] == "eval" and metric in r and not r.get("final")]
-    final = [r for r in records if r["type"] == "eval" and metric in r and r.get("final")]
     fig, loss_axis = plt.subplots(figsize=(7, 4))
     loss_axis.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue", label="train loss")
     loss_axis.set_xlabel("optimizer step")
     loss_axis.set_ylabel("train loss", color="tab:blue")
-    if evals or final:
+    evaluated = [m for m in metrics if any(r["type"] == "eval" and m in r for r in records)]
+    if evaluated:
         metric_axis = loss_axis.twinx()
-        metric_axis.plot([r["step"] for r in evals], [r[metric] for r in evals], "o-", color="tab:orange",
-                         label=f"dev {metric.removeprefix('eval_')}")
-        metric_axis.plot([r["step"] for r in final], [r[metric] for r in final], "*", markersize=14,
-                         color="tab:red", label="final evaluation")
-        metric_axis.set_ylabel(metric.removeprefix("eval_"), color="tab:orange")
+        for metric, color in zip(evaluated, ("tab:orange", "tab:green", "tab:purple"), strict=False):
+            evals = [r for r in records if r["type"] == "eval" and metric in r and not r.get("final")]
+            final = [r for r in records if r["type"] == "eval" and metric in r and r.get("final")]
+            name = metric.removeprefix("eval_")
+            metric_axis.plot([r["step"] for r in evals], [r[metric] for r in evals], "o-", color=color,
+                             label=f"dev {name}")
+            metric_axis.plot([r["step"] for r in final], [r[metric] for r in final], "*", markersize=14,
+                             color=color, label=f"final {name}")
+        metric_axis.set_ylabel(", ".join(m.removeprefix("eval_") for m in evaluated))
         metric_axis.legend(loc="lower right")
     fig.tight_layout()
     atomic_write(out_path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

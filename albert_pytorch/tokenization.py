@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from .io import text_files
+
 SPIECE_NAME = "spiece.model"
 TOKENIZER_FILES = (SPIECE_NAME, "tokenizer.json")
 
@@ -86,17 +88,7 @@ def train_sentencepiece(texts: Iterable[str], out_dir: str | os.PathLike, vocab_
 
 def text_lines(inputs: Sequence[str | os.PathLike]) -> Iterator[str]:
     """The non-blank lines of text files; a folder stands for every .txt file under it, in name order."""
-    files = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files += sorted(item.rglob("*.txt"))
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise TokenizerError(f"{item}: no such file or folder")
-    if not files:
-        raise TokenizerError(f"no .txt files in {', '.join(map(str, inputs))}")
-    for path in files:
+    for path in text_files(inputs):
         with open(path, encoding="utf-8", errors="strict") as handle:
             try:
                 yield from (line.strip() for line in handle if line.strip())

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from .data.files import own_data_task
 from .device import DistContext, barrier, default_pad_multiple, init_distributed, shutdown_distributed
 from .evaluate import evaluate_splits, predict_logits, trainer_eval_results, write_submission
 from .io import atomic_write_text
-from .loop import Ranking, fit
+from .loop import Ranking, fit, prepare_output_dir, write_trainer_state
 from .metrics import resolve_metric
 from .modeling import AlbertForSequenceClassification, count_parameters, resolve_model_dir
 from .runlog import RunLog, format_values
@@ -79,7 +78,7 @@ def run(cfg: TrainConfig, model_factory: ModelFactory = sequence_classifier) -> 
 
 
 def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_factory: ModelFactory) -> dict:
-    prepare_output_dir(cfg, ctx)
+    prepare_output_dir(cfg, ctx, trains=cfg.do_train)
     built = build_run(cfg, ctx, device, model_factory)
     task, model, output_dir = built.task, built.model, Path(cfg.output_dir)
     precision = cfg.precision
@@ -139,44 +138,6 @@ def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
     if ctx.is_main:
         logger.info("summary: %s", format_values(summary))
     return summary
-
-
-def write_trainer_state(cfg: TrainConfig, summary: dict[str, Any], run_log: RunLog) -> None:
-    """trainer_state.json as transformers' Trainer writes it: the log history and the best evaluation."""
-    best_step = summary.get("best_step")
-    state = {"global_step": summary["step"], "epoch": summary["epoch"], "max_steps": cfg.max_steps,
-             "num_train_epochs": cfg.num_train_epochs, "train_batch_size": cfg.batch_size,
-             "logging_steps": cfg.logging_steps, "eval_steps": cfg.eval_steps, "save_steps": cfg.save_steps,
-             "best_metric": summary.get("best_metric"), "best_global_step": best_step,
-             "best_model_checkpoint": str(Path(cfg.output_dir) / f"checkpoint-{best_step}") if best_step else None,
-             "log_history": run_log.records()}
-    atomic_write_text(Path(cfg.output_dir) / "trainer_state.json", json.dumps(state, indent=2) + "\n")
-
-
-def prepare_output_dir(cfg: TrainConfig, ctx: DistContext) -> None:
-    """Training never mixes runs in one folder: a used --output_dir is refused, unless the run resumes
-    from it or --overwrite_output_dir clears it, which it does only for an earlier run's folder."""
-    output_dir = Path(cfg.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UsageError(f"--output_dir {output_dir} is a file; give a folder (new or empty)")
-    used = output_dir.is_dir() and any(output_dir.iterdir())
-    clear = used and cfg.do_train and not cfg.resume_from_checkpoint
-    if clear and not cfg.overwrite_output_dir:
-        raise UsageError(f"--output_dir {output_dir} is not empty: it may hold another run, whose checkpoints and "
-                         "logs this one would mix with its own. Choose a new folder, add --overwrite_output_dir to "
-                         "clear it, or --resume_from_checkpoint latest to continue that run.")
-    if clear and not (output_dir / "train_config.json").is_file():
-        raise UsageError(f"--output_dir {output_dir} is not empty and holds no earlier run (no train_config.json); "
-                         "--overwrite_output_dir clears only a run's folder. Choose a new or empty folder.")
-    barrier(ctx)  # every rank has looked before the main one clears
-    if clear and ctx.is_main:
-        logger.info("--overwrite_output_dir: clearing %s", output_dir)
-        for child in output_dir.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
-    barrier(ctx)
 
 
 def build_run(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_factory: ModelFactory) -> FinetuneRun:

@@ -9,7 +9,7 @@ from albert_pytorch.cli import main
 from albert_pytorch.config import SAMPLE_RECIPE, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ("train", "preprocess", "pth2onnx", "opt_onnx", "infer", "postprocess", "predict", "tokenizer",
+SUBCOMMANDS = ("train", "pretrain", "preprocess", "pth2onnx", "opt_onnx", "infer", "postprocess", "predict", "tokenizer",
                "download")
 
 # A rename here breaks users' scripts and the ModelZoo launchers: change it only on purpose.
@@ -43,6 +43,14 @@ CONTRACT = {
     "tokenizer": {"--input", "--vocab_size", "--output_dir", "--max_sentences", "--seed"},
     "download": {"--tasks", "--data_dir", "--base_url", "--retries"},
 }
+# pretrain shares the loop's flags and the model/length/cache ones with train, and has its corpus's own
+CONTRACT["pretrain"] = (CONTRACT["train"] - {
+    "--task_name", "--data_dir", "--do_train", "--no-do_train", "--do_eval", "--no-do_eval", "--do_predict",
+    "--no-do_predict", "--max_train_samples", "--skip_bad_rows", "--no-skip_bad_rows", "--model_type", "--local_rank",
+    "--local-rank", "--do_lower_case", "--spm_model_file", "--train_file", "--validation_file", "--test_file",
+    "--text_column", "--text_pair_column", "--label_column", "--label_names", "--task_type",
+}) | {"--train_files", "--validation_files", "--tokenizer_name", "--line_by_line", "--no-line_by_line",
+      "--short_seq_prob", "--mlm_probability", "--max_ngram", "--max_predictions_per_seq"}
 LAUNCHER_FLAGS = {"--data_path", "--model_path", "--task_name", "--device", "--nproc", "--output_dir"}
 
 

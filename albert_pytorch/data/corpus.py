@@ -37,19 +37,23 @@ def read_documents(paths: Iterable[str | os.PathLike], line_by_line: bool = Fals
     """Documents, each a list of sentences, from text files in the order given."""
     for path in map(Path, paths):
         document: list[str] = []
-        with open(path, encoding="utf-8") as handle:
-            for raw in handle:
+        with open(path, "rb") as handle:
+            for number, raw_bytes in enumerate(handle, start=1):
+                try:
+                    raw = raw_bytes.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise ValueError(f"{path}, line {number}: not UTF-8 text ({err.reason})") from None
                 line = raw.strip()
                 if line_by_line:
                     if line:
                         yield [line]
                     continue
-                if not line or _TITLE.match(raw.rstrip("\n")):
+                if not line or _TITLE.match(raw.rstrip("\r\n")):
                     if document:
                         yield document
                     document = []
                     continue
-                if _HEADING.match(raw.rstrip("\n")):
+                if _HEADING.match(raw.rstrip("\r\n")):
                     continue
                 document += [s for s in _SENTENCE_END.split(line) if s.strip()]
         if document:
@@ -168,7 +172,12 @@ def build_pair_shards(documents: Iterable[list[str]], encode: Callable[[list[str
         if pairs == 0:
             raise ValueError("the corpus gave no sentence pairs: is it empty, or one token per document?")
         publish_directory(tmp)
-        os.replace(tmp, directory)
+        try:
+            os.replace(tmp, directory)
+        except OSError:
+            if not (directory / "labels.u8").is_file():
+                raise
+            # another process (a rank of another node on a shared disk) published the same pairs first
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return pairs

@@ -102,8 +102,8 @@ class MaskingCollator:
     """Pads a batch of pairs and masks it, with masks drawn from the batch's own seed (`batch_seed`, put
     there by the dataset from `BatchIndices`): new masks every epoch, the same ones after a resume."""
 
-    def __init__(self, pad_token_id: int, spec: MaskingSpec):
-        self.pad_token_id, self.spec = pad_token_id, spec
+    def __init__(self, pad_token_id: int, spec: MaskingSpec, pad_to_multiple_of: int = 1):
+        self.pad_token_id, self.spec, self.pad_to_multiple_of = pad_token_id, spec, pad_to_multiple_of
         self.replacements = spec.replacement_ids()
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
@@ -112,6 +112,7 @@ class MaskingCollator:
             raise ValueError("masking needs each batch's seed: batch the data with LengthGroupedBatchSampler")
         rng = np.random.default_rng(seed)
         width = max(len(row["input_ids"]) for row in rows)
+        width += -width % self.pad_to_multiple_of
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
         token_type_ids = torch.zeros((len(rows), width), dtype=torch.long)

@@ -79,13 +79,18 @@ class EvalShardSampler(Sampler[list[int]]):
     back in file order after gathering.
     """
 
-    def __init__(self, lengths: torch.Tensor, batch_size: int, world_size: int = 1, rank: int = 0):
+    def __init__(self, lengths: torch.Tensor, batch_size: int, world_size: int = 1, rank: int = 0,
+                 seed: int | None = None):
         order = lengths.argsort(descending=True, stable=True)
         self.indices = order[rank::world_size]
-        self.batch_size = batch_size
+        self.batch_size, self.rank, self.seed = batch_size, rank, seed
 
     def __iter__(self):
-        yield from (batch.tolist() for batch in self.indices.split(self.batch_size))
+        """Index lists; with a `seed`, `BatchIndices` carrying the same seeds at every pass (masked-LM
+        evaluations then score the same masks each time, so they compare)."""
+        for number, batch in enumerate(self.indices.split(self.batch_size)):
+            yield batch.tolist() if self.seed is None else BatchIndices(
+                batch.tolist(), step_seed(self.seed, self.rank, 0, number))
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.batch_size)

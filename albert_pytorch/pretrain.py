@@ -1,0 +1,169 @@
+"""Pretraining: ALBERT's masked-LM + sentence-order objective on raw text, through the shared loop.
+
+    run(PretrainConfig(train_files=["corpus/"], tokenizer_name="tokenizer/", from_scratch=True,
+                       output_dir="outputs/pretrain"))
+
+Text becomes sentence-order pairs in cached, memory-mapped shards (`data/corpus.py`); each batch is
+masked as it is drawn (`data/masking.py`); `loop.fit` trains. The output directory is an
+AlbertForPreTraining model with its tokenizer, which transformers loads and `train` fine-tunes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .config import AlbertConfig, PretrainConfig, UsageError
+from .data import EvalShardSampler, LengthGroupedBatchSampler
+from .data.corpus import PairShards, load_or_build_pair_shards
+from .data.masking import IGNORE_INDEX, MaskingCollator, MaskingSpec
+from .device import DistContext, Precision, barrier, default_pad_multiple, init_distributed, shutdown_distributed
+from .io import atomic_write_text, text_files
+from .loop import Ranking, fit, prepare_output_dir, write_trainer_state
+from .modeling import AlbertForPreTraining, count_parameters, resolve_model_dir
+from .runlog import RunLog, format_values
+from .tokenization import load_tokenizer, save_tokenizer_files
+
+logger = logging.getLogger("albert_pytorch")
+
+
+def run(cfg: PretrainConfig) -> dict[str, Any]:
+    """Pretrain as `cfg` says; returns the summary (on every process)."""
+    cfg.validate()
+    ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
+    try:
+        return _pretrain(cfg, ctx, device)
+    finally:
+        shutdown_distributed()
+
+
+def _pretrain(cfg: PretrainConfig, ctx: DistContext, device: torch.device) -> dict[str, Any]:
+    prepare_output_dir(cfg, ctx)
+    tokenizer_dir = Path(cfg.tokenizer_name) if cfg.tokenizer_name else resolve_model_dir(cfg.model_name_or_path)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    model = pretraining_model(cfg, len(tokenizer)).to(device)
+    logger.info("pretraining %s parameters (%s) on %s, world size %d", f"{count_parameters(model):,}",
+                "from scratch" if cfg.from_scratch else cfg.model_name_or_path, device, ctx.world_size)
+    train_set = corpus_pairs(cfg, cfg.train_files, tokenizer, ctx)
+    eval_set = corpus_pairs(cfg, cfg.validation_files, tokenizer, ctx) if cfg.validation_files else None
+    spec = MaskingSpec.from_tokenizer(tokenizer, mask_prob=cfg.mlm_probability, max_ngram=cfg.max_ngram,
+                                      max_predictions=cfg.max_predictions_per_seq)
+    collator = MaskingCollator(tokenizer.pad_token_id, spec, cfg.pad_to_multiple_of or default_pad_multiple(device))
+    output_dir = Path(cfg.output_dir)
+    if ctx.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(output_dir / "train_config.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+
+    def evaluate() -> dict[str, float]:
+        return evaluate_pretraining(model, eval_set, collator, cfg.eval_batch_size, device, cfg.precision, ctx,
+                                    cfg.seed, cfg.max_eval_samples)
+
+    def write_model_files(trained: nn.Module, directory: Path) -> None:
+        trained.save_pretrained(directory)
+        save_tokenizer_files(tokenizer, tokenizer_dir, directory)
+
+    sampler = LengthGroupedBatchSampler(train_set.lengths, cfg.batch_size, cfg.seed, ctx.world_size, ctx.rank,
+                                        group_by_length=cfg.group_by_length)
+    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collator, num_workers=cfg.num_workers,
+                        pin_memory=device.type == "cuda")
+    metric = cfg.metric_for_best_model or "loss"
+    run_log = RunLog(output_dir, enabled=ctx.is_main, tensorboard=cfg.report_to == "tensorboard")
+    trained = fit(model, loader, cfg, ctx, device, run_log, write_model_files,
+                  evaluate=evaluate if eval_set is not None else None,
+                  ranking=Ranking(metric, greater_is_better=metric.endswith("accuracy")))
+    summary: dict[str, Any] = {"device": device.type, "world_size": ctx.world_size,
+                               "global_batch_size": cfg.batch_size * ctx.world_size * cfg.gradient_accumulation_steps,
+                               "train_pairs": len(train_set), **{k: v for k, v in trained.items() if v is not None}}
+    results: dict[str, Any] = {"epoch": trained["epoch"], "train_loss": trained["train_loss"],
+                               "train_runtime": trained["train_seconds"], "train_samples": len(train_set),
+                               "train_samples_per_second": trained["train_samples_per_second"]}
+    if eval_set is not None:
+        final = evaluate()
+        run_log.write({"type": "eval", "step": trained["step"], "final": True,
+                       **{f"eval_{k}": v for k, v in final.items()}})
+        results.update({f"eval_{k}": v for k, v in final.items()})
+        summary.update({k: final[k] for k in ("mlm_accuracy", "sop_accuracy")})
+    if ctx.is_main:
+        write_model_files(model, output_dir)
+        atomic_write_text(output_dir / "all_results.json", json.dumps(results, indent=2) + "\n")
+        write_trainer_state(cfg, summary, run_log)
+        run_log.plot("eval_mlm_accuracy", "eval_sop_accuracy")
+        logger.info("pretrained model saved to %s (loads in transformers' AlbertForPreTraining; fine-tune it with "
+                    "`train --model_name_or_path %s`)", output_dir, output_dir)
+        logger.info("summary: %s", format_values(summary))
+    run_log.close()
+    return summary
+
+
+def pretraining_model(cfg: PretrainConfig, tokenizer_size: int) -> AlbertForPreTraining:
+    """The model to pretrain: the weights of --model_name_or_path, or random init (from its config.json, or
+    albert-base-v2's shape) whose vocabulary is the tokenizer's."""
+    model_dir = resolve_model_dir(cfg.model_name_or_path) if cfg.model_name_or_path else None
+    config = AlbertConfig.from_pretrained(model_dir) if model_dir else AlbertConfig()
+    if cfg.config_overrides:
+        config = config.with_overrides(cfg.config_overrides)
+    if cfg.from_scratch:
+        config = dataclasses.replace(config, vocab_size=tokenizer_size)
+    elif tokenizer_size > config.vocab_size:
+        raise UsageError(f"the tokenizer has {tokenizer_size} pieces, more than the model's vocab_size "
+                         f"{config.vocab_size}: it is not this model's tokenizer (drop --tokenizer_name, or "
+                         "pretrain --from_scratch)")
+    config.check_sequence_length(cfg.max_seq_length)
+    torch.manual_seed(cfg.seed)
+    if model_dir is None or cfg.from_scratch:
+        return AlbertForPreTraining.from_config(config)
+    return AlbertForPreTraining.from_pretrained(model_dir, config=config)
+
+
+def corpus_pairs(cfg: PretrainConfig, inputs: list[str], tokenizer, ctx: DistContext) -> PairShards:
+    """The sentence-order pairs of text files or folders, built once per machine and cached."""
+    files = text_files(inputs)
+
+    def load() -> PairShards:
+        return load_or_build_pair_shards(files, tokenizer, cfg.max_seq_length, cfg.cache_dir, cfg.line_by_line,
+                                         cfg.short_seq_prob, cfg.seed)
+
+    shards = load() if ctx.local_rank == 0 else None
+    barrier(ctx)  # the other ranks of this machine find the pairs in the cache
+    return shards or load()
+
+
+@torch.no_grad()
+def evaluate_pretraining(model: nn.Module, dataset: PairShards, collator: MaskingCollator, batch_size: int,
+                         device: torch.device, precision: Precision, ctx: DistContext, seed: int,
+                         limit: int | None = None) -> dict[str, float]:
+    """Masked-LM loss and accuracy over the predicted tokens, sentence-order loss and accuracy over the pairs
+    of held-out text (its first `limit` pairs), with the same masks at every call; summed over all ranks."""
+    was_training = model.training
+    model.eval()
+    lengths = dataset.lengths[:limit] if limit else dataset.lengths
+    loader = DataLoader(dataset, batch_sampler=EvalShardSampler(lengths, batch_size, ctx.world_size, ctx.rank, seed),
+                        collate_fn=collator)
+    totals = torch.zeros(6, dtype=torch.float64, device=device)
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items() if k != "index"}
+        with precision.autocast(device):
+            out = model(**batch)
+        labels, order = batch["labels"], batch["sentence_order_label"]
+        targets = labels[labels != IGNORE_INDEX]
+        mlm, sop = out.prediction_logits.float(), out.sop_logits.float()
+        totals += torch.stack([F.cross_entropy(mlm, targets, reduction="sum"), (mlm.argmax(-1) == targets).sum(),
+                               torch.tensor(targets.numel(), device=device),
+                               F.cross_entropy(sop, order, reduction="sum"), (sop.argmax(-1) == order).sum(),
+                               torch.tensor(order.numel(), device=device)]).double()
+    if ctx.enabled:
+        dist.all_reduce(totals)
+    model.train(was_training)
+    mlm_loss, mlm_correct, tokens, sop_loss, sop_correct, pairs = totals.tolist()
+    return {"loss": mlm_loss / tokens + sop_loss / pairs, "mlm_loss": mlm_loss / tokens,
+            "mlm_accuracy": mlm_correct / tokens, "sop_loss": sop_loss / pairs, "sop_accuracy": sop_correct / pairs,
+            "num_examples": int(pairs)}

@@ -1,0 +1,143 @@
+"""`pretrain`, end to end on a toy corpus: it learns, its output loads in transformers, `train` fine-tunes it,
+and it resumes exactly."""
+
+import json
+import logging
+import math
+import shutil
+
+import pytest
+import torch
+import transformers
+from conftest import TEXTS, max_weight_difference, tiny_config
+from safetensors.torch import load_file
+
+from albert_pytorch import AlbertForPreTraining, AlbertForSequenceClassification
+from albert_pytorch.cli import main
+from albert_pytorch.config import PretrainConfig, TrainConfig, UsageError
+from albert_pytorch.pretrain import run
+from albert_pytorch.train import run as finetune
+
+TINY = "embedding_size=16,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=37," \
+       "max_position_embeddings=64"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Documents of 1 to 4 of the test sentences, blank-line separated: a training folder and held-out text."""
+    folder = tmp_path_factory.mktemp("corpus")
+    documents = ["\n".join(TEXTS[(d * 3 + i) % 10] for i in range(d % 4 + 1)) for d in range(120)]
+    (folder / "train").mkdir()
+    (folder / "train" / "a.txt").write_text("\n\n".join(documents[:60]) + "\n")
+    (folder / "train" / "b.txt").write_text("\n\n".join(documents[60:100]) + "\n")
+    (folder / "heldout.txt").write_text("\n\n".join(documents[100:]) + "\n")
+    return folder
+
+
+def tiny_pretraining(corpus, tokenizer_dir, output_dir, **settings) -> PretrainConfig:
+    values = dict(train_files=[str(corpus / "train")], tokenizer_name=str(tokenizer_dir), from_scratch=True,
+                  config_overrides=TINY, max_seq_length=48, output_dir=str(output_dir), batch_size=16,
+                  optimizer="adamw", learning_rate=5e-3, warmup_proportion=0.0, max_steps=8, logging_steps=2,
+                  device="cpu", progress=False, report_to="none", seed=1)
+    values.update(settings)
+    return PretrainConfig(**values)
+
+
+def test_pretraining_learns_and_its_model_loads_in_transformers(corpus, tiny_tokenizer_dir, tiny_tokenizer,
+                                                                tmp_path):
+    out = tmp_path / "pretrained"
+    with pytest.raises(SystemExit) as done:
+        main(["pretrain", "--train_files", str(corpus / "train"), "--validation_files", str(corpus / "heldout.txt"),
+              "--tokenizer_name", str(tiny_tokenizer_dir), "--from_scratch", "--config_overrides", TINY,
+              "--max_seq_length", "48", "--output_dir", str(out), "--batch_size", "16", "--optimizer", "adamw",
+              "--learning_rate", "5e-3", "--max_steps", "60", "--eval_steps", "20", "--logging_steps", "10",
+              "--device", "cpu", "--report_to", "none"])
+    assert done.value.code == 0
+    evaluations = [r for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())
+                   if r["type"] == "eval"]
+    assert [r["step"] for r in evaluations] == [20, 40, 60, 60]
+    # held-out masked tokens: from chance (1 in the vocabulary, loss ln V) to far better, still improving at the end
+    vocabulary = len(tiny_tokenizer)
+    assert evaluations[-1]["eval_mlm_accuracy"] > 5 / vocabulary
+    assert evaluations[-1]["eval_mlm_loss"] < math.log(vocabulary) - 0.5
+    assert evaluations[-1]["eval_mlm_loss"] < evaluations[0]["eval_mlm_loss"]
+    assert 0 < evaluations[-1]["eval_num_examples"] and 0 <= evaluations[-1]["eval_sop_accuracy"] <= 1
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["AlbertForPreTraining"]
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == len(tiny_tokenizer)
+    for name in ("spiece.model", "model.safetensors", "trainer_state.json", "all_results.json", "training_curves.png"):
+        assert (out / name).is_file(), name
+
+    ours = AlbertForPreTraining.from_pretrained(out).eval()
+    theirs, info = transformers.AlbertForPreTraining.from_pretrained(out, output_loading_info=True)
+    masked_lm, masked_info = transformers.AlbertForMaskedLM.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not masked_info["missing_keys"]
+    batch = transformers.AutoTokenizer.from_pretrained(out)(["the film is a joy to watch ."], return_tensors="pt",
+                                                                      return_token_type_ids=True)
+    with torch.no_grad():
+        expected = ours(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).prediction_logits
+        assert (theirs.eval()(**batch).prediction_logits - expected).abs().max() < 1e-4
+        assert (masked_lm.eval()(**batch).logits - expected).abs().max() < 1e-4
+
+
+def test_train_fine_tunes_a_pretrained_directory_keeping_its_encoder(corpus, tiny_tokenizer_dir, tiny_task_dir,
+                                                                     tmp_path, caplog):
+    out = tmp_path / "pretrained"
+    run(tiny_pretraining(corpus, tiny_tokenizer_dir, out))
+    classifier = AlbertForSequenceClassification.from_pretrained(out, num_labels=2)
+    pretrained = load_file(out / "model.safetensors")
+    encoder = {k: v for k, v in classifier.state_dict().items() if k.startswith("albert.")}
+    assert encoder and all(torch.equal(v, pretrained[k]) for k, v in encoder.items())
+
+    caplog.set_level(logging.WARNING)
+    summary = finetune(TrainConfig(task_name="SST-2", data_dir=str(tiny_task_dir), model_name_or_path=str(out),
+                                   output_dir=str(tmp_path / "fine-tuned"), max_steps=4, batch_size=8,
+                                   max_seq_length=48, device="cpu", progress=False, report_to="none"))
+    assert summary["step"] == 4 and 0 <= summary["acc"] <= 1
+    assert "not used by AlbertForSequenceClassification" in caplog.text and "predictions." in caplog.text
+
+
+def test_pretraining_resumes_exactly(corpus, tiny_tokenizer_dir, tmp_path):
+    run(tiny_pretraining(corpus, tiny_tokenizer_dir, tmp_path / "full", max_steps=12, save_steps=4,
+                         gradient_accumulation_steps=2))
+    partial = tiny_pretraining(corpus, tiny_tokenizer_dir, tmp_path / "part", max_steps=12, save_steps=4,
+                               gradient_accumulation_steps=2)
+    run(partial)
+    shutil.rmtree(tmp_path / "part" / "checkpoint-12")  # resume from checkpoint-8: steps 9..12 are redone
+    partial.resume_from_checkpoint = "latest"
+    run(partial)
+    assert max_weight_difference(tmp_path / "full", tmp_path / "part") < 1e-6
+
+
+@pytest.mark.parametrize("flags, message", [
+    ([], "--train_files is missing"),
+    (["--train_files", "x.txt"], "or --from_scratch"),
+    (["--train_files", "x.txt", "--from_scratch"], "needs --tokenizer_name"),
+    (["--train_files", "x.txt", "--from_scratch", "--tokenizer_name", "t", "--eval_steps", "5"],
+     "needs --validation_files"),
+    (["--train_files", "x.txt", "--from_scratch", "--tokenizer_name", "t", "--metric_for_best_model", "acc"],
+     "choose from loss"),
+])
+def test_bad_pretraining_flags_exit_2_before_writing(flags, message, tmp_path, caplog):
+    with pytest.raises(SystemExit) as done:
+        main(["pretrain", "--output_dir", str(tmp_path / "out"), *flags])
+    assert done.value.code == 2 and message in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_tokenizer_that_is_not_the_models_is_refused(corpus, tiny_tokenizer_dir, tmp_path):
+    from albert_pytorch.pretrain import pretraining_model
+
+    small = tmp_path / "small"
+    AlbertForPreTraining.from_config(tiny_config(vocab_size=50)).save_pretrained(small)
+    with pytest.raises(UsageError, match="more than the model's vocab_size 50"):
+        pretraining_model(tiny_pretraining(corpus, tiny_tokenizer_dir, tmp_path / "o", from_scratch=False,
+                                           model_name_or_path=str(small)), tokenizer_size=120)
+
+
+def test_text_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    from albert_pytorch.data.corpus import read_documents
+
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine line .\n\nanother \xff line .\n")
+    with pytest.raises(ValueError, match=r"bad.txt, line 3: not UTF-8"):
+        list(read_documents([bad]))
