@@ -9,6 +9,11 @@ noise hits every variant alike:
   (c) ours, with our defaults: length-grouped batches, per-batch padding, SDPA attention
 Inference on the dev sentences: (a) transformers eager padded to 128, (b) our PyTorch path
 (length-sorted, per-batch padding), (c) our ONNX export through ONNX Runtime fp32 and (d) int8.
+Pretraining (batch 64 of WikiText-2 sentence pairs of at most 64 tokens, AdamW): tokens/s of a whole
+step, batch masking included, for (a) transformers AlbertForPreTraining with run_mlm's
+DataCollatorForLanguageModeling (vocabulary logits at every position) and (b) ours, n-gram masking with
+logits at the masked positions only; at the demo config (hidden 128, 4 layers, 30k vocabulary) and,
+in the full run, albert-base (batch 16).
 
 Figures: samples/s, the ratio to (a), achieved GFLOP/s from an analytic count of the real
 (unpadded) tokens' work, and that as a fraction of a measured fp32 matmul ceiling; the peak memory
@@ -64,7 +69,24 @@ RATIOS = {
     "train_ratio_vs_per_batch": ("training", "ours", "transformers_per_batch"),
     "infer_ratio_fp32": ("inference", "ours_ort_fp32", "transformers_padded"),
     "infer_ratio_int8": ("inference", "ours_ort_int8", "transformers_padded"),
+    "pretrain_ratio_demo": ("pretraining_demo", "ours", "transformers_full_logits"),
+    "pretrain_ratio_albert_base": ("pretraining_albert_base", "ours", "transformers_full_logits"),
 }
+SECTIONS = ("training", "inference", "pretraining")
+DEMO_SHAPE = "hidden_size=128,num_attention_heads=2,intermediate_size=512,embedding_size=64,num_hidden_layers=4"
+
+
+@dataclass(frozen=True)
+class PretrainPlan:
+    name: str
+    config_overrides: str  # on albert-base-v2's config
+    batch_size: int
+    rounds: int
+    steps: int  # timed steps per variant and round
+
+
+PRETRAIN_PLANS = {"quick": (PretrainPlan("demo", DEMO_SHAPE, 64, 3, 2),),
+                  "full": (PretrainPlan("demo", DEMO_SHAPE, 64, 3, 6), PretrainPlan("albert_base", "", 16, 3, 1))}
 
 
 @dataclass
@@ -341,6 +363,108 @@ def benchmark_inference(work: Workload, device: torch.device, precision: Precisi
     return results, checks
 
 
+class PretrainVariant:
+    """One pretraining setup timed over whole steps: masking and padding the batch, forward, backward, AdamW."""
+
+    def __init__(self, key: str, label: str, model: torch.nn.Module, collate, batches: list[list[dict]],
+                 device: torch.device, precision: Precision):
+        self.key, self.label, self.collate, self.batches = key, label, collate, batches
+        self.model, self.device, self.precision = model.to(device).train(), device, precision
+        self.optimizer = build_optimizer("adamw", self.model, 1e-4, 0.01, device)
+        self.scheduler = linear_schedule(self.optimizer, 0, 10**6)
+        self.scaler = precision.grad_scaler(device)
+        self.position = 0
+        self.per_round: list[float] = []  # tokens/s of each timed round
+        self.seconds, self.tokens = 0.0, 0
+
+    def timed_round(self, steps: int) -> None:
+        seconds, tokens = self.seconds, self.tokens
+        for _ in range(steps):
+            self.step(timed=True)
+        self.per_round.append((self.tokens - tokens) / (self.seconds - seconds))
+
+    def step(self, timed: bool) -> None:
+        rows = self.batches[self.position % len(self.batches)]
+        self.position += 1
+        synchronize(self.device)
+        start = time.perf_counter()
+        batch = self.collate(rows)
+        train_step(self.model, batch, self.precision, self.device, self.scaler, 1, sync=True)
+        optimizer_step(self.model, self.optimizer, self.scheduler, self.scaler, 1.0)
+        synchronize(self.device)
+        if timed:
+            self.seconds += time.perf_counter() - start
+            self.tokens += sum(len(row["input_ids"]) for row in rows)
+
+
+def pretraining_pairs(tokenizer, corpus: Path | None, work_dir: Path, rows: int):
+    """Sentence-order pairs of at most 64 tokens: WikiText-2 from ../shared, else the embedded sample's text."""
+    from .data.corpus import PairShards, build_pair_shards, read_documents
+
+    if corpus is None:
+        corpus = work_dir / "sample.txt"
+        examples, _ = read_split(get_task("SST-2"), sample_data_dir(), "train")
+        corpus.write_text("\n\n".join(e.text_a for e in examples) + "\n")
+        files = [corpus]
+    else:
+        files = sorted(corpus.glob("*.txt"))
+
+    def encode(sentences: list[str]) -> list[list[int]]:
+        return tokenizer(sentences, add_special_tokens=False)["input_ids"]
+
+    build_pair_shards(read_documents(files), encode, 64, work_dir / "pairs")
+    pairs = PairShards(work_dir / "pairs", tokenizer.cls_token_id, tokenizer.sep_token_id)
+    picked = np.random.default_rng(0).permutation(len(pairs))[:rows]
+    return [{**pairs[int(i)], "batch_seed": int(i)} for i in picked]
+
+
+def benchmark_pretraining(plan: PretrainPlan, work_dir: Path, device: torch.device,
+                          precision: Precision) -> dict[str, dict]:
+    import transformers
+    from transformers import DataCollatorForLanguageModeling
+
+    from .data.masking import MaskingCollator, MaskingSpec
+    from .modeling import AlbertForPreTraining
+
+    model_dir = SHARED / "albert_base_v2" if (SHARED / "albert_base_v2").is_dir() else \
+        prepare_sample_model(work_dir / "sample_model")
+    tokenizer = load_tokenizer(model_dir)
+    config = AlbertConfig.from_pretrained(model_dir)
+    if plan.config_overrides:
+        config = config.with_overrides(plan.config_overrides)
+    corpus = SHARED / "corpus" / "wikitext-2"
+    rows = pretraining_pairs(tokenizer, corpus if corpus.is_dir() else None, work_dir, plan.batch_size * 8)
+    batches = [rows[i:i + plan.batch_size] for i in range(0, len(rows), plan.batch_size)]
+    torch.manual_seed(0)
+    ours = AlbertForPreTraining.from_config(config)
+    ours.save_pretrained(work_dir / f"init_{plan.name}")
+    theirs = transformers.AlbertForPreTraining.from_pretrained(work_dir / f"init_{plan.name}")
+    mlm_collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=0)
+
+    def transformers_collate(batch_rows: list[dict]) -> dict[str, torch.Tensor]:
+        batch = mlm_collator([{"input_ids": r["input_ids"].tolist(), "token_type_ids": r["token_type_ids"].tolist()}
+                              for r in batch_rows])
+        batch["sentence_order_label"] = torch.stack([r["sentence_order_label"] for r in batch_rows])
+        return batch
+
+    spec = MaskingSpec.from_tokenizer(tokenizer)
+    variants = (
+        PretrainVariant("transformers_full_logits", "transformers + DataCollatorForLanguageModeling", theirs,
+                        transformers_collate, batches, device, precision),
+        PretrainVariant("ours", "ours: n-gram masks, logits at masked positions", ours,
+                        MaskingCollator(tokenizer.pad_token_id, spec, default_pad_multiple(device)), batches, device,
+                        precision),
+    )
+    for variant in variants:
+        variant.step(timed=False)  # warm-up
+    for round_number in range(1, plan.rounds + 1):
+        for variant in variants:
+            logger.info("pretraining (%s) round %d/%d: %s", plan.name, round_number, plan.rounds, variant.label)
+            variant.timed_round(plan.steps)
+    return {v.key: {"label": v.label, "tokens_per_s": v.tokens / v.seconds, "per_round_tokens_per_s": v.per_round,
+                    "batch_size": plan.batch_size} for v in variants}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python3 -m albert_pytorch.benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -351,6 +475,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model_dir", default=None, help="config + tokenizer (default: ../shared albert-base-v2)")
     parser.add_argument("--data_dir", default=None, help="an SST-2 folder (default: ../shared SST-2)")
     parser.add_argument("--json", default=None, help="also write the figures here")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="which benchmarks to run (default: all)")
     args = parser.parse_args(argv)
     # Our figures at INFO; the libraries' own chatter (ORT's fusion and quantization logs) at ERROR.
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
@@ -358,6 +484,8 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device)
     precision = Precision(torch.bfloat16 if args.bf16 else None)
     plan = QUICK if args.quick else FULL
+    sections: dict[str, dict] = {}
+    checks: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = load_workload(args.model_dir, args.data_dir, plan.train_rows, plan.dev_rows, Path(tmp))
         ceiling = matmul_ceiling(device)
@@ -365,12 +493,21 @@ def main(argv: list[str] | None = None) -> None:
         logger.info("workload: %s; %d threads; torch matmul ceiling %.0f GFLOP/s%s", work.source,
                     torch.get_num_threads(), ceiling,
                     f" (ONNX Runtime's matmul: {ort_rate:.0f} GFLOP/s)" if ort_rate else "")
-        training, variants = benchmark_training(work, device, precision, plan.train_rounds, plan.train_steps)
-        logger.info("peak training memory: one step each")
-        memory = training_memory(variants)
-        del variants  # three models and their optimizer states: free them before inference
-        inference, checks = benchmark_inference(work, device, precision, plan.infer_rounds, Path(tmp))
-    report = summarize(training, inference, {**checks, **memory}, ceiling, work, device)
+        if "training" in args.sections:
+            sections["training"], variants = benchmark_training(work, device, precision, plan.train_rounds,
+                                                                plan.train_steps)
+            logger.info("peak training memory: one step each")
+            checks.update(training_memory(variants))
+            del variants  # three models and their optimizer states: free them before inference
+        if "inference" in args.sections:
+            sections["inference"], inference_checks = benchmark_inference(work, device, precision, plan.infer_rounds,
+                                                                          Path(tmp))
+            checks.update(inference_checks)
+        if "pretraining" in args.sections:
+            for pretrain_plan in PRETRAIN_PLANS["quick" if args.quick else "full"]:
+                sections[f"pretraining_{pretrain_plan.name}"] = benchmark_pretraining(
+                    pretrain_plan, Path(tmp) / pretrain_plan.name, device, precision)
+    report = summarize(sections, checks, ceiling, work, device)
     report["ort_matmul_gflops"] = ort_rate
     report["quick"] = args.quick
     if args.quick:
@@ -380,37 +517,47 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 
 
-def summarize(training: dict, inference: dict, checks: dict, ceiling: float, work: Workload,
-              device: torch.device) -> dict:
-    sections = {"training": training, "inference": inference}
-
-    def table(title: str, rows: dict, base: str) -> None:
-        logger.info("\n%s\n%-45s %12s %8s %10s %9s", title, "variant", "samples/s", "ratio", "GFLOP/s", "of ceil")
+def summarize(sections: dict[str, dict], checks: dict, ceiling: float, work: Workload, device: torch.device) -> dict:
+    def table(title: str, rows: dict, base: str, unit: str) -> None:
+        logger.info("\n%s\n%-50s %12s %8s %10s %9s", title, "variant", unit.replace("_per_s", "/s"), "ratio",
+                    "GFLOP/s", "of ceil")
         for r in rows.values():
-            logger.info("%-45s %12.1f %7.2fx %10.1f %8.0f%%", r["label"], r["samples_per_s"],
-                        r["samples_per_s"] / rows[base]["samples_per_s"], r["gflops"], 100 * r["gflops"] / ceiling)
+            flops = f"{r['gflops']:10.1f} {100 * r['gflops'] / ceiling:8.0f}%" if "gflops" in r else ""
+            logger.info("%-50s %12.1f %7.2fx %s", r["label"], r[unit], r[unit] / rows[base][unit], flops)
 
-    table("training (batch 32)", training, "transformers_padded")
-    table("inference (dev set, batch 32)", inference, "transformers_padded")
-    train_flops_per_sample = 3 * forward_flops(work.config, work.train.lengths) / len(work.train)
-    report = {"device": str(device), "matmul_ceiling_gflops": ceiling, **sections}
+    if "training" in sections:
+        table("training (batch 32)", sections["training"], "transformers_padded", "samples_per_s")
+    if "inference" in sections:
+        table("inference (dev set, batch 32)", sections["inference"], "transformers_padded", "samples_per_s")
+    for name, rows in sections.items():
+        if name.startswith("pretraining_"):
+            table(f"pretraining, {name.removeprefix('pretraining_')} config (batch "
+                  f"{next(iter(rows.values()))['batch_size']}, <= 64 tokens)", rows, "transformers_full_logits",
+                  "tokens_per_s")
+    report = {"device": str(device), "matmul_ceiling_gflops": ceiling, **sections, **checks}
     for name, (section, variant, base) in RATIOS.items():
+        if section not in sections:
+            continue
         rows = sections[section]
-        report[name] = rows[variant]["samples_per_s"] / rows[base]["samples_per_s"]
-        per_round = [a / b for a, b in zip(rows[variant]["per_round_samples_per_s"],
-                                           rows[base]["per_round_samples_per_s"], strict=True)]
+        unit = "tokens_per_s" if section.startswith("pretraining") else "samples_per_s"
+        report[name] = rows[variant][unit] / rows[base][unit]
+        per_round = [a / b for a, b in zip(rows[variant][f"per_round_{unit}"], rows[base][f"per_round_{unit}"],
+                                           strict=True)]
         report[f"{name}_spread"] = {"min": min(per_round), "median": float(np.median(per_round)),
                                     "max": max(per_round), "rounds": len(per_round)}
-    report.update({"train_physical_limit_samples_per_s": ceiling * 1e9 / train_flops_per_sample,
-                   "train_fraction_of_limit": training["ours"]["gflops"] / ceiling, **checks})
-    logger.info("\npeak training memory, batch 32 padded to 128 (%s): %s", report["memory_measure"],
-                ", ".join(f"{name} {mb:.0f} MB" for name, mb in report["peak_train_memory_mb"].items()))
+    if "training" in sections:
+        train_flops_per_sample = 3 * forward_flops(work.config, work.train.lengths) / len(work.train)
+        report.update({"train_physical_limit_samples_per_s": ceiling * 1e9 / train_flops_per_sample,
+                       "train_fraction_of_limit": sections["training"]["ours"]["gflops"] / ceiling})
+        logger.info("\npeak training memory, batch 32 padded to 128 (%s): %s", report["memory_measure"],
+                    ", ".join(f"{name} {mb:.0f} MB" for name, mb in report["peak_train_memory_mb"].items()))
     for name in RATIOS:
-        spread = report[f"{name}_spread"]
-        logger.info("%-26s %6.2fx  (rounds: min %.2f, median %.2f, max %.2f)", name, report[name], spread["min"],
-                    spread["median"], spread["max"])
+        if name in report:
+            spread = report[f"{name}_spread"]
+            logger.info("%-28s %6.2fx  (rounds: min %.2f, median %.2f, max %.2f)", name, report[name], spread["min"],
+                        spread["median"], spread["max"])
     logger.info("\n%s", json.dumps({k: v for k, v in report.items() if not isinstance(v, dict)}, indent=1))
-    if work.weights is None:
+    if work.weights is None and "inference" in sections:
         logger.info("note: int8 argmax agreement on random weights is a weak signal; pass --model_dir with a "
                     "fine-tuned model for a meaningful one")
     return report

@@ -9,8 +9,8 @@ from albert_pytorch.cli import main
 from albert_pytorch.config import SAMPLE_RECIPE, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ("train", "pretrain", "preprocess", "pth2onnx", "opt_onnx", "infer", "postprocess", "predict", "tokenizer",
-               "download")
+SUBCOMMANDS = ("train", "pretrain", "preprocess", "pth2onnx", "opt_onnx", "infer", "postprocess", "predict",
+               "tokenizer", "download")
 
 # A rename here breaks users' scripts and the ModelZoo launchers: change it only on purpose.
 CONTRACT = {
