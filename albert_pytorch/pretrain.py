@@ -48,13 +48,15 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
 
 def _pretrain(cfg: PretrainConfig, ctx: DistContext, device: torch.device) -> dict[str, Any]:
     prepare_output_dir(cfg, ctx)
+    train_files = text_files(cfg.train_files)  # a mistyped path fails here, before any work
+    validation_files = text_files(cfg.validation_files) if cfg.validation_files else None
     tokenizer_dir = Path(cfg.tokenizer_name) if cfg.tokenizer_name else resolve_model_dir(cfg.model_name_or_path)
     tokenizer = load_tokenizer(tokenizer_dir)
     model = pretraining_model(cfg, len(tokenizer)).to(device)
     logger.info("pretraining %s parameters (%s) on %s, world size %d", f"{count_parameters(model):,}",
                 "from scratch" if cfg.from_scratch else cfg.model_name_or_path, device, ctx.world_size)
-    train_set = corpus_pairs(cfg, cfg.train_files, tokenizer, ctx)
-    eval_set = corpus_pairs(cfg, cfg.validation_files, tokenizer, ctx) if cfg.validation_files else None
+    train_set = corpus_pairs(cfg, train_files, tokenizer, ctx)
+    eval_set = corpus_pairs(cfg, validation_files, tokenizer, ctx) if validation_files else None
     spec = MaskingSpec.from_tokenizer(tokenizer, mask_prob=cfg.mlm_probability, max_ngram=cfg.max_ngram,
                                       max_predictions=cfg.max_predictions_per_seq)
     collator = MaskingCollator(tokenizer.pad_token_id, spec, cfg.pad_to_multiple_of or default_pad_multiple(device))
@@ -124,9 +126,8 @@ def pretraining_model(cfg: PretrainConfig, tokenizer_size: int) -> AlbertForPreT
     return AlbertForPreTraining.from_pretrained(model_dir, config=config)
 
 
-def corpus_pairs(cfg: PretrainConfig, inputs: list[str], tokenizer, ctx: DistContext) -> PairShards:
-    """The sentence-order pairs of text files or folders, built once per machine and cached."""
-    files = text_files(inputs)
+def corpus_pairs(cfg: PretrainConfig, files: list[Path], tokenizer, ctx: DistContext) -> PairShards:
+    """The sentence-order pairs of text files, built once per machine and cached."""
 
     def load() -> PairShards:
         return load_or_build_pair_shards(files, tokenizer, cfg.max_seq_length, cfg.cache_dir, cfg.line_by_line,
