@@ -399,7 +399,7 @@ class PretrainVariant:
 
 def pretraining_pairs(tokenizer, corpus: Path | None, work_dir: Path, rows: int):
     """Sentence-order pairs of at most 64 tokens: WikiText-2 from ../shared, else the embedded sample's text."""
-    from .data.corpus import PairShards, build_pair_shards, read_documents
+    from .data.corpus import load_or_build_pair_shards
 
     if corpus is None:
         corpus = work_dir / "sample.txt"
@@ -408,12 +408,7 @@ def pretraining_pairs(tokenizer, corpus: Path | None, work_dir: Path, rows: int)
         files = [corpus]
     else:
         files = sorted(corpus.glob("*.txt"))
-
-    def encode(sentences: list[str]) -> list[list[int]]:
-        return tokenizer(sentences, add_special_tokens=False)["input_ids"]
-
-    build_pair_shards(read_documents(files), encode, 64, work_dir / "pairs")
-    pairs = PairShards(work_dir / "pairs", tokenizer.cls_token_id, tokenizer.sep_token_id)
+    pairs = load_or_build_pair_shards(files, tokenizer, 64, cache_dir=work_dir)
     picked = np.random.default_rng(0).permutation(len(pairs))[:rows]
     return [{**pairs[int(i)], "batch_seed": int(i)} for i in picked]
 

@@ -253,6 +253,10 @@ class LoopConfig:
                                             "<output_dir>/tensorboard), or not", choices=("tensorboard", "none"))
 
     @property
+    def evaluates_during_training(self) -> bool:
+        return self.eval_strategy == "epoch" or (self.eval_strategy == "steps" and self.eval_steps > 0)
+
+    @property
     def precision(self):
         """The run's `device.Precision` (fp32, fp16 with loss scaling, or bf16)."""
         from .device import Precision
@@ -275,9 +279,8 @@ class LoopConfig:
             raise UsageError(f"--warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
         if self.fp16 and self.bf16:
             raise UsageError("choose one of --fp16 and --bf16")
-        evaluates = self.eval_strategy == "epoch" or (self.eval_strategy == "steps" and self.eval_steps > 0)
         for name in ("load_best_model_at_end", "early_stopping_patience"):
-            if getattr(self, name) and not evaluates:
+            if getattr(self, name) and not self.evaluates_during_training:
                 raise UsageError(f"--{name} ranks evaluations made during training: add --eval_steps N or "
                                  "--eval_strategy epoch")
         if self.load_best_model_at_end and self.save_strategy == "no":
@@ -461,6 +464,5 @@ class PretrainConfig(LoopConfig):
         if self.metric_for_best_model not in (None, *PRETRAINING_METRICS):
             raise UsageError(f"--metric_for_best_model {self.metric_for_best_model!r}: choose from "
                              f"{', '.join(PRETRAINING_METRICS)}")
-        evaluates = self.eval_strategy == "epoch" or (self.eval_strategy == "steps" and self.eval_steps > 0)
-        if evaluates and not self.validation_files:
+        if self.evaluates_during_training and not self.validation_files:
             raise UsageError("evaluating during pretraining needs --validation_files (held-out text)")
