@@ -1,4 +1,4 @@
-"""training_curves.png: training loss and the dev metric against the optimizer step."""
+"""training_curves.png: training loss and the evaluation metrics against the optimizer step."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from .io import atomic_write
 logger = logging.getLogger(__name__)
 
 
-def plot_training_curves(records: list[dict], out_path: Path, metrics: Sequence[str]) -> Path | None:
-    """Train loss, and each of `metrics` (`eval_` keys) at each evaluation; the final evaluation, of the
-    model as saved, is a star."""
+def plot_training_curves(records: list[dict], out_path: Path, metrics: Sequence[str],
+                         evaluated_on: str = "dev") -> Path | None:
+    """Train loss, and each of `metrics` (`eval_` keys) at each evaluation on the set named `evaluated_on`;
+    the final evaluation, of the model as saved, is a star."""
     try:
         import matplotlib
 
@@ -35,7 +36,7 @@ def plot_training_curves(records: list[dict], out_path: Path, metrics: Sequence[
             final = [r for r in records if r["type"] == "eval" and metric in r and r.get("final")]
             name = metric.removeprefix("eval_")
             metric_axis.plot([r["step"] for r in evals], [r[metric] for r in evals], "o-", color=color,
-                             label=f"dev {name}")
+                             label=f"{evaluated_on} {name}")
             metric_axis.plot([r["step"] for r in final], [r[metric] for r in final], "*", markersize=14,
                              color=color, label=f"final {name}")
         metric_axis.set_ylabel(", ".join(m.removeprefix("eval_") for m in evaluated))

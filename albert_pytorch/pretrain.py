@@ -98,7 +98,7 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext, device: torch.device) -> di
         write_model_files(model, output_dir)
         atomic_write_text(output_dir / "all_results.json", json.dumps(results, indent=2) + "\n")
         write_trainer_state(cfg, summary, run_log)
-        run_log.plot("eval_mlm_accuracy", "eval_sop_accuracy")
+        run_log.plot("eval_mlm_accuracy", "eval_sop_accuracy", evaluated_on="held-out")
         logger.info("pretrained model saved to %s (loads in transformers' AlbertForPreTraining; fine-tune it with "
                     "`train --model_name_or_path %s`)", output_dir, output_dir)
         logger.info("summary: %s", format_values(summary))

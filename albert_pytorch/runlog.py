@@ -58,12 +58,13 @@ class RunLog:
             kept = [record for record in self.records() if record["step"] <= step]
             atomic_write_text(self.path, "".join(json.dumps(record) + "\n" for record in kept))
 
-    def plot(self, *metrics: str) -> None:
-        """training_curves.png: train loss and `metrics` (`eval_` keys of the eval records)."""
+    def plot(self, *metrics: str, evaluated_on: str = "dev") -> None:
+        """training_curves.png: train loss and `metrics` (`eval_` keys of the eval records), labelled with the
+        name of the evaluation set."""
         if self.enabled and self.path.is_file():
             from .plots import plot_training_curves
 
-            plot_training_curves(self.records(), self.output_dir / "training_curves.png", metrics)
+            plot_training_curves(self.records(), self.output_dir / "training_curves.png", metrics, evaluated_on)
 
     def close(self) -> None:
         if self._tensorboard is not None:
