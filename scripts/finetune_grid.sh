@@ -4,8 +4,9 @@
 # STS-B (4 epochs) and SST-2's first 6,000 training rows (3 epochs) at each learning rate of LRS, then the
 # full SST-2 training set (1 epoch) at FULL_LR, the existing from-scratch recipe's 5e-4 (picking it from the
 # 6,000-row runs instead chose 1e-3 once, and that run stayed at chance). Each run's eval_results.json lands
-# in $OUT/NAME/<run>/; one line per run is appended to $OUT/results.jsonl. SKIP_STSB=1 / SKIP_FULL=1 leave
-# out the STS-B runs / the full SST-2 run (an init pretrained on SST-2's text alone, say).
+# in $OUT/NAME/<run>/; one line per run is appended to $OUT/results.jsonl. SKIP_STSB=1 / SKIP_SST2=1 /
+# SKIP_FULL=1 leave out the STS-B runs / every SST-2 run / the full SST-2 run (for an init pretrained on one
+# task's text alone, say).
 set -euo pipefail
 NAME=$1; MODEL=$2; shift 2
 GLUE=${GLUE:-../shared/data/glue}
@@ -32,6 +33,6 @@ PY
 mkdir -p "$OUT/$NAME"
 for lr in $LRS; do
   [ "${SKIP_STSB:-0}" = 1 ] || run "STS-B_lr$lr" STS-B "$lr" 4 "$@"
-  run "SST-2-6k_lr$lr" SST-2 "$lr" 3 --max_train_samples 6000 "$@"
+  [ "${SKIP_SST2:-0}" = 1 ] || run "SST-2-6k_lr$lr" SST-2 "$lr" 3 --max_train_samples 6000 "$@"
 done
-[ "${SKIP_FULL:-0}" = 1 ] || run "SST-2-full_lr$FULL_LR" SST-2 "$FULL_LR" 1 "$@"
+[ "${SKIP_SST2:-0}" = 1 ] || [ "${SKIP_FULL:-0}" = 1 ] || run "SST-2-full_lr$FULL_LR" SST-2 "$FULL_LR" 1 "$@"
