@@ -400,15 +400,13 @@ class PretrainVariant:
 def pretraining_pairs(tokenizer, corpus: Path | None, work_dir: Path, rows: int):
     """Sentence-order pairs of at most 64 tokens: WikiText-2 from ../shared, else the embedded sample's text."""
     from .data.corpus import load_or_build_pair_shards
+    from .io import text_files
 
     if corpus is None:
         corpus = work_dir / "sample.txt"
         examples, _ = read_split(get_task("SST-2"), sample_data_dir(), "train")
         corpus.write_text("\n\n".join(e.text_a for e in examples) + "\n")
-        files = [corpus]
-    else:
-        files = sorted(corpus.glob("*.txt"))
-    pairs = load_or_build_pair_shards(files, tokenizer, 64, cache_dir=work_dir)
+    pairs = load_or_build_pair_shards(text_files([corpus]), tokenizer, 64, cache_dir=work_dir)
     picked = np.random.default_rng(0).permutation(len(pairs))[:rows]
     return [{**pairs[int(i)], "batch_seed": int(i)} for i in picked]
 

@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 
 
 def plot_training_curves(records: list[dict], out_path: Path, metrics: Sequence[str],
-                         evaluated_on: str = "dev") -> Path | None:
+                         evaluated_on: str) -> Path | None:
     """Train loss, and each of `metrics` (`eval_` keys) at each evaluation on the set named `evaluated_on`;
     the final evaluation, of the model as saved, is a star."""
     try:
