@@ -203,8 +203,12 @@ class SequenceClassifierOutput:
 
 @dataclass
 class PreTrainingOutput:
-    prediction_logits: torch.Tensor
+    """Without labels, `prediction_logits` (B, T, V). With them, instead: `mlm_loss` (the mean over the M
+    predicted tokens), `mlm_predictions` (M,) the most likely token ids, and `loss` (MLM plus SOP)."""
     sop_logits: torch.Tensor
+    prediction_logits: torch.Tensor | None = None
+    mlm_loss: torch.Tensor | None = None
+    mlm_predictions: torch.Tensor | None = None
     loss: torch.Tensor | None = None
 
 
@@ -376,8 +380,77 @@ class AlbertMLMHead(nn.Module):
         self.decoder = nn.Linear(config.embedding_size, config.vocab_size)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
+    def transform(self, sequence: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.activation(self.dense(sequence)))  # (..., E)
+
     def forward(self, sequence: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.LayerNorm(self.activation(self.dense(sequence))))  # (B, T, V)
+        return self.decoder(self.transform(sequence))  # (B, T, V)
+
+
+# Rows of vocabulary logits held at once: 2M floats (8 MB), small enough that the allocator reuses one
+# buffer instead of mapping fresh pages for every (M, V) tensor, which cost more than the arithmetic.
+_LOGIT_CHUNK_ELEMENTS = 2 ** 21
+
+
+class _VocabularyCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of `hidden @ weight.T + bias` against `targets`, chunk by chunk over the rows.
+
+    The gradient is finished inside forward, while each chunk's softmax is at hand, so the (M, V) logits,
+    their log-softmax and its gradient are never stored; backward only scales it by the incoming gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
+                chunk_rows: int, needs_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = hidden.shape[0]
+        total_loss = torch.zeros((), device=hidden.device)
+        predictions = torch.empty(rows, dtype=torch.long, device=hidden.device)
+        if needs_grad:
+            grad_hidden = torch.empty(hidden.shape, device=hidden.device)
+            grad_weight = torch.zeros(weight.shape, device=weight.device)
+            grad_bias = torch.zeros(bias.shape, device=bias.device)
+        for start in range(0, rows, chunk_rows):
+            h, y = hidden[start:start + chunk_rows], targets[start:start + chunk_rows]
+            logits = torch.addmm(bias, h, weight.t()).float()  # in the caller's autocast precision
+            top, predictions[start:start + chunk_rows] = logits.max(dim=1)
+            target_logit = logits.gather(1, y[:, None]).squeeze(1)
+            exp = logits.sub_(top[:, None]).exp_()  # in place: the chunk's one (rows, V) buffer
+            partition = exp.sum(dim=1)
+            total_loss += (partition.log() + top - target_logit).sum()
+            if needs_grad:
+                with torch.autocast(hidden.device.type, enabled=False):
+                    _accumulate_softmax_gradient(exp, partition, h.float(), y, weight.float(),
+                                                 grad_hidden[start:start + chunk_rows], grad_weight, grad_bias)
+        if needs_grad:
+            ctx.save_for_backward(grad_hidden / rows, grad_weight / rows, grad_bias / rows)
+        ctx.mark_non_differentiable(predictions)
+        return total_loss / rows, predictions
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor, _grad_predictions: torch.Tensor):
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        return grad_hidden * grad_loss, grad_weight * grad_loss, grad_bias * grad_loss, None, None, None
+
+
+def _accumulate_softmax_gradient(exp: torch.Tensor, partition: torch.Tensor, h: torch.Tensor, y: torch.Tensor,
+                                 weight: torch.Tensor, grad_hidden: torch.Tensor, grad_weight: torch.Tensor,
+                                 grad_bias: torch.Tensor) -> None:
+    """Add one chunk's summed-loss gradient, (softmax - one_hot(y)), pushed through the projection. The
+    softmax's 1/partition scales the small operands instead, which saves a pass over the chunk's logits."""
+    inverse = partition.reciprocal()
+    grad_hidden.copy_((exp @ weight).mul_(inverse[:, None]).sub_(weight[y]))
+    grad_weight.addmm_(exp.t(), h * inverse[:, None]).index_add_(0, y, h, alpha=-1)
+    grad_bias.addmv_(exp.t(), inverse).index_add_(0, y, torch.ones_like(inverse), alpha=-1)
+
+
+def vocabulary_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                             targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`F.cross_entropy(hidden @ weight.T + bias, targets)` and the argmax token ids, (M, E) -> (), (M,),
+    without materializing the (M, V) logits: see `_VocabularyCrossEntropy`."""
+    chunk_rows = max(1, _LOGIT_CHUNK_ELEMENTS // weight.shape[0])
+    # forward runs with grad mode off, so whether a backward can follow is decided here
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (hidden, weight, bias))
+    return _VocabularyCrossEntropy.apply(hidden, weight, bias, targets, chunk_rows, needs_grad)
 
 
 class AlbertSOPHead(nn.Module):
@@ -418,18 +491,22 @@ class AlbertForPreTraining(AlbertPreTrainedModel):
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 sentence_order_label: torch.Tensor | None = None) -> PreTrainingOutput:
         """Without `labels`: MLM logits at every position, (B, T, V). With them (-100 where nothing is
-        predicted): logits only at the M predicted positions, (M, V) in row-major order, and the loss. The
-        vocabulary projection is most of the cost at small widths; Google's code gathers the same way."""
+        predicted): the MLM loss and predicted ids at the M predicted positions only, in row-major order, and
+        the total loss. The vocabulary projection is most of the cost at small widths; Google's code
+        gathers the same way."""
         sequence, pooled = self.albert(input_ids, attention_mask, token_type_ids)  # (B, T, H), (B, H)
         sop_logits = self.sop_classifier(pooled)
         if labels is None:
-            return PreTrainingOutput(prediction_logits=self.predictions(sequence), sop_logits=sop_logits)
+            return PreTrainingOutput(sop_logits=sop_logits, prediction_logits=self.predictions(sequence))
         predicted = labels != -100  # (B, T)
-        prediction_logits = self.predictions(sequence[predicted])  # (M, V)
-        loss = F.cross_entropy(prediction_logits.float(), labels[predicted])
+        decoder = self.predictions.decoder
+        mlm_loss, mlm_predictions = vocabulary_cross_entropy(
+            self.predictions.transform(sequence[predicted]), decoder.weight, decoder.bias, labels[predicted])
+        loss = mlm_loss
         if sentence_order_label is not None:
             loss = loss + F.cross_entropy(sop_logits.float(), sentence_order_label.view(-1))
-        return PreTrainingOutput(prediction_logits=prediction_logits, sop_logits=sop_logits, loss=loss)
+        return PreTrainingOutput(sop_logits=sop_logits, mlm_loss=mlm_loss, mlm_predictions=mlm_predictions,
+                                 loss=loss)
 
 
 # -- checkpoint files -------------------------------------------------------------------------------

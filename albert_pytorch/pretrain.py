@@ -156,8 +156,8 @@ def evaluate_pretraining(model: nn.Module, dataset: PairShards, collator: Maskin
             out = model(**batch)
         labels, order = batch["labels"], batch["sentence_order_label"]
         targets = labels[labels != IGNORE_INDEX]
-        mlm, sop = out.prediction_logits.float(), out.sop_logits.float()
-        totals += torch.stack([F.cross_entropy(mlm, targets, reduction="sum"), (mlm.argmax(-1) == targets).sum(),
+        sop = out.sop_logits.float()
+        totals += torch.stack([out.mlm_loss * targets.numel(), (out.mlm_predictions == targets).sum(),
                                torch.tensor(targets.numel(), device=device),
                                F.cross_entropy(sop, order, reduction="sum"), (sop.argmax(-1) == order).sum(),
                                torch.tensor(order.numel(), device=device)]).double()

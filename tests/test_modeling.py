@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 import transformers
 from conftest import tiny_config
 
@@ -13,6 +14,7 @@ from albert_pytorch import (
     AlbertForSequenceClassification,
     ConfigError,
     WeightsError,
+    modeling,
 )
 
 CONFIGS = {
@@ -50,7 +52,7 @@ def test_logits_and_loss_match_transformers(name, tmp_path):
     assert (a.loss - b.loss).abs() < 1e-5
 
 
-def test_pretraining_heads_match_transformers(tmp_path):
+def test_pretraining_heads_and_gradients_match_transformers(tmp_path):
     ours = AlbertForPreTraining.from_config(tiny_config()).eval()
     ours.save_pretrained(tmp_path)
     theirs = transformers.AlbertForPreTraining.from_pretrained(tmp_path).eval()
@@ -59,18 +61,69 @@ def test_pretraining_heads_match_transformers(tmp_path):
     order = torch.tensor([0, 1, 1, 0])
     with torch.no_grad():
         full = ours(ids, mask, types)
-        a = ours(ids, mask, types, labels=mlm_labels, sentence_order_label=order)
-        b = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=mlm_labels,
-                   sentence_order_label=order)
+    a = ours(ids, mask, types, labels=mlm_labels, sentence_order_label=order)
+    b = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=mlm_labels,
+               sentence_order_label=order)
     assert (full.prediction_logits - b.prediction_logits).abs().max() < 1e-5
-    # with labels, ours projects only the predicted positions onto the vocabulary: the same rows, the same loss
+    # with labels, ours projects only the predicted positions onto the vocabulary: the same loss, the same
+    # argmax, and the same gradient through its hand-written backward
     predicted = mlm_labels != -100
-    assert a.prediction_logits.shape == (int(predicted.sum()), 120)
-    assert (a.prediction_logits - b.prediction_logits[predicted]).abs().max() < 1e-5
+    assert a.prediction_logits is None
+    assert torch.equal(a.mlm_predictions, b.prediction_logits[predicted].argmax(-1))
     assert (a.sop_logits - b.sop_logits).abs().max() < 1e-5
     assert (a.loss - b.loss).abs() < 1e-5
+    a.loss.backward()
+    b.loss.backward()
+    theirs_grads = dict(theirs.named_parameters())
+    for name, parameter in ours.named_parameters():
+        assert (parameter.grad - theirs_grads[name].grad).abs().max() < 1e-5, name
     # the decoder is tied to the input embeddings, as in the original
     assert ours.predictions.decoder.weight.data_ptr() == ours.albert.embeddings.word_embeddings.weight.data_ptr()
+
+
+@pytest.mark.parametrize("chunk_elements", [7 * 50, 10 ** 6])  # 7 rows a chunk: the last one partial
+def test_vocabulary_cross_entropy_is_cross_entropy_in_any_chunking(chunk_elements, monkeypatch):
+    monkeypatch.setattr(modeling, "_LOGIT_CHUNK_ELEMENTS", chunk_elements)
+    hidden = torch.randn(23, 8, requires_grad=True)
+    weight, bias = torch.randn(50, 8, requires_grad=True), torch.randn(50, requires_grad=True)
+    targets = torch.randint(0, 50, (23,))
+    loss, predictions = modeling.vocabulary_cross_entropy(hidden, weight, bias, targets)
+    (loss * 3).backward()
+    ours = [t.grad.clone() for t in (hidden, weight, bias)]
+    for t in (hidden, weight, bias):
+        t.grad = None
+    logits = hidden @ weight.T + bias
+    expected = F.cross_entropy(logits, targets)
+    (expected * 3).backward()
+    assert (loss - expected).abs() < 1e-5
+    assert torch.equal(predictions, logits.argmax(-1))
+    for got, want in zip(ours, (hidden.grad, weight.grad, bias.grad), strict=True):
+        assert (got - want).abs().max() < 1e-5
+
+
+def test_vocabulary_cross_entropy_under_bf16_autocast_keeps_float32_gradients():
+    hidden = torch.randn(9, 8, requires_grad=True)
+    weight, bias = torch.randn(50, 8, requires_grad=True), torch.randn(50, requires_grad=True)
+    targets = torch.randint(0, 50, (9,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = modeling.vocabulary_cross_entropy(hidden, weight, bias, targets)
+    loss.backward()
+    assert loss.dtype == weight.grad.dtype == hidden.grad.dtype == torch.float32
+    assert (loss - F.cross_entropy(hidden @ weight.T + bias, targets)).abs() < 0.05
+
+
+def test_vocabulary_cross_entropy_under_no_grad_skips_the_gradient_work(monkeypatch):
+    def fail(*args):
+        raise AssertionError("gradient computed under no_grad")
+
+    monkeypatch.setattr(modeling, "_accumulate_softmax_gradient", fail)
+    hidden = torch.randn(9, 8, requires_grad=True)
+    weight, bias = torch.randn(50, 8, requires_grad=True), torch.randn(50, requires_grad=True)
+    with torch.no_grad():
+        loss, _ = modeling.vocabulary_cross_entropy(hidden, weight, bias, torch.randint(0, 50, (9,)))
+    assert not loss.requires_grad
+    with pytest.raises(AssertionError, match="under no_grad"):
+        modeling.vocabulary_cross_entropy(hidden, weight, bias, torch.randint(0, 50, (9,)))
 
 
 def test_round_trip_through_transformers(tmp_path):
