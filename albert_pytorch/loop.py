@@ -185,102 +185,145 @@ def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext,
     besides the training state. Returns the step count, throughput and best evaluation.
     """
     sampler: ResumableBatchSampler = loader.batch_sampler
-    precision = cfg.precision
     batches_per_epoch = len(sampler)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation_steps)
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
-    optimizer = build_optimizer(cfg.optimizer, model, cfg.learning_rate, cfg.weight_decay, device)
-    scheduler = linear_schedule(optimizer, int(cfg.warmup_proportion * total_steps), total_steps)
-    scaler = precision.grad_scaler(device)
-    output_dir = Path(cfg.output_dir)
-    saved_at = -1
-
-    def save(state: TrainState) -> None:
-        nonlocal saved_at
-        if ctx.is_main:
-            path = ckpt.save_training_checkpoint(output_dir, state.step, lambda d: write_model_files(model, d),
-                                                 optimizer, scheduler, scaler, dataclasses.asdict(state),
-                                                 ctx.world_size, cfg.save_total_limit, protect=state.best_step)
-            logger.info("saved %s", path)
-        barrier(ctx)
-        saved_at = state.step
-
-    state = TrainState()
-    if cfg.resume_from_checkpoint:
-        saved = ckpt.resume_training(output_dir, cfg.resume_from_checkpoint, model, optimizer, scheduler, scaler,
-                                     ctx.world_size)
-        if saved is not None:
-            state = TrainState(**saved)
-            run_log.truncate(state.step)
+    run = _Run.start(model, cfg, ctx, device, run_log, write_model_files, total_steps)
+    state, precision = run.state, cfg.precision
     train_model = _wrap(model, cfg.torch_compile, ctx, device)
     model.train()
     logger.info("training: %d examples, %d steps (%d per epoch), batch %d x %d devices x %d accumulation",
                 len(loader.dataset), total_steps, steps_per_epoch, cfg.batch_size, ctx.world_size,
                 cfg.gradient_accumulation_steps)
-    window, last_loss, stopped_early = LogWindow.open(device), float("nan"), False
+    window = LogWindow.open(device)
     bar = tqdm(total=total_steps, initial=state.step, desc="train", disable=not (cfg.progress and ctx.is_main))
-    while state.step < total_steps and not stopped_early:
+    while state.step < total_steps and not run.stopped_early():
         sampler.set_epoch(state.epoch, state.batch_in_epoch)
         for batch in loader:
             torch.manual_seed(step_seed(cfg.seed, ctx.rank, state.epoch, state.batch_in_epoch))
             state.batch_in_epoch += 1
             ends_epoch = state.batch_in_epoch == batches_per_epoch
             ends_group = state.batch_in_epoch % cfg.gradient_accumulation_steps == 0 or ends_epoch
-            loss = train_step(train_model, batch, precision, device, scaler, cfg.gradient_accumulation_steps,
+            loss = train_step(train_model, batch, precision, device, run.scaler, cfg.gradient_accumulation_steps,
                               sync=ends_group)
             window.add(loss, len(batch["input_ids"]) * ctx.world_size, state.step + 1,
                        watch_for_nan=precision.dtype != torch.float16)
             if not ends_group:
                 continue
-            window.skipped += optimizer_step(train_model, optimizer, scheduler, scaler, cfg.max_grad_norm)
+            window.skipped += optimizer_step(train_model, run.optimizer, run.scheduler, run.scaler,
+                                             cfg.max_grad_norm)
             state.step += 1
             bar.update(1)
-            at_log = state.step % cfg.logging_steps == 0 or state.step == total_steps
-            at_eval = evaluate is not None and _due(cfg.eval_strategy, cfg.eval_steps, state.step, ends_epoch)
-            # the best checkpoint can only be loaded at the end if every evaluated state was saved
-            at_save = (_due(cfg.save_strategy, cfg.save_steps, state.step, ends_epoch)
-                       or (at_eval and cfg.load_best_model_at_end))
-            if at_log or at_save or at_eval:
-                window.raise_if_diverged(output_dir)
-            if at_log:
-                figures = window.close(state, device)
-                run_log.write({"type": "train", "step": state.step, "epoch": state.progress(batches_per_epoch),
-                               **figures,
-                               "learning_rate": scheduler.get_last_lr()[0]})
-                bar.set_postfix(loss=f"{figures['loss']:.4f}")
-                last_loss = figures["loss"]
-            if at_eval:
-                metrics = evaluate()
-                run_log.write({"type": "eval", "step": state.step, **{f"eval_{k}": v for k, v in metrics.items()}})
-                if ranking is not None:
-                    state.record_evaluation(metrics[ranking.metric], ranking)
-                model.train()
-            if at_save:
-                save(state)
-            if at_eval or at_save:
-                window.restart_clock()
-            stopped_early = 0 < cfg.early_stopping_patience <= state.evaluations_since_best
-            if stopped_early:
-                logger.info("early stopping at step %d: %d evaluations without a better %s than step %d's %.4f",
-                            state.step, state.evaluations_since_best, ranking.metric, state.best_step,
-                            state.best_metric)
-            if state.step >= total_steps or stopped_early:
+            run.after_step(window, bar, batches_per_epoch, ends_epoch, evaluate, ranking)
+            if state.step >= total_steps or run.stopped_early():
                 break
         else:
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
     bar.close()
-    window.raise_if_diverged(output_dir)
-    if cfg.save_strategy != "no" and saved_at != state.step:
-        save(state)
+    window.raise_if_diverged(run.output_dir)
+    if cfg.save_strategy != "no" and run.saved_at != state.step:
+        run.save()
     if cfg.load_best_model_at_end and state.best_step:
-        best = output_dir / f"checkpoint-{state.best_step}"
-        model.load_state_dict(ckpt.load_model_weights(best, model), strict=False)
-        model.tie_weights()
-        logger.info("loaded the best checkpoint, %s (%s %.4f)", best, ranking.metric, state.best_metric)
+        run.load_best(ranking)
     return {"step": state.step, "epoch": state.progress(batches_per_epoch),
-            "train_loss": last_loss, "train_samples_per_second": state.train_samples / max(state.train_seconds, 1e-9),
+            "train_loss": run.last_loss,
+            "train_samples_per_second": state.train_samples / max(state.train_seconds, 1e-9),
             "train_seconds": state.train_seconds, "skipped_steps": state.skipped_steps,
             "best_metric": state.best_metric, "best_step": state.best_step or None}
+
+
+@dataclass
+class _Run:
+    """What one `fit()` call holds besides the model: optimizer, schedule, scaler and where training stands,
+    and what happens between steps (log lines, evaluations, checkpoints)."""
+
+    model: nn.Module
+    cfg: LoopConfig
+    ctx: DistContext
+    device: torch.device
+    run_log: RunLog
+    write_model_files: Callable[[nn.Module, Path], None]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    state: TrainState
+    total_steps: int
+    saved_at: int = -1
+    last_loss: float = float("nan")
+
+    @classmethod
+    def start(cls, model: nn.Module, cfg: LoopConfig, ctx: DistContext, device: torch.device, run_log: RunLog,
+              write_model_files: Callable[[nn.Module, Path], None], total_steps: int) -> _Run:
+        """A fresh run, or the one in `cfg.resume_from_checkpoint` with its optimizer, schedule and state."""
+        optimizer = build_optimizer(cfg.optimizer, model, cfg.learning_rate, cfg.weight_decay, device)
+        scheduler = linear_schedule(optimizer, int(cfg.warmup_proportion * total_steps), total_steps)
+        scaler = cfg.precision.grad_scaler(device)
+        state = TrainState()
+        if cfg.resume_from_checkpoint:
+            saved = ckpt.resume_training(Path(cfg.output_dir), cfg.resume_from_checkpoint, model, optimizer,
+                                         scheduler, scaler, ctx.world_size)
+            if saved is not None:
+                state = TrainState(**saved)
+                run_log.truncate(state.step)
+        return cls(model, cfg, ctx, device, run_log, write_model_files, optimizer, scheduler, scaler, state,
+                   total_steps)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.cfg.output_dir)
+
+    def after_step(self, window: LogWindow, bar: tqdm, batches_per_epoch: int, ends_epoch: bool,
+                   evaluate: Callable[[], dict[str, float]] | None, ranking: Ranking | None) -> None:
+        """The log line, evaluation and checkpoint that fall on the step just taken, if any."""
+        cfg, state = self.cfg, self.state
+        at_log = state.step % cfg.logging_steps == 0 or state.step == self.total_steps
+        at_eval = evaluate is not None and _due(cfg.eval_strategy, cfg.eval_steps, state.step, ends_epoch)
+        # the best checkpoint can only be loaded at the end if every evaluated state was saved
+        at_save = (_due(cfg.save_strategy, cfg.save_steps, state.step, ends_epoch)
+                   or (at_eval and cfg.load_best_model_at_end))
+        if at_log or at_save or at_eval:
+            window.raise_if_diverged(self.output_dir)
+        if at_log:
+            figures = window.close(state, self.device)
+            self.run_log.write({"type": "train", "step": state.step, "epoch": state.progress(batches_per_epoch),
+                                **figures, "learning_rate": self.scheduler.get_last_lr()[0]})
+            bar.set_postfix(loss=f"{figures['loss']:.4f}")
+            self.last_loss = figures["loss"]
+        if at_eval:
+            metrics = evaluate()
+            self.run_log.write({"type": "eval", "step": state.step, **{f"eval_{k}": v for k, v in metrics.items()}})
+            if ranking is not None:
+                state.record_evaluation(metrics[ranking.metric], ranking)
+                if self.stopped_early():
+                    logger.info("early stopping at step %d: %d evaluations without a better %s than step %d's %.4f",
+                                state.step, state.evaluations_since_best, ranking.metric, state.best_step,
+                                state.best_metric)
+            self.model.train()
+        if at_save:
+            self.save()
+        if at_eval or at_save:
+            window.restart_clock()
+
+    def stopped_early(self) -> bool:
+        return 0 < self.cfg.early_stopping_patience <= self.state.evaluations_since_best
+
+    def save(self) -> None:
+        state = self.state
+        if self.ctx.is_main:
+            path = ckpt.save_training_checkpoint(self.output_dir, state.step,
+                                                 lambda d: self.write_model_files(self.model, d), self.optimizer,
+                                                 self.scheduler, self.scaler, dataclasses.asdict(state),
+                                                 self.ctx.world_size, self.cfg.save_total_limit,
+                                                 protect=state.best_step)
+            logger.info("saved %s", path)
+        barrier(self.ctx)
+        self.saved_at = state.step
+
+    def load_best(self, ranking: Ranking) -> None:
+        best = self.output_dir / f"checkpoint-{self.state.best_step}"
+        self.model.load_state_dict(ckpt.load_model_weights(best, self.model), strict=False)
+        self.model.tie_weights()
+        logger.info("loaded the best checkpoint, %s (%s %.4f)", best, ranking.metric, self.state.best_metric)
 
 
 def write_trainer_state(cfg: LoopConfig, summary: dict[str, Any], run_log: RunLog) -> None:
