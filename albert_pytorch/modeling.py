@@ -204,11 +204,11 @@ class SequenceClassifierOutput:
 @dataclass
 class PreTrainingOutput:
     """Without labels, `prediction_logits` (B, T, V). With them, instead: `mlm_loss` (the mean over the M
-    predicted tokens), `mlm_predictions` (M,) the most likely token ids, and `loss` (MLM plus SOP)."""
+    predicted tokens), `mlm_correct` (M,) whether each target scored highest, and `loss` (MLM plus SOP)."""
     sop_logits: torch.Tensor
     prediction_logits: torch.Tensor | None = None
     mlm_loss: torch.Tensor | None = None
-    mlm_predictions: torch.Tensor | None = None
+    mlm_correct: torch.Tensor | None = None
     loss: torch.Tensor | None = None
 
 
@@ -387,9 +387,9 @@ class AlbertMLMHead(nn.Module):
         return self.decoder(self.transform(sequence))  # (B, T, V)
 
 
-# Rows of vocabulary logits held at once: 2M floats (8 MB), small enough that the allocator reuses one
-# buffer instead of mapping fresh pages for every (M, V) tensor, which cost more than the arithmetic.
-_LOGIT_CHUNK_ELEMENTS = 2 ** 21
+# Vocabulary logits held at once: 8M floats (32 MB), so memory stays flat however many tokens are masked.
+# On the CPU such chunks ran as fast as one whole (M, V) block; much smaller ones ran slower.
+_LOGIT_CHUNK_ELEMENTS = 2 ** 23
 
 
 class _VocabularyCrossEntropy(torch.autograd.Function):
@@ -404,7 +404,7 @@ class _VocabularyCrossEntropy(torch.autograd.Function):
                 chunk_rows: int, needs_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
         rows = hidden.shape[0]
         total_loss = torch.zeros((), device=hidden.device)
-        predictions = torch.empty(rows, dtype=torch.long, device=hidden.device)
+        correct = torch.empty(rows, dtype=torch.bool, device=hidden.device)
         if needs_grad:
             grad_hidden = torch.empty(hidden.shape, device=hidden.device)
             grad_weight = torch.zeros(weight.shape, device=weight.device)
@@ -412,8 +412,9 @@ class _VocabularyCrossEntropy(torch.autograd.Function):
         for start in range(0, rows, chunk_rows):
             h, y = hidden[start:start + chunk_rows], targets[start:start + chunk_rows]
             logits = torch.addmm(bias, h, weight.t()).float()  # in the caller's autocast precision
-            top, predictions[start:start + chunk_rows] = logits.max(dim=1)
+            top = logits.amax(dim=1)  # the max alone: an argmax pass costs several times more
             target_logit = logits.gather(1, y[:, None]).squeeze(1)
+            correct[start:start + chunk_rows] = target_logit >= top
             exp = logits.sub_(top[:, None]).exp_()  # in place: the chunk's one (rows, V) buffer
             partition = exp.sum(dim=1)
             total_loss += (partition.log() + top - target_logit).sum()
@@ -423,11 +424,11 @@ class _VocabularyCrossEntropy(torch.autograd.Function):
                                                  grad_hidden[start:start + chunk_rows], grad_weight, grad_bias)
         if needs_grad:
             ctx.save_for_backward(grad_hidden / rows, grad_weight / rows, grad_bias / rows)
-        ctx.mark_non_differentiable(predictions)
-        return total_loss / rows, predictions
+        ctx.mark_non_differentiable(correct)
+        return total_loss / rows, correct
 
     @staticmethod
-    def backward(ctx, grad_loss: torch.Tensor, _grad_predictions: torch.Tensor):
+    def backward(ctx, grad_loss: torch.Tensor, _grad_correct: torch.Tensor):
         grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
         return grad_hidden * grad_loss, grad_weight * grad_loss, grad_bias * grad_loss, None, None, None
 
@@ -445,8 +446,9 @@ def _accumulate_softmax_gradient(exp: torch.Tensor, partition: torch.Tensor, h: 
 
 def vocabulary_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                              targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`F.cross_entropy(hidden @ weight.T + bias, targets)` and the argmax token ids, (M, E) -> (), (M,),
-    without materializing the (M, V) logits: see `_VocabularyCrossEntropy`."""
+    """`F.cross_entropy(hidden @ weight.T + bias, targets)` and whether each target has the highest logit
+    (the argmax, up to exact ties), (M, E) -> (), (M,), without materializing the (M, V) logits: see
+    `_VocabularyCrossEntropy`."""
     chunk_rows = max(1, _LOGIT_CHUNK_ELEMENTS // weight.shape[0])
     # forward runs with grad mode off, so whether a backward can follow is decided here
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (hidden, weight, bias))
@@ -491,7 +493,7 @@ class AlbertForPreTraining(AlbertPreTrainedModel):
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 sentence_order_label: torch.Tensor | None = None) -> PreTrainingOutput:
         """Without `labels`: MLM logits at every position, (B, T, V). With them (-100 where nothing is
-        predicted): the MLM loss and predicted ids at the M predicted positions only, in row-major order, and
+        predicted): the MLM loss and which of the M predicted positions (in row-major order) were right, and
         the total loss. The vocabulary projection is most of the cost at small widths; Google's code
         gathers the same way."""
         sequence, pooled = self.albert(input_ids, attention_mask, token_type_ids)  # (B, T, H), (B, H)
@@ -500,13 +502,12 @@ class AlbertForPreTraining(AlbertPreTrainedModel):
             return PreTrainingOutput(sop_logits=sop_logits, prediction_logits=self.predictions(sequence))
         predicted = labels != -100  # (B, T)
         decoder = self.predictions.decoder
-        mlm_loss, mlm_predictions = vocabulary_cross_entropy(
+        mlm_loss, mlm_correct = vocabulary_cross_entropy(
             self.predictions.transform(sequence[predicted]), decoder.weight, decoder.bias, labels[predicted])
         loss = mlm_loss
         if sentence_order_label is not None:
             loss = loss + F.cross_entropy(sop_logits.float(), sentence_order_label.view(-1))
-        return PreTrainingOutput(sop_logits=sop_logits, mlm_loss=mlm_loss, mlm_predictions=mlm_predictions,
-                                 loss=loss)
+        return PreTrainingOutput(sop_logits=sop_logits, mlm_loss=mlm_loss, mlm_correct=mlm_correct, loss=loss)
 
 
 # -- checkpoint files -------------------------------------------------------------------------------

@@ -157,7 +157,7 @@ def evaluate_pretraining(model: nn.Module, dataset: PairShards, collator: Maskin
         labels, order = batch["labels"], batch["sentence_order_label"]
         targets = labels[labels != IGNORE_INDEX]
         sop = out.sop_logits.float()
-        totals += torch.stack([out.mlm_loss * targets.numel(), (out.mlm_predictions == targets).sum(),
+        totals += torch.stack([out.mlm_loss * targets.numel(), out.mlm_correct.sum(),
                                torch.tensor(targets.numel(), device=device),
                                F.cross_entropy(sop, order, reduction="sum"), (sop.argmax(-1) == order).sum(),
                                torch.tensor(order.numel(), device=device)]).double()

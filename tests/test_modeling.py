@@ -66,10 +66,10 @@ def test_pretraining_heads_and_gradients_match_transformers(tmp_path):
                sentence_order_label=order)
     assert (full.prediction_logits - b.prediction_logits).abs().max() < 1e-5
     # with labels, ours projects only the predicted positions onto the vocabulary: the same loss, the same
-    # argmax, and the same gradient through its hand-written backward
+    # hits (argmax == label), and the same gradient through its hand-written backward
     predicted = mlm_labels != -100
     assert a.prediction_logits is None
-    assert torch.equal(a.mlm_predictions, b.prediction_logits[predicted].argmax(-1))
+    assert torch.equal(a.mlm_correct, b.prediction_logits[predicted].argmax(-1) == mlm_labels[predicted])
     assert (a.sop_logits - b.sop_logits).abs().max() < 1e-5
     assert (a.loss - b.loss).abs() < 1e-5
     a.loss.backward()
@@ -87,7 +87,8 @@ def test_vocabulary_cross_entropy_is_cross_entropy_in_any_chunking(chunk_element
     hidden = torch.randn(23, 8, requires_grad=True)
     weight, bias = torch.randn(50, 8, requires_grad=True), torch.randn(50, requires_grad=True)
     targets = torch.randint(0, 50, (23,))
-    loss, predictions = modeling.vocabulary_cross_entropy(hidden, weight, bias, targets)
+    targets[:5] = (hidden[:5] @ weight.T + bias).argmax(-1)  # some right, so both outcomes are checked
+    loss, correct = modeling.vocabulary_cross_entropy(hidden, weight, bias, targets)
     (loss * 3).backward()
     ours = [t.grad.clone() for t in (hidden, weight, bias)]
     for t in (hidden, weight, bias):
@@ -96,7 +97,8 @@ def test_vocabulary_cross_entropy_is_cross_entropy_in_any_chunking(chunk_element
     expected = F.cross_entropy(logits, targets)
     (expected * 3).backward()
     assert (loss - expected).abs() < 1e-5
-    assert torch.equal(predictions, logits.argmax(-1))
+    assert torch.equal(correct, logits.argmax(-1) == targets)
+    assert 5 <= correct.sum() < 23
     for got, want in zip(ours, (hidden.grad, weight.grad, bias.grad), strict=True):
         assert (got - want).abs().max() < 1e-5
 
