@@ -409,6 +409,7 @@ class _VocabularyCrossEntropy(torch.autograd.Function):
             grad_hidden = torch.empty(hidden.shape, device=hidden.device)
             grad_weight = torch.zeros(weight.shape, device=weight.device)
             grad_bias = torch.zeros(bias.shape, device=bias.device)
+            weight32 = weight.float()
         for start in range(0, rows, chunk_rows):
             h, y = hidden[start:start + chunk_rows], targets[start:start + chunk_rows]
             logits = torch.addmm(bias, h, weight.t()).float()  # in the caller's autocast precision
@@ -420,7 +421,7 @@ class _VocabularyCrossEntropy(torch.autograd.Function):
             total_loss += (partition.log() + top - target_logit).sum()
             if needs_grad:
                 with torch.autocast(hidden.device.type, enabled=False):
-                    _accumulate_softmax_gradient(exp, partition, h.float(), y, weight.float(),
+                    _accumulate_softmax_gradient(exp, partition, h.float(), y, weight32,
                                                  grad_hidden[start:start + chunk_rows], grad_weight, grad_bias)
         if needs_grad:
             ctx.save_for_backward(grad_hidden / rows, grad_weight / rows, grad_bias / rows)
