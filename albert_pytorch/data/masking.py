@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ class MaskingSpec:
         return cls(mask_id=tokenizer.mask_token_id, special_ids=frozenset(tokenizer.all_special_ids),
                    word_start=np.array([piece.startswith("▁") for piece in pieces]), **settings)
 
-    @property
+    @cached_property
     def ngram_cumulative(self) -> list[float]:
         """Cumulative p(n) for n = 1..max_ngram, p(n) proportional to 1/n."""
         weights = 1.0 / np.arange(1, self.max_ngram + 1)
