@@ -40,6 +40,7 @@ from .data import Collator, EvalShardSampler, GlueFeatures, LengthGroupedBatchSa
 from .data.features import build_features
 from .device import Precision, default_pad_multiple, resolve_device, synchronize
 from .evaluate import batch_logits
+from .io import atomic_write_json
 from .loop import optimizer_step, train_step
 from .modeling import AlbertForSequenceClassification
 from .optim import build_optimizer, linear_schedule
@@ -507,7 +508,7 @@ def main(argv: list[str] | None = None) -> None:
         logger.info("--quick: %d training and %d dev rows, short rounds: the figures are indicative only (see the "
                     "spreads); the full run is the one to judge by", plan.train_rows, plan.dev_rows)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_json(args.json, report)
 
 
 def summarize(sections: dict[str, dict], checks: dict, ceiling: float, work: Workload, device: torch.device) -> dict:

@@ -4,6 +4,10 @@ A checkpoint is built in a hidden temporary directory, every file fsynced, a man
 file's sha256 written last, and the directory renamed to `checkpoint-<step>` in one atomic step.
 So `checkpoint-*` directories are always complete; on resume the manifest is verified anyway and a
 damaged checkpoint is reported and passed over for the previous one.
+
+The manifest also holds what defines the run (its settings, data, labels and model config, as the
+command builds them): a run resumes only from a checkpoint of the same run, else it is refused with
+the differences named, before anything is written.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from typing import Any
 
 import torch
 
-from .io import atomic_write_text, publish_directory, sha256_file
+from .config import UsageError
+from .io import atomic_write_text, publish_directory, sha256_file, to_json
+from .weights import load_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -33,19 +39,22 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(output_dir: Path, step: int, write_files, state: dict[str, Any], keep: int,
-                    protect: int = 0) -> Path:
-    """`write_files(dir)` writes the model files; `state` (tensors and plain values) goes to training_state.pt.
+                    protect: int = 0, run: dict[str, Any] | None = None) -> Path:
+    """`write_files(dir)` writes the model files; `state` (tensors and plain values) goes to training_state.pt;
+    `run` (what defines the run, JSON) goes into the manifest.
 
     Of the older checkpoints, `keep` are kept, and checkpoint-<protect> (the best) whatever its age.
     """
+    from safetensors import SafetensorError
+
     output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / f"checkpoint-{step}"
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}.", dir=output_dir))
-        _write_checkpoint(tmp, final, step, write_files, state)
-    # A full disk, a quota, a read-only mount (torch.save reports a failed write as a RuntimeError);
-    # the half-written copy is already gone.
-    except (OSError, RuntimeError) as err:
+        _write_checkpoint(tmp, final, step, write_files, state, run)
+    # A full disk, a quota, a read-only mount: torch.save reports a failed write as a RuntimeError and
+    # safetensors as its own error. The half-written copy is already gone.
+    except (OSError, RuntimeError, SafetensorError) as err:
         good = list_checkpoints(output_dir)
         raise CheckpointError(f"cannot write {final} ({err}); nothing of it was kept. The last good checkpoint is "
                               f"{good[-1] if good else 'none'}: free space, then resume with "
@@ -54,7 +63,8 @@ def save_checkpoint(output_dir: Path, step: int, write_files, state: dict[str, A
     return final
 
 
-def _write_checkpoint(tmp: Path, final: Path, step: int, write_files, state: dict[str, Any]) -> None:
+def _write_checkpoint(tmp: Path, final: Path, step: int, write_files, state: dict[str, Any],
+                      run: dict[str, Any] | None) -> None:
     try:
         write_files(tmp)
         torch.save(state, tmp / STATE_NAME)
@@ -62,7 +72,7 @@ def _write_checkpoint(tmp: Path, final: Path, step: int, write_files, state: dic
         for name in files:
             with open(tmp / name, "rb") as handle:
                 os.fsync(handle.fileno())
-        atomic_write_text(tmp / MANIFEST, json.dumps({"step": step, "files": files}, indent=1))
+        atomic_write_text(tmp / MANIFEST, to_json({"step": step, "files": files, "run": run}, indent=1))
         publish_directory(tmp)
         if final.exists():  # a re-run of the same step replaces the old copy
             shutil.rmtree(final)
@@ -86,11 +96,13 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def verify(checkpoint: Path) -> None:
+def verify(checkpoint: Path) -> dict[str, Any]:
+    """The checkpoint's manifest, once every file it lists is there with its checksum."""
     manifest = checkpoint / MANIFEST
     try:
-        files = json.loads(manifest.read_text())["files"]
-    except (OSError, ValueError, KeyError) as err:
+        record = json.loads(manifest.read_text())
+        files = record["files"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{checkpoint}: no readable {MANIFEST} ({err})") from err
     for name, digest in files.items():
         path = checkpoint / name
@@ -98,6 +110,7 @@ def verify(checkpoint: Path) -> None:
             raise CheckpointError(f"{checkpoint}: {name} is missing")
         if sha256_file(path) != digest:
             raise CheckpointError(f"{checkpoint}: {name} is damaged (its checksum does not match {MANIFEST})")
+    return record
 
 
 def load_state(checkpoint: Path) -> dict[str, Any]:
@@ -114,51 +127,84 @@ def resolve_resume(output_dir: Path, resume: str) -> list[Path]:
         return candidates
     path = Path(resume)
     if not path.is_dir():
-        raise CheckpointError(f"{path}: no such checkpoint directory")
+        raise UsageError(f"--resume_from_checkpoint {path}: no such checkpoint directory")
     return [path]
 
 
-# -- the training state beside the model ------------------------------------------------------------
-
-def save_training_checkpoint(output_dir: Path, step: int, write_model_files, optimizer, scheduler, scaler,
-                             train_state: dict[str, Any], world_size: int, keep: int, protect: int = 0) -> Path:
-    """A checkpoint that resumes exactly: model files plus optimizer, scheduler, scaler and data position."""
-    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "scaler": scaler.state_dict(), "train_state": train_state, "world_size": world_size}
-    return save_checkpoint(output_dir, step, write_model_files, state, keep, protect)
-
-
-def resume_training(output_dir: Path, resume: str, model, optimizer, scheduler, scaler,
-                    world_size: int) -> dict[str, Any] | None:
-    """Load the newest good checkpoint into the model and optimizer objects; returns its saved train
-    state, or None when there is nothing to resume yet. A damaged checkpoint is reported and passed over."""
+def checkpoint_to_resume(output_dir: Path, resume: str, run: dict[str, Any]) -> Path | None:
+    """The checkpoint a run resumes from: the one named, or with `latest` the newest undamaged one (damaged
+    ones are reported and passed over); None when there is none yet. One written by another run (other
+    data, labels, model config or settings than `run`) is refused with the differences named."""
     candidates = resolve_resume(output_dir, resume)
     for path in candidates:
         try:
-            saved = load_state(path)
-            weights = load_model_weights(path, model)
-        except Exception as err:  # any damage means: try the previous checkpoint
+            saved = verify(path).get("run")
+        except CheckpointError as err:
             logger.warning("cannot resume from %s (%s); trying an older checkpoint", path, err)
             continue
-        if saved.get("world_size") != world_size:
-            logger.warning("%s was written with world size %s, now %s: the data order will differ", path,
-                           saved.get("world_size"), world_size)
-        model.load_state_dict(weights, strict=False)
-        model.tie_weights()
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        logger.info("resumed from %s at step %d", path, saved["train_state"]["step"])
-        return saved["train_state"]
+        if saved is None:
+            logger.warning("%s records no run settings (an older version wrote it): cannot check that it belongs "
+                           "to this run", path)
+        else:
+            differences = run_differences(saved, json.loads(to_json(run)))
+            if differences:
+                raise UsageError(f"{path} belongs to another run, so resuming it would mix the two: "
+                                 + "; ".join(differences[:6]) + (" ..." if len(differences) > 6 else "")
+                                 + ". Resume with the checkpoint's settings and data, or start a new run in a new "
+                                 "--output_dir.")
+        return path
     if candidates:
         raise CheckpointError(f"none of the checkpoints in {output_dir} could be loaded")
     return None
 
 
+def run_differences(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """`key: value in the checkpoint, value now` for each leaf that differs (nested keys dotted)."""
+    differences = []
+    for key in sorted(set(saved) | set(now)):
+        old, new = saved.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += run_differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            differences.append(f"{prefix}{key}: {_short(old)} in the checkpoint, {_short(new)} now")
+    return differences
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# -- the training state beside the model ------------------------------------------------------------
+
+def save_training_checkpoint(output_dir: Path, step: int, write_model_files, optimizer, scheduler, scaler,
+                             train_state: dict[str, Any], world_size: int, keep: int, protect: int = 0,
+                             run: dict[str, Any] | None = None) -> Path:
+    """A checkpoint that resumes exactly: model files plus optimizer, scheduler, scaler and data position."""
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "scaler": scaler.state_dict(), "train_state": train_state, "world_size": world_size}
+    return save_checkpoint(output_dir, step, write_model_files, state, keep, protect, run)
+
+
+def resume_training(checkpoint: Path, model, optimizer, scheduler, scaler, world_size: int) -> dict[str, Any]:
+    """Load a checkpoint (found by `checkpoint_to_resume`) into the model and optimizer objects; returns its
+    saved train state."""
+    saved = load_state(checkpoint)
+    weights = load_model_weights(checkpoint, model)
+    if saved.get("world_size") != world_size:
+        logger.warning("%s was written with world size %s, now %s: the data order will differ", checkpoint,
+                       saved.get("world_size"), world_size)
+    model.load_state_dict(weights, strict=False)
+    model.tie_weights()
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    scaler.load_state_dict(saved["scaler"])
+    logger.info("resumed from %s at step %d", checkpoint, saved["train_state"]["step"])
+    return saved["train_state"]
+
+
 def load_model_weights(checkpoint: Path, model) -> dict[str, torch.Tensor]:
     """The checkpoint's weights, checked to fit `model` key for key (tied copies are not stored)."""
-    from .modeling import load_state_dict
-
     weights = load_state_dict(checkpoint)
     own = model.state_dict()
     missing = sorted(set(own) - set(weights) - set(model.tied_keys))

@@ -12,6 +12,7 @@ import typing
 from pathlib import Path
 
 from .config import LoopConfig
+from .io import to_json
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
@@ -113,55 +114,44 @@ def cmd_pth2onnx(args: argparse.Namespace) -> int:
 
 
 def cmd_opt_onnx(args: argparse.Namespace) -> int:
-    import json
-
     from .deploy.optimize import optimize
 
     report = optimize(args.input_file, args.output_file, args.target, args.fp16, args.int8)
-    print(json.dumps(report, indent=2))
+    print(to_json(report))
     return 0
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    import json
-
     from .deploy.runtime import RunOptions, run
 
     options = RunOptions(args.output_dirname, args.outfmt, args.batchsize, args.device, args.provider, args.loop,
                          args.warmup_count, progress=sys.stderr.isatty())
     summary = run(args.model, args.input.split(","), args.output, options)
-    print(json.dumps(summary, indent=2))
+    print(to_json(summary))
     return 0
 
 
 def cmd_postprocess(args: argparse.Namespace) -> int:
-    import json
-
     from .deploy.postprocess import postprocess
 
-    print(json.dumps(postprocess(args.result_dir, args.label_path, args.task_name, args.outfmt, args.output_dtype),
-                     indent=2))
+    print(to_json(postprocess(args.result_dir, args.label_path, args.task_name, args.outfmt, args.output_dtype)))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import json
-
     from .deploy.predict import predict, read_inputs
 
     pairs = read_inputs(args.texts, args.input)
     for record in predict(args.model_dir, pairs, args.onnx, args.batch_size, args.max_seq_length, args.provider):
-        print(json.dumps(record, ensure_ascii=False))
+        print(to_json(record, indent=None))
     return 0
 
 
 def cmd_tokenizer(args: argparse.Namespace) -> int:
-    import json
-
     from .tokenization import build_tokenizer
 
-    print(json.dumps(build_tokenizer(args.input, args.output_dir, args.vocab_size, args.max_sentences, args.seed),
-                     indent=2))
+    print(to_json(build_tokenizer(args.input, args.output_dir, args.vocab_size, args.max_sentences, args.seed,
+                                  args.overwrite_output_dir)))
     return 0
 
 
@@ -286,7 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="text files, or folders of .txt files; blank lines are skipped")
     option(tok, "--vocab_size", type=int, default=30000, help="pieces, special ones included (fewer if the text "
                                                                 "is too small for that many)")
-    option(tok, "--output_dir", required=True, help="where spiece.model and the tokenizer files go")
+    option(tok, "--output_dir", required=True, help="where spiece.model and the tokenizer files go (a new or empty "
+                                                     "folder)")
+    option(tok, "--overwrite_output_dir", action="store_true",
+           help="replace the tokenizer files of a used --output_dir (its other files stay)")
     option(tok, "--max_sentences", type=int, default=0, help="train on this many lines sampled from the input "
                                                              "(0: all)")
     option(tok, "--seed", type=int, default=42, help="seed for that sampling")
@@ -311,6 +304,11 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        logging.getLogger("albert_pytorch").error("interrupted. %s", _where_to_resume(args))
+        code = 130  # the shell's code for a process ended by Ctrl-C
     except (ValueError, OSError, RuntimeError) as err:
         if args.debug:
             raise
@@ -319,3 +317,16 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("albert_pytorch").error("%s", err)
         code = 2 if isinstance(err, UsageError) else 1
     sys.exit(code)
+
+
+def _where_to_resume(args: argparse.Namespace) -> str:
+    """What an interrupted command leaves: the last checkpoint of a training run."""
+    if args.command not in ("train", "pretrain"):
+        return "Nothing was written."
+    from .checkpoint import list_checkpoints
+
+    output_dir = Path(getattr(args, "output_dir", None) or "")
+    saved = list_checkpoints(output_dir) if output_dir.is_dir() else []
+    if not saved:
+        return "No checkpoint was saved, so the output folder was left as it was."
+    return f"The last checkpoint is {saved[-1]}: continue with --resume_from_checkpoint latest."

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write_text
+from .io import atomic_write_text, to_json
 
 CONFIG_NAME = "config.json"
 
@@ -171,8 +171,7 @@ class AlbertConfig:
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         Path(directory).mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-        atomic_write_text(Path(directory) / CONFIG_NAME, text)
+        atomic_write_text(Path(directory) / CONFIG_NAME, to_json(self.to_dict(), sort_keys=True) + "\n")
 
     def with_overrides(self, overrides: str) -> AlbertConfig:
         """Apply `"hidden_size=256,num_hidden_layers=4"`-style overrides, type-checked per field."""
@@ -195,10 +194,19 @@ class AlbertConfig:
 # -- training runs ------------------------------------------------------------------------------------
 
 def setting(default: Any, help: str, choices: tuple[str, ...] | None = None, aliases: tuple[str, ...] = (),
-            shown_default: str | None = None) -> Any:
-    """A run-config field with its command-line help; `choices` are checked here and by the parser."""
+            shown_default: str | None = None, defines_run: bool = False) -> Any:
+    """A run-config field with its command-line help; `choices` are checked here and by the parser.
+
+    `defines_run`: the setting shapes what is trained (data, schedule, precision ...), so a run resumed from a
+    checkpoint must have the value the checkpoint was trained with (`run_settings`).
+    """
     return field(default=default, metadata={"help": help, "choices": choices, "aliases": aliases,
-                                            "shown_default": shown_default})
+                                            "shown_default": shown_default, "defines_run": defines_run})
+
+
+def run_settings(config: Any) -> dict[str, Any]:
+    """The settings of a run config that define the run (see `setting`), by name."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.metadata.get("defines_run")}
 
 
 @dataclass
@@ -209,18 +217,19 @@ class LoopConfig:
                                              "non-empty one unless --overwrite_output_dir or resuming")
     overwrite_output_dir: bool = setting(False, "clear --output_dir first when it holds an earlier run "
                                                 "(train_config.json); other non-empty folders are never cleared")
-    num_train_epochs: float = setting(3.0, "epochs to train (fractions allowed)")
-    max_steps: int = setting(-1, "optimizer steps to train; > 0 overrides --num_train_epochs")
+    num_train_epochs: float = setting(3.0, "epochs to train (fractions allowed)", defines_run=True)
+    max_steps: int = setting(-1, "optimizer steps to train; > 0 overrides --num_train_epochs", defines_run=True)
     batch_size: int = setting(32, "training batch size per device",
-                              aliases=("--batch-size", "--per_device_train_batch_size"))
+                              aliases=("--batch-size", "--per_device_train_batch_size"), defines_run=True)
     eval_batch_size: int = setting(64, "evaluation batch size per device", aliases=("--per_device_eval_batch_size",))
-    learning_rate: float = setting(2e-5, "peak learning rate")
-    weight_decay: float = setting(0.01, "decoupled weight decay on weight matrices (not biases or LayerNorm)")
+    learning_rate: float = setting(2e-5, "peak learning rate", defines_run=True)
+    weight_decay: float = setting(0.01, "decoupled weight decay on weight matrices (not biases or LayerNorm)",
+                                  defines_run=True)
     warmup_proportion: float = setting(0.1, "fraction of the steps spent warming the learning rate up; then "
-                                            "it decays linearly to 0", aliases=("--warmup_ratio",))
-    gradient_accumulation_steps: int = setting(1, "micro-batches per optimizer step")
-    max_grad_norm: float = setting(1.0, "clip the gradient norm to this (<= 0: no clipping)")
-    seed: int = setting(42, "seed for initialization, shuffling and dropout")
+                                            "it decays linearly to 0", aliases=("--warmup_ratio",), defines_run=True)
+    gradient_accumulation_steps: int = setting(1, "micro-batches per optimizer step", defines_run=True)
+    max_grad_norm: float = setting(1.0, "clip the gradient norm to this (<= 0: no clipping)", defines_run=True)
+    seed: int = setting(42, "seed for initialization, shuffling and dropout", defines_run=True)
     logging_steps: int = setting(50, "write a train_log.jsonl line every N steps")
     save_steps: int = setting(0, "write checkpoint-<step>/ every N steps (0: only at the end)")
     save_total_limit: int = setting(2, "checkpoints kept; older ones are deleted (never the best one)")
@@ -233,14 +242,14 @@ class LoopConfig:
                                                   "the last ones (a checkpoint is saved at every evaluation)")
     metric_for_best_model: str | None = setting(None, "what ranks evaluations: a metric (acc, mcc, corr, f1, "
                                                       "pearson, ... or transformers' names) or loss",
-                                                shown_default="the task's main metric")
+                                                shown_default="the task's main metric", defines_run=True)
     early_stopping_patience: int = setting(0, "stop after N evaluations without improvement (0: never)")
     optimizer: str = setting("adamw", "adamw, or lamb (ALBERT's optimizer; apex's fused LAMB on CUDA/NPU "
-                                      "when installed)", choices=("adamw", "lamb"))
-    fp16: bool = setting(False, "mixed precision in float16 with dynamic loss scaling")
+                                      "when installed)", choices=("adamw", "lamb"), defines_run=True)
+    fp16: bool = setting(False, "mixed precision in float16 with dynamic loss scaling", defines_run=True)
     fp16_opt_level: str = setting("O1", "apex level, accepted for ModelZoo scripts: O1 and O2 both map onto "
-                                        "native torch.amp (no apex needed)", choices=("O1", "O2"))
-    bf16: bool = setting(False, "mixed precision in bfloat16 (no loss scaling needed)")
+                                        "native torch.amp (no apex needed)", choices=("O1", "O2"), defines_run=True)
+    bf16: bool = setting(False, "mixed precision in bfloat16 (no loss scaling needed)", defines_run=True)
     device: str = setting("auto", "auto picks cuda, then npu, then cpu; a named device that is absent is an "
                                   "error", choices=("auto", "cpu", "cuda", "npu"))
     resume_from_checkpoint: str | None = setting(None, "'latest' (newest good checkpoint in --output_dir) or a "
@@ -301,14 +310,14 @@ class LoopConfig:
 # fine-tuning does; these replace the defaults of every flag not given when no data is named.
 SAMPLE_RECIPE = {"learning_rate": 2e-3, "num_train_epochs": 10.0, "batch_size": 16, "warmup_proportion": 0.1,
                  "logging_steps": 10, "max_seq_length": 64}
-ACTIONS = ("do_train", "do_eval", "do_predict")
 
 
 @dataclass
 class TrainConfig(LoopConfig):
     """One fine-tuning run; saved as train_config.json beside its outputs."""
 
-    task_name: str = setting("SST-2", "GLUE task: CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE or WNLI")
+    task_name: str = setting("SST-2", "GLUE task: CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE or WNLI",
+                             defines_run=True)
     data_dir: str | None = setting(None, "the task's folder of GLUE TSVs (e.g. dataset/SST-2); with neither it "
                                          "nor --model_name_or_path, the embedded sample is trained")
     model_name_or_path: str | None = setting(None, "model directory (config.json, weights, spiece.model) or "
@@ -317,7 +326,9 @@ class TrainConfig(LoopConfig):
                                            "with named columns")
     validation_file: str | None = setting(None, "your own dev data, same columns (for --do_eval)")
     test_file: str | None = setting(None, "your own test data, labels optional (for --do_predict)")
-    text_column: str = setting("sentence", "the text column of your files")
+    text_column: str | None = setting(None, "the text column of your files",
+                                      shown_default="sentence, or else the file's one column besides the label "
+                                                    "(two: a pair), as run_glue picks them")
     text_pair_column: str | None = setting(None, "the second text column, for sentence pairs")
     label_column: str = setting("label", "the label column of your files")
     label_names: str = setting("", "comma-separated classes in the order the model numbers them",
@@ -325,16 +336,21 @@ class TrainConfig(LoopConfig):
     task_type: str = setting("auto", "classification or regression; auto: regression when the labels are "
                                      "non-integer numbers", choices=("auto", "classification", "regression"))
     output_dir: str = setting("outputs/SST-2", "where the model, checkpoints and logs go")
-    do_train: bool = setting(True, "train (with none of --do_train/--do_eval/--do_predict: train and evaluate)")
-    do_eval: bool = setting(True, "evaluate on the dev set(s)")
-    do_predict: bool = setting(False, "write test-set predictions in GLUE submission format")
-    max_seq_length: int = setting(128, "longest input in tokens; longer ones are cut (pairs longest-first)")
-    max_train_samples: int | None = setting(None, "train on the first N examples only")
-    max_eval_samples: int | None = setting(None, "evaluate on the first N examples only")
+    do_train: bool = setting(True, "train", shown_default="on, unless --do_eval is asked for without --do_train")
+    do_eval: bool = setting(True, "evaluate on the dev set(s)",
+                            shown_default="on, unless --do_train is asked for without --do_eval; own data: when "
+                                          "--validation_file is given")
+    do_predict: bool = setting(False, "write test-set predictions in GLUE submission format (independent of "
+                                      "--do_train and --do_eval)")
+    max_seq_length: int = setting(128, "longest input in tokens; longer ones are cut (pairs longest-first)",
+                                  defines_run=True)
+    max_train_samples: int | None = setting(None, "train on the first N examples only", defines_run=True)
+    max_eval_samples: int | None = setting(None, "evaluate on the first N examples only", defines_run=True)
     from_scratch: bool = setting(False, "random init from the model directory's config.json instead of loading "
                                         "weights")
     config_overrides: str = setting("", "comma-separated config changes, e.g. hidden_size=256,num_hidden_layers=4")
-    group_by_length: bool = setting(True, "batch sentences of similar length together, which cuts padding")
+    group_by_length: bool = setting(True, "batch sentences of similar length together, which cuts padding",
+                                    defines_run=True)
     pad_to_multiple_of: int = setting(0, "pad each batch's length to a multiple of N (0: 8 on GPU/NPU, 1 on CPU)")
     skip_bad_rows: bool = setting(False, "skip malformed TSV rows (counted and reported) instead of stopping at "
                                          "the first")
@@ -348,8 +364,19 @@ class TrainConfig(LoopConfig):
         super().validate()
         if self.max_seq_length < 2:
             raise UsageError(f"--max_seq_length must be at least 2, got {self.max_seq_length}")
+        for name in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if not (self.do_train or self.do_eval or self.do_predict):
+            raise UsageError("nothing to do: --no-do_train, --no-do_eval and no --do_predict")
         if self.from_scratch and not self.do_train:
             raise UsageError("--from_scratch without --do_train would evaluate random weights")
+        if self.resume_from_checkpoint and not self.do_train:
+            raise UsageError("--resume_from_checkpoint continues training: add --do_train")
+        names = self.label_name_list
+        if names is not None and len(set(names)) != len(names):
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            raise UsageError(f"--label_names names {', '.join(map(repr, duplicates))} more than once")
         if self.own_files:
             self._validate_own_files()
             return
@@ -370,6 +397,11 @@ class TrainConfig(LoopConfig):
     def own_files(self) -> bool:
         return any((self.train_file, self.validation_file, self.test_file))
 
+    @property
+    def label_name_list(self) -> list[str] | None:
+        """--label_names as a list, or None when not given."""
+        return [name.strip() for name in self.label_names.split(",") if name.strip()] or None
+
     def _validate_own_files(self) -> None:
         if self.data_dir is not None:
             raise UsageError("--data_dir (a GLUE task) and --train_file/--validation_file/--test_file (your own "
@@ -382,19 +414,24 @@ class TrainConfig(LoopConfig):
                                    ("do_predict", self.test_file, "--test_file")):
             if getattr(self, action) and not file:
                 raise UsageError(f"--{action} with your own data needs {flag}")
+        if self.evaluates_during_training and not self.validation_file:
+            raise UsageError("evaluating during training (--eval_steps, --eval_strategy epoch) needs "
+                             "--validation_file")
 
     @classmethod
     def from_flags(cls, given: dict[str, Any]) -> TrainConfig:
         """The run a command line means; `given` holds only the flags that were typed.
 
-        With none of --do_train/--do_eval/--do_predict it trains and evaluates (your own data: evaluates if
-        it has a --validation_file); with some, it does just those. With no data and no model named it runs
-        the embedded sample, whose recipe (SAMPLE_RECIPE) fills every flag not given.
+        As in run_glue, --do_train, --do_eval and --do_predict are independent. Asking for neither --do_train
+        nor --do_eval trains and evaluates (your own data: evaluates when it has a --validation_file); asking
+        for one of them does only what is asked; --no-do_train or --no-do_eval turns off just that one. With no
+        data and no model named it runs the embedded sample, whose recipe (SAMPLE_RECIPE) fills every flag not
+        given.
         """
         values = dict(given)
-        asked = any(values.get(action) for action in ACTIONS)
-        for action in ACTIONS:
-            values.setdefault(action, not asked and action != "do_predict")
+        asked = bool(given.get("do_train") or given.get("do_eval"))
+        values.setdefault("do_train", not asked)
+        values.setdefault("do_eval", not asked)
         if values.get("train_file") and "do_eval" not in given:
             values["do_eval"] = bool(values.get("validation_file"))  # own data evaluates when it has a dev file
         if not any(name in values for name in ("data_dir", "model_name_or_path", "train_file", "validation_file",
@@ -425,26 +462,29 @@ class PretrainConfig(LoopConfig):
                                         "it, is albert-base-v2's, and its vocab_size follows the tokenizer")
     config_overrides: str = setting("", "comma-separated config changes, e.g. hidden_size=256,num_hidden_layers=4")
     line_by_line: bool = setting(False, "each non-blank line is a document of its own (a file of short phrases); "
-                                        "otherwise documents end at blank lines and WikiText title lines")
-    max_seq_length: int = setting(128, "tokens per pretraining sequence, [CLS] and both [SEP] included")
-    short_seq_prob: float = setting(0.1, "probability of a shorter target length for a sequence")
-    mlm_probability: float = setting(0.15, "share of the (non-special) tokens predicted")
-    max_ngram: int = setting(3, "longest masked n-gram, in whole words (p(n) proportional to 1/n)")
-    max_predictions_per_seq: int = setting(20, "cap on the predicted tokens of one sequence")
-    max_eval_samples: int | None = setting(None, "evaluate on the first N held-out pairs only")
-    group_by_length: bool = setting(True, "batch sequences of similar length together, which cuts padding")
+                                        "otherwise documents end at blank lines and WikiText title lines",
+                                 defines_run=True)
+    max_seq_length: int = setting(128, "tokens per pretraining sequence, [CLS] and both [SEP] included",
+                                  defines_run=True)
+    short_seq_prob: float = setting(0.1, "probability of a shorter target length for a sequence", defines_run=True)
+    mlm_probability: float = setting(0.15, "share of the (non-special) tokens predicted", defines_run=True)
+    max_ngram: int = setting(3, "longest masked n-gram, in whole words (p(n) proportional to 1/n)", defines_run=True)
+    max_predictions_per_seq: int = setting(20, "cap on the predicted tokens of one sequence", defines_run=True)
+    max_eval_samples: int | None = setting(None, "evaluate on the first N held-out pairs only", defines_run=True)
+    group_by_length: bool = setting(True, "batch sequences of similar length together, which cuts padding",
+                                    defines_run=True)
     pad_to_multiple_of: int = setting(0, "pad each batch's length to a multiple of N (0: 8 on GPU/NPU, 1 on CPU)")
     cache_dir: str | None = setting(None, "token shard cache folder", shown_default="$ALBERT_PYTORCH_CACHE's "
                                                                                     "pretraining/")
     output_dir: str = setting("outputs/pretrain", "where the model, checkpoints and logs go")
     optimizer: str = setting("lamb", "lamb (ALBERT's optimizer; apex's fused LAMB on CUDA/NPU when installed) or "
-                                     "adamw", choices=("adamw", "lamb"))
+                                     "adamw", choices=("adamw", "lamb"), defines_run=True)
     learning_rate: float = setting(8e-3, "peak learning rate (for LAMB at batch 64; 2e-3 lowered the MLM loss "
-                                         "4x less in 250 steps, see docs/results.md)")
+                                         "4x less in 250 steps, see docs/results.md)", defines_run=True)
     batch_size: int = setting(64, "training batch size per device",
-                              aliases=("--batch-size", "--per_device_train_batch_size"))
+                              aliases=("--batch-size", "--per_device_train_batch_size"), defines_run=True)
     metric_for_best_model: str | None = setting(None, "what ranks evaluations: " + ", ".join(PRETRAINING_METRICS),
-                                                shown_default="loss")
+                                                shown_default="loss", defines_run=True)
 
     def validate(self) -> None:
         super().validate()

@@ -1,5 +1,6 @@
 """Atomic file writes: a kill at any moment leaves either the old file or the new one, never half.
-(And `text_files`, the one meaning of "text files or folders" on a command line.)
+(And strict JSON, the cache folder, and `text_files`, the one meaning of "text files or folders" on a
+command line.)
 
 Temporary files and folders are private while written (mkstemp/mkdtemp make them 0600/0700) and get the
 usual permissions, 0666/0777 less the umask, before they are renamed into place: a model directory must
@@ -11,10 +12,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -44,6 +48,50 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def to_json(data: Any, indent: int | None = 2, sort_keys: bool = False) -> str:
+    """JSON that every parser reads: NaN and infinities (which Python writes as bare `NaN`) become null."""
+    return json.dumps(_finite(data), indent=indent, allow_nan=False, ensure_ascii=False, sort_keys=sort_keys)
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(value) for value in data]
+    return data
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
+    atomic_write_text(path, to_json(data) + "\n")
+
+
+class NotUtf8Error(ValueError):
+    """A text file with bytes that are not UTF-8; the message names the file, line and column."""
+
+    def __init__(self, path: str | os.PathLike, line: int, problem: str):
+        self.path, self.line, self.problem = Path(path), line, problem
+        super().__init__(f"{path}:{line}: {problem}")
+
+
+def read_utf8(path: str | os.PathLike) -> str:
+    """A text file's contents (a leading byte-order mark dropped); NotUtf8Error names where it is not UTF-8."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line_start = raw.rfind(b"\n", 0, err.start) + 1
+        raise NotUtf8Error(path, raw.count(b"\n", 0, err.start) + 1,
+                           f"not UTF-8 text ({err.reason} at byte {err.start} of the file, column "
+                           f"{err.start - line_start + 1} of the line)") from None
+
+
+def cache_root() -> Path:
+    """Where caches go: $ALBERT_PYTORCH_CACHE, or ~/.cache/albert_pytorch."""
+    return Path(os.environ.get("ALBERT_PYTORCH_CACHE", Path.home() / ".cache" / "albert_pytorch"))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,10 +27,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .config import LoopConfig, UsageError
+from .config import LoopConfig
 from .data.samplers import step_seed
 from .device import DistContext, Precision, barrier, synchronize
-from .io import atomic_write_text
+from .io import atomic_write_json
 from .optim import build_optimizer, linear_schedule
 from .runlog import RunLog
 
@@ -177,18 +175,21 @@ class LogWindow:
 
 def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext, device: torch.device,
         run_log: RunLog, write_model_files: Callable[[nn.Module, Path], None],
-        evaluate: Callable[[], dict[str, float]] | None = None, ranking: Ranking | None = None) -> dict[str, Any]:
-    """Train `model` on `loader` as `cfg` says, checkpointing and resuming in `cfg.output_dir`.
+        evaluate: Callable[[], dict[str, float]] | None = None, ranking: Ranking | None = None,
+        identity: dict[str, Any] | None = None, resume_from: Path | None = None) -> dict[str, Any]:
+    """Train `model` on `loader` as `cfg` says, checkpointing in `cfg.output_dir`.
 
     `evaluate()` returns metrics to log when `cfg.eval_strategy` says; `ranking` names the one that picks
     the best checkpoint and stops early; `write_model_files(model, dir)` writes what a checkpoint holds
-    besides the training state. Returns the step count, throughput and best evaluation.
+    besides the training state; `identity` (what defines the run) goes into every checkpoint's manifest;
+    `resume_from` is the checkpoint to continue (`checkpoint.checkpoint_to_resume` found and matched it).
+    Returns the step count, throughput and best evaluation.
     """
     sampler: ResumableBatchSampler = loader.batch_sampler
     batches_per_epoch = len(sampler)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation_steps)
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
-    run = _Run.start(model, cfg, ctx, device, run_log, write_model_files, total_steps)
+    run = _Run.start(model, cfg, ctx, device, run_log, write_model_files, total_steps, identity, resume_from)
     state, precision = run.state, cfg.precision
     train_model = _wrap(model, cfg.torch_compile, ctx, device)
     model.train()
@@ -248,25 +249,27 @@ class _Run:
     scaler: torch.amp.GradScaler
     state: TrainState
     total_steps: int
+    identity: dict[str, Any] | None
     saved_at: int = -1
-    last_loss: float = float("nan")
+    last_loss: float | None = None  # of the last log line
 
     @classmethod
     def start(cls, model: nn.Module, cfg: LoopConfig, ctx: DistContext, device: torch.device, run_log: RunLog,
-              write_model_files: Callable[[nn.Module, Path], None], total_steps: int) -> _Run:
-        """A fresh run, or the one in `cfg.resume_from_checkpoint` with its optimizer, schedule and state."""
+              write_model_files: Callable[[nn.Module, Path], None], total_steps: int,
+              identity: dict[str, Any] | None, resume_from: Path | None) -> _Run:
+        """A fresh run, or the one saved in `resume_from` with its optimizer, schedule and state."""
         optimizer = build_optimizer(cfg.optimizer, model, cfg.learning_rate, cfg.weight_decay, device)
         scheduler = linear_schedule(optimizer, int(cfg.warmup_proportion * total_steps), total_steps)
         scaler = cfg.precision.grad_scaler(device)
-        state = TrainState()
-        if cfg.resume_from_checkpoint:
-            saved = ckpt.resume_training(Path(cfg.output_dir), cfg.resume_from_checkpoint, model, optimizer,
-                                         scheduler, scaler, ctx.world_size)
-            if saved is not None:
-                state = TrainState(**saved)
-                run_log.truncate(state.step)
-        return cls(model, cfg, ctx, device, run_log, write_model_files, optimizer, scheduler, scaler, state,
-                   total_steps)
+        run = cls(model, cfg, ctx, device, run_log, write_model_files, optimizer, scheduler, scaler, TrainState(),
+                  total_steps, identity)
+        if resume_from is not None:
+            run.state = TrainState(**ckpt.resume_training(resume_from, model, optimizer, scheduler, scaler,
+                                                          ctx.world_size))
+            run_log.truncate(run.state.step)
+            # a run resumed at its end trains no step: its loss is the one its log holds
+            run.last_loss = next((r["loss"] for r in reversed(run_log.records()) if r["type"] == "train"), None)
+        return run
 
     @property
     def output_dir(self) -> Path:
@@ -314,7 +317,7 @@ class _Run:
                                                  lambda d: self.write_model_files(self.model, d), self.optimizer,
                                                  self.scheduler, self.scaler, dataclasses.asdict(state),
                                                  self.ctx.world_size, self.cfg.save_total_limit,
-                                                 protect=state.best_step)
+                                                 protect=state.best_step, run=self.identity)
             logger.info("saved %s", path)
         barrier(self.ctx)
         self.saved_at = state.step
@@ -335,33 +338,7 @@ def write_trainer_state(cfg: LoopConfig, summary: dict[str, Any], run_log: RunLo
              "best_metric": summary.get("best_metric"), "best_global_step": best_step,
              "best_model_checkpoint": str(Path(cfg.output_dir) / f"checkpoint-{best_step}") if best_step else None,
              "log_history": run_log.records()}
-    atomic_write_text(Path(cfg.output_dir) / "trainer_state.json", json.dumps(state, indent=2) + "\n")
-
-
-def prepare_output_dir(cfg: LoopConfig, ctx: DistContext, trains: bool = True) -> None:
-    """Training never mixes runs in one folder: a used --output_dir is refused, unless the run resumes
-    from it or --overwrite_output_dir clears it, which it does only for an earlier run's folder."""
-    output_dir = Path(cfg.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UsageError(f"--output_dir {output_dir} is a file; give a folder (new or empty)")
-    used = output_dir.is_dir() and any(output_dir.iterdir())
-    clear = used and trains and not cfg.resume_from_checkpoint
-    if clear and not cfg.overwrite_output_dir:
-        raise UsageError(f"--output_dir {output_dir} is not empty: it may hold another run, whose checkpoints and "
-                         "logs this one would mix with its own. Choose a new folder, add --overwrite_output_dir to "
-                         "clear it, or --resume_from_checkpoint latest to continue that run.")
-    if clear and not (output_dir / "train_config.json").is_file():
-        raise UsageError(f"--output_dir {output_dir} is not empty and holds no earlier run (no train_config.json); "
-                         "--overwrite_output_dir clears only a run's folder. Choose a new or empty folder.")
-    barrier(ctx)  # every rank has looked before the main one clears
-    if clear and ctx.is_main:
-        logger.info("--overwrite_output_dir: clearing %s", output_dir)
-        for child in output_dir.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
-    barrier(ctx)
+    atomic_write_json(Path(cfg.output_dir) / "trainer_state.json", state)
 
 
 def _due(strategy: str, every: int, step: int, ends_epoch: bool) -> bool:

@@ -13,7 +13,6 @@ dict moves between the two libraries without renaming.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -25,14 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import CONFIG_NAME, AlbertConfig
+from .config import AlbertConfig
 from .io import atomic_write
+from .weights import WEIGHTS_NAME, WeightsError, load_state_dict, normalize_keys, resolve_model_dir
 
 logger = logging.getLogger(__name__)
-
-WEIGHTS_NAME = "model.safetensors"
-WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
-LEGACY_WEIGHTS_NAME = "pytorch_model.bin"
 
 
 def _gelu_tanh_pow(x: torch.Tensor) -> torch.Tensor:
@@ -212,10 +208,6 @@ class PreTrainingOutput:
     loss: torch.Tensor | None = None
 
 
-class WeightsError(RuntimeError):
-    """Weights that are missing, unreadable, or do not fit the config."""
-
-
 class AlbertPreTrainedModel(nn.Module):
     """Weight init and the Hugging Face directory format (config.json + model.safetensors)."""
 
@@ -308,7 +300,7 @@ class AlbertPreTrainedModel(nn.Module):
         model (run_mlm's AlbertForMaskedLM has no pooler, a backbone no classifier) and starts fresh;
         one that is partly there is damage, and like any other missing or mis-shaped key an error.
         """
-        state = _normalize_keys(state, self.state_dict().keys())
+        state = normalize_keys(state, self.state_dict().keys())
         own = self.state_dict()
         mismatched = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
         reinit_heads = [k for k in mismatched if k.startswith(self.new_head_prefixes)]
@@ -424,9 +416,11 @@ class _VocabularyCrossEntropy(torch.autograd.Function):
                     _accumulate_softmax_gradient(exp, partition, h.float(), y, weight32,
                                                  grad_hidden[start:start + chunk_rows], grad_weight, grad_bias)
         if needs_grad:
-            ctx.save_for_backward(grad_hidden / rows, grad_weight / rows, grad_bias / rows)
+            ctx.save_for_backward(grad_hidden / max(rows, 1), grad_weight / max(rows, 1), grad_bias / max(rows, 1))
         ctx.mark_non_differentiable(correct)
-        return total_loss / rows, correct
+        # a batch with nothing to predict (every word longer than its sequence's budget) adds no loss, as the
+        # reference's 1e-5 in the denominator makes it, instead of 0/0
+        return total_loss / max(rows, 1), correct
 
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor, _grad_correct: torch.Tensor):
@@ -470,6 +464,7 @@ class AlbertForPreTraining(AlbertPreTrainedModel):
     """Masked-LM + sentence-order prediction, ALBERT's pretraining objective."""
 
     architecture = "AlbertForPreTraining"
+    head_prefixes = ("classifier.",)  # a fine-tuned classifier's head: its encoder pretrains on without it
     new_head_prefixes = ("predictions.", "sop_classifier.")
     # The decoder reuses the input embedding matrix and the head's bias, as in the original.
     tied_keys = ("predictions.decoder.weight", "predictions.decoder.bias")
@@ -509,72 +504,6 @@ class AlbertForPreTraining(AlbertPreTrainedModel):
         if sentence_order_label is not None:
             loss = loss + F.cross_entropy(sop_logits.float(), sentence_order_label.view(-1))
         return PreTrainingOutput(sop_logits=sop_logits, mlm_loss=mlm_loss, mlm_correct=mlm_correct, loss=loss)
-
-
-# -- checkpoint files -------------------------------------------------------------------------------
-
-def resolve_model_dir(path_or_hub_id: str | os.PathLike) -> Path:
-    """A local directory as is; otherwise a hub id fetched through huggingface_hub."""
-    path = Path(path_or_hub_id)
-    if path.is_dir():
-        return path
-    if path.exists() or str(path_or_hub_id).startswith((".", "/", "~")) or str(path_or_hub_id).count("/") > 1:
-        raise WeightsError(f"{path}: not a model directory")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(
-            str(path_or_hub_id),
-            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME, "model-*.safetensors",
-                            LEGACY_WEIGHTS_NAME, "spiece.model", "tokenizer*.json", "special_tokens_map.json"]))
-    except Exception as err:  # network, auth and not-found errors all end the same way for the user
-        raise WeightsError(
-            f"{path_or_hub_id!r} is neither a local model directory nor a reachable hub model ({err}). "
-            "Pass a directory holding config.json and model.safetensors (or pytorch_model.bin).") from err
-
-
-def load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
-    """Tensors only: safetensors, or pytorch_model.bin with torch.load(weights_only=True)."""
-    from pickle import UnpicklingError
-
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    single, index, legacy = directory / WEIGHTS_NAME, directory / WEIGHTS_INDEX_NAME, directory / LEGACY_WEIGHTS_NAME
-    try:
-        if single.is_file():
-            return load_file(str(single))
-        if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            return {k: v for shard in shards for k, v in load_file(str(directory / shard)).items()}
-        if legacy.is_file():
-            state = torch.load(legacy, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-                raise WeightsError(f"{legacy}: not a state dict of tensors")
-            return state
-    except (SafetensorError, UnpicklingError, OSError, RuntimeError, ValueError, KeyError) as err:
-        if isinstance(err, WeightsError):
-            raise
-        raise WeightsError(f"{directory}: cannot read the weights ({type(err).__name__}: {err})") from err
-    raise WeightsError(
-        f"{directory}: no weights found (looked for {WEIGHTS_NAME}, {WEIGHTS_INDEX_NAME}, {LEGACY_WEIGHTS_NAME}). "
-        "A directory with only config.json describes a model but holds no trained weights: pass a "
-        "directory with pretrained weights, or train from scratch with --from_scratch "
-        "(random init from this config.json).")
-
-
-def _normalize_keys(state: dict[str, torch.Tensor], own_keys) -> dict[str, torch.Tensor]:
-    """Accept the spellings other exporters use: TF's gamma/beta, and a bare AlbertModel's unprefixed keys."""
-    own_keys = set(own_keys)
-    renamed = {}
-    for key, value in state.items():
-        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-        if key not in own_keys and f"albert.{key}" in own_keys:
-            key = f"albert.{key}"
-        if key.endswith(("position_ids", "token_type_ids")) and key not in own_keys:
-            continue  # old HF checkpoints saved these buffers
-        renamed[key] = value
-    return renamed
 
 
 def count_parameters(model: nn.Module) -> int:

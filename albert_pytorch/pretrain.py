@@ -11,8 +11,8 @@ AlbertForPreTraining model with its tokenizer, which transformers loads and `tra
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,48 +22,93 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .config import AlbertConfig, PretrainConfig, UsageError
+from . import checkpoint as ckpt
+from .config import AlbertConfig, ConfigError, PretrainConfig, UsageError, run_settings
 from .data import EvalShardSampler, LengthGroupedBatchSampler
 from .data.corpus import PairShards, load_or_build_pair_shards
 from .data.masking import IGNORE_INDEX, MaskingCollator, MaskingSpec
 from .device import DistContext, Precision, barrier, default_pad_multiple, init_distributed, shutdown_distributed
-from .io import atomic_write_text, text_files
-from .loop import Ranking, fit, prepare_output_dir, write_trainer_state
-from .modeling import AlbertForPreTraining, count_parameters, resolve_model_dir
+from .io import atomic_write_json, text_files
+from .loop import Ranking, fit, write_trainer_state
+from .modeling import AlbertForPreTraining, count_parameters
+from .rundir import TRAINING, OutputFolder
 from .runlog import RunLog, format_values
 from .tokenization import load_tokenizer, save_tokenizer_files
+from .weights import resolve_model_dir
 
 logger = logging.getLogger("albert_pytorch")
 
 
 def run(cfg: PretrainConfig) -> dict[str, Any]:
-    """Pretrain as `cfg` says; returns the summary (on every process)."""
+    """Pretrain as `cfg` says; returns the summary (on every process). Every input is read and checked
+    before the output folder is touched, as `train.run` does."""
     cfg.validate()
+    folder = OutputFolder.check(cfg.output_dir, TRAINING, cfg.overwrite_output_dir,
+                                resume=bool(cfg.resume_from_checkpoint),
+                                sources=(cfg.model_name_or_path, cfg.tokenizer_name))
     ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
     try:
-        return _pretrain(cfg, ctx, device)
+        built = build_pretraining(cfg, ctx, device)
+        with folder.opened(ctx.is_main):
+            barrier(ctx)
+            return _pretrain(cfg, ctx, device, built)
     finally:
         shutdown_distributed()
 
 
-def _pretrain(cfg: PretrainConfig, ctx: DistContext, device: torch.device) -> dict[str, Any]:
-    prepare_output_dir(cfg, ctx)
-    train_files = text_files(cfg.train_files)  # a mistyped path fails here, before any work
-    validation_files = text_files(cfg.validation_files) if cfg.validation_files else None
-    tokenizer_dir = Path(cfg.tokenizer_name) if cfg.tokenizer_name else resolve_model_dir(cfg.model_name_or_path)
+@dataclass
+class PretrainingRun:
+    """What a pretraining run is made of, every part read and checked before its folder is touched."""
+
+    tokenizer_dir: Path
+    tokenizer: Any
+    model: AlbertForPreTraining
+    train_set: PairShards
+    eval_set: PairShards | None
+    collator: MaskingCollator
+    identity: dict[str, Any]
+    resume_from: Path | None
+
+
+def build_pretraining(cfg: PretrainConfig, ctx: DistContext, device: torch.device) -> PretrainingRun:
+    """Text files, tokenizer, model and masking for `cfg`, each checked; writes nothing but caches."""
+    try:
+        train_files = text_files(cfg.train_files)
+        validation_files = text_files(cfg.validation_files) if cfg.validation_files else None
+    except FileNotFoundError as err:
+        raise UsageError(str(err)) from None
+    model_dir = resolve_model_dir(cfg.model_name_or_path) if cfg.model_name_or_path else None
+    tokenizer_dir = Path(cfg.tokenizer_name) if cfg.tokenizer_name else model_dir
+    if not tokenizer_dir.is_dir():
+        raise UsageError(f"--tokenizer_name {tokenizer_dir}: no such folder")
     tokenizer = load_tokenizer(tokenizer_dir)
-    model = pretraining_model(cfg, len(tokenizer)).to(device)
-    logger.info("pretraining %s parameters (%s) on %s, world size %d", f"{count_parameters(model):,}",
-                "from scratch" if cfg.from_scratch else cfg.model_name_or_path, device, ctx.world_size)
+    config = pretraining_config(cfg, model_dir, len(tokenizer))
     train_set = corpus_pairs(cfg, train_files, tokenizer, ctx)
     eval_set = corpus_pairs(cfg, validation_files, tokenizer, ctx) if validation_files else None
+    identity = {"settings": run_settings(cfg), "model": config.to_dict(), "train_data": train_set.directory.name,
+                "eval_data": eval_set.directory.name if eval_set is not None else None}
+    resume_from = None
+    if cfg.resume_from_checkpoint:
+        resume_from = ckpt.checkpoint_to_resume(Path(cfg.output_dir), cfg.resume_from_checkpoint, identity)
+    torch.manual_seed(cfg.seed)
+    if model_dir is None or cfg.from_scratch:
+        model = AlbertForPreTraining.from_config(config)
+    else:
+        model = AlbertForPreTraining.from_pretrained(model_dir, config=config)
+    model.to(device)
+    logger.info("pretraining %s parameters (%s) on %s, world size %d", f"{count_parameters(model):,}",
+                "from scratch" if cfg.from_scratch else cfg.model_name_or_path, device, ctx.world_size)
     spec = MaskingSpec.from_tokenizer(tokenizer, mask_prob=cfg.mlm_probability, max_ngram=cfg.max_ngram,
                                       max_predictions=cfg.max_predictions_per_seq)
     collator = MaskingCollator(tokenizer.pad_token_id, spec, cfg.pad_to_multiple_of or default_pad_multiple(device))
+    return PretrainingRun(tokenizer_dir, tokenizer, model, train_set, eval_set, collator, identity, resume_from)
+
+
+def _pretrain(cfg: PretrainConfig, ctx: DistContext, device: torch.device, built: PretrainingRun) -> dict[str, Any]:
+    model, train_set, eval_set, collator = built.model, built.train_set, built.eval_set, built.collator
     output_dir = Path(cfg.output_dir)
     if ctx.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(output_dir / "train_config.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+        atomic_write_json(output_dir / "train_config.json", dataclasses.asdict(cfg))
 
     def evaluate() -> dict[str, float]:
         return evaluate_pretraining(model, eval_set, collator, cfg.eval_batch_size, device, cfg.precision, ctx,
@@ -71,7 +116,7 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext, device: torch.device) -> di
 
     def write_model_files(trained: nn.Module, directory: Path) -> None:
         trained.save_pretrained(directory)
-        save_tokenizer_files(tokenizer, tokenizer_dir, directory)
+        save_tokenizer_files(built.tokenizer, built.tokenizer_dir, directory)
 
     sampler = LengthGroupedBatchSampler(train_set.lengths, cfg.batch_size, cfg.seed, ctx.world_size, ctx.rank,
                                         group_by_length=cfg.group_by_length)
@@ -81,7 +126,8 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext, device: torch.device) -> di
     run_log = RunLog(output_dir, enabled=ctx.is_main, tensorboard=cfg.report_to == "tensorboard")
     trained = fit(model, loader, cfg, ctx, device, run_log, write_model_files,
                   evaluate=evaluate if eval_set is not None else None,
-                  ranking=Ranking(metric, greater_is_better=metric.endswith("accuracy")))
+                  ranking=Ranking(metric, greater_is_better=metric.endswith("accuracy")), identity=built.identity,
+                  resume_from=built.resume_from)
     summary: dict[str, Any] = {"device": device.type, "world_size": ctx.world_size,
                                "global_batch_size": cfg.batch_size * ctx.world_size * cfg.gradient_accumulation_steps,
                                "train_pairs": len(train_set), **{k: v for k, v in trained.items() if v is not None}}
@@ -96,7 +142,7 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext, device: torch.device) -> di
         summary.update({k: final[k] for k in ("mlm_accuracy", "sop_accuracy")})
     if ctx.is_main:
         write_model_files(model, output_dir)
-        atomic_write_text(output_dir / "all_results.json", json.dumps(results, indent=2) + "\n")
+        atomic_write_json(output_dir / "all_results.json", results)
         write_trainer_state(cfg, summary, run_log)
         run_log.plot("eval_mlm_accuracy", "eval_sop_accuracy", evaluated_on="held-out")
         logger.info("pretrained model saved to %s (loads in transformers' AlbertForPreTraining; fine-tune it with "
@@ -106,24 +152,26 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext, device: torch.device) -> di
     return summary
 
 
-def pretraining_model(cfg: PretrainConfig, tokenizer_size: int) -> AlbertForPreTraining:
-    """The model to pretrain: the weights of --model_name_or_path, or random init (from its config.json, or
-    albert-base-v2's shape) whose vocabulary is the tokenizer's."""
-    model_dir = resolve_model_dir(cfg.model_name_or_path) if cfg.model_name_or_path else None
+def pretraining_config(cfg: PretrainConfig, model_dir: Path | None, tokenizer_size: int) -> AlbertConfig:
+    """The config to pretrain: --model_name_or_path's (any ALBERT, a fine-tuned classifier's encoder included),
+    or for random init albert-base-v2's shape, whose vocabulary is the tokenizer's."""
     config = AlbertConfig.from_pretrained(model_dir) if model_dir else AlbertConfig()
-    if cfg.config_overrides:
-        config = config.with_overrides(cfg.config_overrides)
+    try:
+        if cfg.config_overrides:
+            config = config.with_overrides(cfg.config_overrides)
+        config.check_sequence_length(cfg.max_seq_length)
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
     if cfg.from_scratch:
         config = dataclasses.replace(config, vocab_size=tokenizer_size)
     elif tokenizer_size > config.vocab_size:
         raise UsageError(f"the tokenizer has {tokenizer_size} pieces, more than the model's vocab_size "
                          f"{config.vocab_size}: it is not this model's tokenizer (drop --tokenizer_name, or "
                          "pretrain --from_scratch)")
-    config.check_sequence_length(cfg.max_seq_length)
-    torch.manual_seed(cfg.seed)
-    if model_dir is None or cfg.from_scratch:
-        return AlbertForPreTraining.from_config(config)
-    return AlbertForPreTraining.from_pretrained(model_dir, config=config)
+    # a fine-tuned model's labels and task name describe its classifier, which pretraining does not keep
+    config.set_labels(["LABEL_0", "LABEL_1"])
+    config.problem_type = config.finetuning_task = None
+    return config
 
 
 def corpus_pairs(cfg: PretrainConfig, files: list[Path], tokenizer, ctx: DistContext) -> PairShards:
@@ -165,6 +213,7 @@ def evaluate_pretraining(model: nn.Module, dataset: PairShards, collator: Maskin
         dist.all_reduce(totals)
     model.train(was_training)
     mlm_loss, mlm_correct, tokens, sop_loss, sop_correct, pairs = totals.tolist()
+    tokens = max(tokens, 1)  # held-out text with nothing to predict scores 0, not 0/0
     return {"loss": mlm_loss / tokens + sop_loss / pairs, "mlm_loss": mlm_loss / tokens,
             "mlm_accuracy": mlm_correct / tokens, "sop_loss": sop_loss / pairs, "sop_accuracy": sop_correct / pairs,
             "num_examples": int(pairs)}

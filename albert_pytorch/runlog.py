@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write_text
+from .io import atomic_write_text, to_json
 
 logger = logging.getLogger("albert_pytorch")
 
@@ -37,7 +37,7 @@ class RunLog:
         if not self.enabled:
             return
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(to_json(record, indent=None) + "\n")
         writer = self._writer()
         if writer is not None:
             for key, value in record.items():
@@ -56,7 +56,7 @@ class RunLog:
         """Drop records past `step`: a run resumed from that checkpoint writes them again."""
         if self.enabled and self.path.is_file():
             kept = [record for record in self.records() if record["step"] <= step]
-            atomic_write_text(self.path, "".join(json.dumps(record) + "\n" for record in kept))
+            atomic_write_text(self.path, "".join(to_json(record, indent=None) + "\n" for record in kept))
 
     def plot(self, *metrics: str, evaluated_on: str = "dev") -> None:
         """training_curves.png: train loss and `metrics` (`eval_` keys of the eval records), labelled with the

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from .config import UsageError
 from .io import text_files
+from .rundir import TOKENIZER, OutputFolder
 
 SPIECE_NAME = "spiece.model"
 TOKENIZER_FILES = (SPIECE_NAME, "tokenizer.json")
@@ -68,41 +71,76 @@ def train_sentencepiece(texts: Iterable[str], out_dir: str | os.PathLike, vocab_
     import sentencepiece as spm
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     spm.set_random_generator_seed(seed)  # the sentence sampling
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.txt"
+        lines = 0
         with open(corpus, "w", encoding="utf-8") as handle:
             for text in texts:
                 handle.write(text.lower() + "\n")
-        spm.SentencePieceTrainer.train(
-            input=str(corpus), model_prefix=str(Path(tmp) / "spiece"), vocab_size=vocab_size,
-            model_type="unigram", normalization_rule_name="nmt_nfkc", character_coverage=1.0,
-            pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"],
-            hard_vocab_limit=False, num_threads=1, minloglevel=2, input_sentence_size=max_sentences,
-            shuffle_input_sentence=max_sentences > 0)
+                lines += 1
+        if not lines:
+            raise TokenizerError("the text is empty (every line blank): nothing to learn a vocabulary from")
+        try:
+            spm.SentencePieceTrainer.train(
+                input=str(corpus), model_prefix=str(Path(tmp) / "spiece"), vocab_size=vocab_size,
+                model_type="unigram", normalization_rule_name="nmt_nfkc", character_coverage=1.0,
+                pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"],
+                hard_vocab_limit=False, num_threads=1, minloglevel=2, input_sentence_size=max_sentences,
+                shuffle_input_sentence=max_sentences > 0)
+        except RuntimeError as err:
+            raise TokenizerError(_sentencepiece_problem(str(err), vocab_size)) from None
+        out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / SPIECE_NAME
         os.replace(Path(tmp) / "spiece.model", target)
     return target
 
 
+def _sentencepiece_problem(message: str, vocab_size: int) -> str:
+    """SentencePiece's INTERNAL check failures, said as what is wrong and what to change."""
+    needed = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", message)
+    if needed:
+        return (f"--vocab_size {vocab_size} is too small: the text has {needed.group(2)} distinct characters and "
+                "special pieces, and each needs a piece of its own. Give a larger --vocab_size.")
+    return f"SentencePiece could not learn a vocabulary from this text ({message.strip().splitlines()[-1]})"
+
+
 def text_lines(inputs: Sequence[str | os.PathLike]) -> Iterator[str]:
     """The non-blank lines of text files; a folder stands for every .txt file under it, in name order."""
     for path in text_files(inputs):
-        with open(path, encoding="utf-8", errors="strict") as handle:
-            try:
-                yield from (line.strip() for line in handle if line.strip())
-            except UnicodeDecodeError as err:
-                raise TokenizerError(f"{path}: not UTF-8 text ({err.reason})") from None
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8").strip()
+                except UnicodeDecodeError as err:
+                    raise TokenizerError(f"{path}:{number}: not UTF-8 text ({err.reason} at byte {err.start} of "
+                                         "the line)") from None
+                if line:
+                    yield line
 
 
 def build_tokenizer(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike, vocab_size: int,
-                    max_sentences: int = 0, seed: int = 42) -> dict:
+                    max_sentences: int = 0, seed: int = 42, overwrite: bool = False) -> dict:
     """`python3 -m albert_pytorch tokenizer`: a tokenizer directory that transformers' AlbertTokenizer,
-    and so `train`, `pretrain`, `predict` and the deployment chain, load as a model directory's own."""
-    train_sentencepiece(text_lines(inputs), output_dir, vocab_size, max_sentences, seed)
-    tokenizer = load_tokenizer(output_dir)
-    tokenizer.save_pretrained(str(output_dir))
+    and so `train`, `pretrain`, `predict` and the deployment chain, load as a model directory's own.
+
+    The whole set of files is made in a temporary folder, then moved in: a used --output_dir is refused
+    unless `overwrite`, which replaces an earlier tokenizer's files (and only those) there.
+    """
+    folder = OutputFolder.check(output_dir, TOKENIZER, overwrite)
+    try:
+        files = text_files(inputs)
+    except FileNotFoundError as err:
+        raise UsageError(str(err)) from None
+    if vocab_size < 6:
+        raise UsageError(f"--vocab_size {vocab_size}: ALBERT's five special pieces alone take 5")
+    with tempfile.TemporaryDirectory() as tmp:
+        train_sentencepiece(text_lines(files), tmp, vocab_size, max_sentences, seed)
+        tokenizer = load_tokenizer(tmp)
+        tokenizer.save_pretrained(tmp)
+        with folder.opened() as directory:
+            for made in Path(tmp).iterdir():
+                shutil.move(made, directory / made.name)
     specials = {token: tokenizer.convert_tokens_to_ids(token) for token in ("<pad>", "<unk>", "[CLS]", "[SEP]",
                                                                             "[MASK]")}
     return {"output_dir": str(output_dir), "vocab_size": len(tokenizer), "special_ids": specials}

@@ -10,8 +10,8 @@ One process, or many under torchrun, with the same code.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +21,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .config import AlbertConfig, TrainConfig, UsageError
+from . import checkpoint as ckpt
+from .config import AlbertConfig, ConfigError, TrainConfig, UsageError, run_settings
 from .data import (
     Collator,
+    Example,
     GlueFeatures,
     GlueTask,
     LengthGroupedBatchSampler,
@@ -34,12 +36,14 @@ from .data import (
 from .data.files import own_data_task
 from .device import DistContext, barrier, default_pad_multiple, init_distributed, shutdown_distributed
 from .evaluate import evaluate_splits, predict_logits, trainer_eval_results, write_submission
-from .io import atomic_write_text
-from .loop import Ranking, fit, prepare_output_dir, write_trainer_state
+from .io import atomic_write_json
+from .loop import Ranking, fit, write_trainer_state
 from .metrics import resolve_metric
-from .modeling import AlbertForSequenceClassification, count_parameters, resolve_model_dir
+from .modeling import AlbertForSequenceClassification, count_parameters
+from .rundir import EVALUATION, TRAINING, OutputFolder
 from .runlog import RunLog, format_values
 from .tokenization import load_tokenizer, save_tokenizer_files
+from .weights import resolve_model_dir
 
 logger = logging.getLogger("albert_pytorch")
 
@@ -56,7 +60,7 @@ def sequence_classifier(config: AlbertConfig, weights_dir: Path | None) -> Alber
 
 @dataclass
 class FinetuneRun:
-    """What a fine-tuning run is made of."""
+    """What a fine-tuning run is made of, every part read and checked before its folder is touched."""
 
     task: GlueTask
     data_dir: Path
@@ -64,27 +68,39 @@ class FinetuneRun:
     tokenizer: Any
     model: nn.Module
     collator: Collator
+    train_set: GlueFeatures | None
     eval_sets: dict[str, GlueFeatures]
+    test_sets: dict[str, tuple[GlueFeatures, list[Example]]]
+    identity: dict[str, Any]  # what defines the run: recorded in checkpoints, matched on resume
+    resume_from: Path | None
 
 
 def run(cfg: TrainConfig, model_factory: ModelFactory = sequence_classifier) -> dict[str, Any]:
-    """Train and/or evaluate as `cfg` says; returns the summary (on every process)."""
+    """Train and/or evaluate as `cfg` says; returns the summary (on every process).
+
+    Every input is read and checked (data, labels, tokenizer, config, the checkpoint to resume) before the
+    output folder is touched; a run that fails before saving anything leaves the folder as it found it.
+    """
     cfg.validate()
+    folder = OutputFolder.check(cfg.output_dir, TRAINING if cfg.do_train else EVALUATION, cfg.overwrite_output_dir,
+                                resume=bool(cfg.resume_from_checkpoint), sources=(cfg.model_name_or_path,))
     ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
     try:
-        return _finetune(cfg, ctx, device, model_factory)
+        with tempfile.TemporaryDirectory(prefix="albert-sample-model-") as scratch:
+            built = build_run(cfg, ctx, device, model_factory, Path(scratch))
+            with folder.opened(ctx.is_main):
+                barrier(ctx)
+                return _finetune(cfg, ctx, device, built)
     finally:
         shutdown_distributed()
 
 
-def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_factory: ModelFactory) -> dict:
-    prepare_output_dir(cfg, ctx, trains=cfg.do_train)
-    built = build_run(cfg, ctx, device, model_factory)
+def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, built: FinetuneRun) -> dict[str, Any]:
     task, model, output_dir = built.task, built.model, Path(cfg.output_dir)
     precision = cfg.precision
     if ctx.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(output_dir / "train_config.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+        atomic_write_json(output_dir / ("train_config.json" if cfg.do_train else "eval_config.json"),
+                          dataclasses.asdict(cfg))
 
     def evaluate(progress: bool = False, per_class: bool = False) -> dict[str, dict[str, Any]]:
         return evaluate_splits(model, task, built.eval_sets, cfg.eval_batch_size, device, precision, ctx,
@@ -96,39 +112,37 @@ def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
     global_batch = cfg.batch_size * ctx.world_size * cfg.gradient_accumulation_steps
     summary: dict[str, Any] = {"task": task.name, "device": device.type, "world_size": ctx.world_size,
                                "global_batch_size": global_batch}
-    run_log = RunLog(output_dir, enabled=ctx.is_main, tensorboard=cfg.report_to == "tensorboard")
+    run_log = RunLog(output_dir, enabled=ctx.is_main and cfg.do_train, tensorboard=cfg.report_to == "tensorboard")
     train_results: dict[str, Any] = {}
-    if cfg.do_train:
-        train_set = _features(cfg, task, built.data_dir, "train", built.tokenizer, cfg.max_train_samples)[0]
-        main_split = task.eval_splits[0]
+    if built.train_set is not None:
         metric = resolve_metric(cfg.metric_for_best_model, task)
-        trained = fit(model, train_loader(cfg, train_set, built.collator, ctx, device), cfg, ctx, device, run_log,
-                      write_model_files, evaluate=(lambda: evaluate()[main_split]) if built.eval_sets else None,
-                      ranking=Ranking(metric, greater_is_better=metric != "loss"))
+        main_split = task.eval_splits[0] if built.eval_sets else None
+        trained = fit(model, train_loader(cfg, built.train_set, built.collator, ctx, device), cfg, ctx, device,
+                      run_log, write_model_files,
+                      evaluate=(lambda: evaluate()[main_split]) if main_split else None,
+                      ranking=Ranking(metric, greater_is_better=metric != "loss"), identity=built.identity,
+                      resume_from=built.resume_from)
         summary.update({k: v for k, v in trained.items() if v is not None})
         train_results = {"epoch": trained["epoch"], "train_loss": trained["train_loss"],
-                         "train_runtime": trained["train_seconds"], "train_samples": len(train_set),
+                         "train_runtime": trained["train_seconds"], "train_samples": len(built.train_set),
                          "train_samples_per_second": trained["train_samples_per_second"]}
     eval_results: dict[str, Any] = {}
-    if cfg.do_eval:
+    if cfg.do_eval and built.eval_sets:
         results = evaluate(progress=cfg.progress, per_class=True)
         eval_results = {"epoch": summary.get("epoch"), **trainer_eval_results(task, results)}
         if ctx.is_main:
-            atomic_write_text(output_dir / "eval_results.json", json.dumps(eval_results, indent=2) + "\n")
+            atomic_write_json(output_dir / "eval_results.json", eval_results)
         first = results[task.eval_splits[0]]
         summary.update({task.metric: first[task.metric], "eval_examples": first["num_examples"]})
         if cfg.do_train:  # the model as saved, in the log history and the curves beside the evaluations so far
             run_log.write({"type": "eval", "step": summary["step"], "final": True,
                            **{f"eval_{k}": v for k, v in first.items() if isinstance(v, int | float)}})
-    if ctx.is_main:
-        atomic_write_text(output_dir / "all_results.json",
-                          json.dumps({**train_results, **eval_results}, indent=2) + "\n")
-    if cfg.do_predict:
-        for split in task.test_splits:
-            features, examples = _features(cfg, task, built.data_dir, split, built.tokenizer, None)
-            logits = predict_logits(model, features, cfg.eval_batch_size, device, precision, ctx, built.collator)
-            if ctx.is_main:
-                write_submission(task, examples, logits, output_dir / task.submission_name(split))
+    if ctx.is_main and (train_results or eval_results):
+        atomic_write_json(output_dir / "all_results.json", {**train_results, **eval_results})
+    for split, (features, examples) in built.test_sets.items():
+        logits = predict_logits(model, features, cfg.eval_batch_size, device, precision, ctx, built.collator)
+        if ctx.is_main:
+            write_submission(task, examples, logits, output_dir / task.submission_name(split))
     if ctx.is_main and cfg.do_train:
         write_model_files(model, output_dir)
         logger.info("model saved to %s (loads in transformers too)", output_dir)
@@ -140,62 +154,82 @@ def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
     return summary
 
 
-def build_run(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_factory: ModelFactory) -> FinetuneRun:
-    """Data, tokenizer, model and collator for `cfg`, each checked (paths, lengths, weights) before training."""
+def build_run(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_factory: ModelFactory,
+              scratch: Path) -> FinetuneRun:
+    """Data, tokenizer, model and collator for `cfg`, each checked (paths, rows, labels, lengths, weights,
+    the checkpoint to resume); writes nothing but caches (and the embedded sample's model into `scratch`)."""
     if cfg.own_files:
         data_dir, model_dir, from_scratch = Path.cwd(), resolve_model_dir(cfg.model_name_or_path), cfg.from_scratch
         task = _own_data_task(cfg, model_dir)
     else:
         task = get_task(cfg.task_name)
-        data_dir, model_dir, from_scratch = _resolve_inputs(cfg, task, ctx)
+        data_dir, model_dir, from_scratch = _resolve_inputs(cfg, task, scratch)
     tokenizer = load_tokenizer(model_dir)
     config = AlbertConfig.from_pretrained(model_dir)
-    if cfg.config_overrides:
-        config = config.with_overrides(cfg.config_overrides)
-    config.check_sequence_length(cfg.max_seq_length)
+    try:
+        if cfg.config_overrides:
+            config = config.with_overrides(cfg.config_overrides)
+        config.check_sequence_length(cfg.max_seq_length)
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
     config.set_labels(None if task.is_regression else list(task.labels))
     config.finetuning_task = task.name
-    torch.manual_seed(cfg.seed)
-    model = model_factory(config, None if from_scratch else model_dir).to(device)
-    precision = cfg.precision
-    logger.info("%s: %s parameters, %s on %s, world size %d", task.name, f"{count_parameters(model):,}",
-                precision.name, device, ctx.world_size)
-    collator = Collator(tokenizer.pad_token_id, cfg.pad_to_multiple_of or default_pad_multiple(device))
+    train_set = _features(cfg, task, data_dir, "train", tokenizer, cfg.max_train_samples)[0] if cfg.do_train else None
     eval_sets = {}
-    if cfg.do_eval or cfg.eval_steps > 0:
+    if cfg.do_eval or (cfg.do_train and cfg.evaluates_during_training):
         eval_sets = {split: _features(cfg, task, data_dir, split, tokenizer, cfg.max_eval_samples)[0]
                      for split in task.eval_splits}
-    return FinetuneRun(task, data_dir, model_dir, tokenizer, model, collator, eval_sets)
+    test_sets = {split: _features(cfg, task, data_dir, split, tokenizer, None)
+                 for split in (task.test_splits if cfg.do_predict else ())}
+    identity = {"settings": run_settings(cfg), "labels": task.labels, "model": config.to_dict(),
+                "train_data": train_set.fingerprint() if train_set is not None else None,
+                "eval_data": {split: features.fingerprint() for split, features in eval_sets.items()}}
+    resume_from = None
+    if cfg.resume_from_checkpoint:
+        resume_from = ckpt.checkpoint_to_resume(Path(cfg.output_dir), cfg.resume_from_checkpoint, identity)
+    torch.manual_seed(cfg.seed)
+    model = model_factory(config, None if from_scratch else model_dir).to(device)
+    logger.info("%s: %s parameters, %s on %s, world size %d", task.name, f"{count_parameters(model):,}",
+                cfg.precision.name, device, ctx.world_size)
+    collator = Collator(tokenizer.pad_token_id, cfg.pad_to_multiple_of or default_pad_multiple(device))
+    return FinetuneRun(task, data_dir, model_dir, tokenizer, model, collator, train_set, eval_sets, test_sets,
+                       identity, resume_from)
 
 
 def _own_data_task(cfg: TrainConfig, model_dir: Path) -> GlueTask:
     """The user's files as a task; evaluating without a training file, the classes are the trained model's."""
-    names = [name.strip() for name in cfg.label_names.split(",") if name.strip()] or None
-    task_type = cfg.task_type
+    names, task_type = cfg.label_name_list, cfg.task_type
     if names is None and cfg.train_file is None:
         config = AlbertConfig.from_pretrained(model_dir)
         names = [config.id2label[i] for i in range(config.num_labels)]
         task_type = "regression" if config.is_regression else "classification"
+    for flag, path in (("--train_file", cfg.train_file), ("--validation_file", cfg.validation_file),
+                       ("--test_file", cfg.test_file)):
+        if path and not Path(path).is_file():
+            raise UsageError(f"{flag} {path}: no such file")
     return own_data_task(cfg.train_file, cfg.validation_file, cfg.test_file, cfg.text_column, cfg.text_pair_column,
-                         cfg.label_column, names, task_type)
+                         cfg.label_column, names, task_type, cfg.skip_bad_rows)
 
 
-def _resolve_inputs(cfg: TrainConfig, task: GlueTask, ctx: DistContext) -> tuple[Path, Path, bool]:
-    """(data folder, model folder, from scratch?): the user's, or the embedded sample's."""
+def _resolve_inputs(cfg: TrainConfig, task: GlueTask, scratch: Path) -> tuple[Path, Path, bool]:
+    """(data folder, model folder, from scratch?): the user's, or the embedded sample's (its tokenizer and
+    config made in `scratch`)."""
     if cfg.data_dir is None:
         from .sample import prepare_sample_model, sample_data_dir
 
-        model_dir = Path(cfg.output_dir) / "sample_model"
-        if ctx.is_main:
-            prepare_sample_model(model_dir)
-        barrier(ctx)
         logger.info("no --data_dir/--model_name_or_path: training the embedded sample from scratch")
-        return sample_data_dir(), model_dir, True
+        return sample_data_dir(), prepare_sample_model(scratch), True
     data_dir = Path(cfg.data_dir)
     if not data_dir.is_dir():
         raise UsageError(f"--data_dir {data_dir}: no such folder. It should hold the {task.name} TSVs; get "
                          f"them with `python3 -m albert_pytorch download --tasks {task.name} --data_dir "
                          f"{data_dir.parent}`")
+    splits = [*(["train"] if cfg.do_train else []), *(task.eval_splits if cfg.do_eval else []),
+              *(task.test_splits if cfg.do_predict else [])]
+    missing = [task.file_name(split) for split in splits if not (data_dir / task.file_name(split)).is_file()]
+    if missing:
+        raise UsageError(f"--data_dir {data_dir} lacks {', '.join(missing)} (get {task.name} with "
+                         f"`python3 -m albert_pytorch download --tasks {task.name}`)")
     return data_dir, resolve_model_dir(cfg.model_name_or_path), cfg.from_scratch
 
 

@@ -40,7 +40,7 @@ CONTRACT = {
               "--provider", "--loop", "--warmup_count"},
     "postprocess": {"--result_dir", "--label_path", "--task_name", "--outfmt", "--output_dtype"},
     "predict": {"--model_dir", "--onnx", "--input", "--batch_size", "--max_seq_length", "--provider"},
-    "tokenizer": {"--input", "--vocab_size", "--output_dir", "--max_sentences", "--seed"},
+    "tokenizer": {"--input", "--vocab_size", "--output_dir", "--max_sentences", "--seed", "--overwrite_output_dir"},
     "download": {"--tasks", "--data_dir", "--base_url", "--retries"},
 }
 # pretrain shares the loop's flags and the model/length/cache ones with train, and has its corpus's own
@@ -110,6 +110,10 @@ def test_modelzoo_launchers_keep_their_flags():
     (["--data_dir", "somewhere"], "--model_name_or_path is missing"),
     (["--fp16", "--bf16"], "choose one of --fp16 and --bf16"),
     (["--task_name", "CoLA"], "the embedded sample is SST-2"),
+    (["--max_train_samples", "0"], "--max_train_samples must be at least 1, got 0"),
+    (["--max_eval_samples", "-5"], "--max_eval_samples must be at least 1, got -5"),
+    (["--data_dir", "no/such/folder", "--model_name_or_path", "m"], "--data_dir no/such/folder: no such folder"),
+    (["--train_file", "no/such.csv", "--model_name_or_path", "."], "--train_file no/such.csv: no such file"),
 ])
 def test_bad_flags_fail_before_anything_is_written(tmp_path, capsys, caplog, flags, message):
     output_dir = tmp_path / "out"
@@ -164,3 +168,37 @@ def test_run_glue_spellings_set_the_same_fields():
                                     "--warmup_ratio", "0.06", "--overwrite_output_dir", "--report_to", "none"]))
     assert given == {"batch_size": 8, "eval_batch_size": 4, "warmup_proportion": 0.06, "overwrite_output_dir": True,
                      "report_to": "none"}
+
+
+def test_predict_names_a_missing_model_folder_and_a_file_that_is_not_utf8(tmp_path, caplog, tiny_model_dir):
+    with pytest.raises(SystemExit) as done:
+        main(["predict", "--model_dir", "outputs/no-such-model", "a sentence"])
+    assert done.value.code == 2 and "--model_dir outputs/no-such-model: no such folder" in caplog.text
+    assert "huggingface" not in caplog.text.lower() and "hub" not in caplog.text
+    bad = tmp_path / "inputs.txt"
+    bad.write_bytes(b"a fine line\nanother \xff line\n")
+    with pytest.raises(SystemExit) as done:
+        main(["predict", "--model_dir", str(tiny_model_dir), "--input", str(bad)])
+    assert done.value.code == 1 and f"{bad}:2: not UTF-8 text" in caplog.text
+
+
+def test_ctrl_c_prints_one_line_naming_the_last_checkpoint_and_exits_130(tiny_task_dir, tiny_model_dir, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from conftest import child_env, train_command
+
+    out = tmp_path / "out"
+    command = train_command(tiny_task_dir, tiny_model_dir, out).copy()
+    command[command.index("--max_steps") + 1] = "100000"
+    process = subprocess.Popen(command, env=child_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.time() + 120
+    while not list(out.glob("checkpoint-*")) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "interrupted. The last checkpoint is" in err and "--resume_from_checkpoint latest" in err

@@ -213,7 +213,7 @@ def test_config_overrides():
 
 def test_unreachable_hub_id_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(WeightsError, match="neither a local model directory nor a reachable hub model"):
+    with pytest.raises(WeightsError, match="no such folder, and as a hub model id it could not be fetched"):
         AlbertForSequenceClassification.from_pretrained("albert/albert-base-v2-not-here")
 
 
@@ -255,3 +255,14 @@ def test_run_mlm_checkpoint_fine_tunes_with_a_fresh_pooler_and_says_so(tmp_path,
     save_file(state, tmp_path / "model.safetensors")
     with pytest.raises(WeightsError, match="missing keys: albert.encoder.embedding_hidden_mapping_in.weight"):
         AlbertForSequenceClassification.from_pretrained(tmp_path)
+
+
+def test_a_batch_with_nothing_to_predict_adds_no_mlm_loss_instead_of_nan():
+    model = AlbertForPreTraining.from_config(tiny_config())
+    ids = torch.randint(5, 120, (2, 9))
+    labels = torch.full_like(ids, -100)  # every word was longer than its sequence's masking budget
+    out = model(ids, torch.ones_like(ids), torch.zeros_like(ids), labels=labels,
+                sentence_order_label=torch.tensor([0, 1]))
+    assert out.mlm_loss.item() == 0.0 and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -1,17 +1,19 @@
 """Output folders that cannot lose or mix runs: refusal, clearing, permissions, a full disk, exit codes."""
 
+import contextlib
 import json
+import shutil
 import stat
 import subprocess
 
 import pytest
-import torch
-from conftest import child_env, train_command
+from conftest import child_env, make_loss_overflow_at, train_command
 
 from albert_pytorch import checkpoint
 from albert_pytorch.checkpoint import CheckpointError
 from albert_pytorch.cli import main
 from albert_pytorch.config import UsageError
+from albert_pytorch.loop import TrainingDiverged
 from albert_pytorch.train import TrainConfig, run
 
 
@@ -42,7 +44,7 @@ def test_a_second_run_into_a_used_folder_is_refused_until_overwrite_clears_it(ti
 
 def test_overwrite_never_clears_a_folder_that_holds_no_run(tiny_task_dir, tiny_model_dir, tmp_path):
     (tmp_path / "thesis.tex").write_text("years of work")
-    with pytest.raises(UsageError, match="holds no earlier run"):
+    with pytest.raises(UsageError, match="holds no earlier training run"):
         run(tiny_run(tiny_task_dir, tiny_model_dir, tmp_path, overwrite_output_dir=True))
     assert (tmp_path / "thesis.tex").read_text() == "years of work"
     (tmp_path / "file").write_text("")
@@ -59,27 +61,6 @@ def test_outputs_have_the_usual_permissions_under_the_umask(tiny_task_dir, tiny_
                  out / "checkpoint-2" / "checkpoint.json", out / "train_log.jsonl"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o640, path
     assert stat.S_IMODE((out / "checkpoint-2").stat().st_mode) == 0o750
-
-
-def test_a_full_disk_while_saving_names_the_last_good_checkpoint_which_resumes(tiny_task_dir, tiny_model_dir,
-                                                                               tmp_path, monkeypatch):
-    real_save, calls = torch.save, {"n": 0}
-
-    def save_on_a_full_disk(obj, path):
-        calls["n"] += 1
-        if calls["n"] == 2:  # what torch.save raises when the disk fills up mid-write
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
-        real_save(obj, path)
-
-    monkeypatch.setattr(checkpoint.torch, "save", save_on_a_full_disk)
-    cfg = tiny_run(tiny_task_dir, tiny_model_dir, tmp_path, max_steps=6)
-    with pytest.raises(CheckpointError, match=r"cannot write .*checkpoint-4.*last good checkpoint is .*checkpoint-2"):
-        run(cfg)
-    assert [p.name for p in tmp_path.iterdir() if "checkpoint" in p.name] == ["checkpoint-2"]  # no half copy
-    monkeypatch.setattr(checkpoint.torch, "save", real_save)
-    cfg.resume_from_checkpoint = "latest"
-    run(cfg)
-    assert log_steps(tmp_path) == [2, 4, 6]
 
 
 def test_exit_codes_and_debug(tiny_task_dir, tiny_model_dir, tmp_path):
@@ -135,3 +116,151 @@ def test_epoch_strategies_and_no_tensorboard(tiny_task_dir, tiny_model_dir, tmp_
     assert [r["step"] for r in state["log_history"] if r["type"] == "eval" and not r.get("final")] == [25, 50]
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-25", "checkpoint-50"]
     assert not (tmp_path / "tensorboard").exists()
+
+
+def snapshot(folder):
+    """Every file under `folder` with its contents: equal snapshots mean nothing was lost or changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def cli(*args) -> int:
+    with pytest.raises(SystemExit) as done:
+        main([*map(str, args), "--device", "cpu", "--no-progress"])
+    return done.value.code
+
+
+def tiny_cli_run(tiny_task_dir, tiny_model_dir, output_dir, *extra) -> list[str]:
+    return ["train", "--data_dir", tiny_task_dir, "--model_name_or_path", tiny_model_dir, "--output_dir", output_dir,
+            "--from_scratch", "--max_steps", "4", "--save_steps", "2", "--batch_size", "16", "--max_seq_length", "48",
+            "--report_to", "none", *extra]
+
+
+@pytest.mark.parametrize("typo", [("--data_dir", "no/such/SST-2"), ("--model_name_or_path", "no/such/model"),
+                                  ("--config_overrides", "hiden_size=3"), ("--max_seq_length", "4096"),
+                                  ("--resume_from_checkpoint", "no/such/checkpoint")])
+def test_overwrite_with_a_mistyped_input_keeps_the_earlier_run(tiny_task_dir, tiny_model_dir, tmp_path, typo):
+    out = tmp_path / "run"
+    assert cli(*tiny_cli_run(tiny_task_dir, tiny_model_dir, out)) == 0
+    before = snapshot(out)
+    args = tiny_cli_run(tiny_task_dir, tiny_model_dir, out, "--overwrite_output_dir")
+    flag, value = typo
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    assert cli(*args) == 2  # an argument error, found before the folder is touched
+    assert snapshot(out) == before
+
+
+def test_overwrite_replaces_only_what_a_run_writes(tiny_task_dir, tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    assert cli(*tiny_cli_run(tiny_task_dir, tiny_model_dir, out, "--max_steps", "6")) == 0
+    (out / "notes.md").write_text("what I tried")
+    (out / "plots").mkdir()
+    (out / "plots" / "mine.png").write_bytes(b"png")
+    assert cli(*tiny_cli_run(tiny_task_dir, tiny_model_dir, out, "--overwrite_output_dir")) == 0
+    assert (out / "notes.md").read_text() == "what I tried" and (out / "plots" / "mine.png").read_bytes() == b"png"
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]  # not step 6's
+    assert not (out / ".previous-run").exists()
+
+
+def test_a_run_that_fails_before_saving_leaves_the_folder_as_it_found_it(tiny_task_dir, tiny_model_dir, tmp_path,
+                                                                        monkeypatch):
+    out = tmp_path / "run"
+    run(tiny_run(tiny_task_dir, tiny_model_dir, out, report_to="none"))
+    (out / "notes.md").write_text("mine")
+    before = snapshot(out)
+    make_loss_overflow_at(monkeypatch, 1)  # NaN at step 1, before the first checkpoint
+    with pytest.raises(TrainingDiverged):
+        run(tiny_run(tiny_task_dir, tiny_model_dir, out, overwrite_output_dir=True, report_to="none"))
+    assert snapshot(out) == before  # the earlier run is back, nothing of the failed one is left
+    fresh = tmp_path / "fresh"
+    make_loss_overflow_at(monkeypatch, 1)
+    with pytest.raises(TrainingDiverged):
+        run(tiny_run(tiny_task_dir, tiny_model_dir, fresh))
+    assert not fresh.exists()  # so the corrected rerun is not refused
+
+
+def test_a_bad_row_fails_before_anything_is_written_and_the_fixed_rerun_runs(tiny_task_dir, tiny_model_dir, tmp_path):
+    data = tmp_path / "SST-2"
+    data.mkdir()
+    rows = (tiny_task_dir / "train.tsv").read_text().splitlines()
+    rows[51] = rows[51].rsplit("\t", 1)[0] + "\t7"  # line 52
+    (data / "train.tsv").write_text("\n".join(rows) + "\n")
+    shutil.copy(tiny_task_dir / "dev.tsv", data / "dev.tsv")
+    out = tmp_path / "run"
+    assert cli(*tiny_cli_run(data, tiny_model_dir, out)) == 1  # a data error, not an argument error
+    assert not out.exists()
+    shutil.copy(tiny_task_dir / "train.tsv", data / "train.tsv")
+    assert cli(*tiny_cli_run(data, tiny_model_dir, out)) == 0
+
+
+def test_an_evaluation_never_writes_into_a_training_runs_folder(tiny_task_dir, tiny_model_dir, tmp_path):
+    trained = tmp_path / "trained"
+    assert cli(*tiny_cli_run(tiny_task_dir, tiny_model_dir, trained)) == 0
+    before = snapshot(trained)
+    for extra in ([], ["--overwrite_output_dir"]):
+        assert cli("train", "--do_eval", "--data_dir", tiny_task_dir, "--model_name_or_path", trained,
+                   "--output_dir", trained, "--max_seq_length", "48", *extra) == 2
+    assert snapshot(trained) == before
+    evaluation = tmp_path / "eval"
+    assert cli("train", "--do_eval", "--data_dir", tiny_task_dir, "--model_name_or_path", trained,
+               "--output_dir", evaluation, "--max_seq_length", "48") == 0
+    assert sorted(p.name for p in evaluation.iterdir()) == ["all_results.json", "eval_config.json",
+                                                            "eval_results.json"]
+    assert cli("train", "--do_eval", "--data_dir", tiny_task_dir, "--model_name_or_path", trained,
+               "--output_dir", evaluation, "--max_seq_length", "48") == 2  # a used folder, as for training
+
+
+def test_every_file_a_run_writes_is_one_overwrite_may_replace(tiny_task_dir, tiny_model_dir, tmp_path):
+    from albert_pytorch.rundir import TRAINING, _is_output
+
+    task_dir = tmp_path / "SST-2"
+    shutil.copytree(tiny_task_dir, task_dir)
+    (task_dir / "test.tsv").write_text("index\tsentence\n0\tthe film is a joy to watch .\n")
+    out = tmp_path / "run"
+    assert cli(*tiny_cli_run(task_dir, tiny_model_dir, out, "--do_predict", "--eval_steps", "2",
+                             "--report_to", "tensorboard")) == 0
+    assert {"SST-2.tsv", "tensorboard", "eval_results.json", "training_curves.png"} <= {p.name for p in out.iterdir()}
+    assert [p.name for p in out.iterdir() if not _is_output(p.name, TRAINING)] == []
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 4 MB tmpfs (CI runs as root); skipped where mounting is not allowed."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_while_saving_names_the_last_good_checkpoint_which_resumes(tiny_task_dir, tiny_model_dir,
+                                                                               small_tmpfs, monkeypatch):
+    filler = small_tmpfs / "filler"
+    real_prune = checkpoint._prune
+
+    def fill_the_disk_after_the_first_checkpoint(output_dir, keep, protect):
+        real_prune(output_dir, keep, protect)
+        if not filler.exists():  # whatever else shares the disk takes all the room that is left
+            with open(filler, "wb") as handle, contextlib.suppress(OSError):
+                while True:
+                    handle.write(b"\0" * 65536)
+                    handle.flush()
+
+    monkeypatch.setattr(checkpoint, "_prune", fill_the_disk_after_the_first_checkpoint)
+    out = small_tmpfs / "run"
+    cfg = tiny_run(tiny_task_dir, tiny_model_dir, out, max_steps=6, report_to="none")
+    with pytest.raises(CheckpointError, match=r"cannot write .*checkpoint-4 \(.*No space left on device.*last good "
+                                              r"checkpoint is .*checkpoint-2"):
+        run(cfg)
+    assert [p.name for p in out.iterdir() if "checkpoint" in p.name] == ["checkpoint-2"]  # no half copy
+    filler.unlink()  # room again
+    monkeypatch.setattr(checkpoint, "_prune", real_prune)
+    cfg.resume_from_checkpoint = "latest"
+    run(cfg)
+    assert log_steps(out) == [2, 4, 6]

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import pytest
 import transformers
@@ -71,7 +72,7 @@ def test_bad_rows_name_the_file_line_and_column(tmp_path):
     train = write_table(tmp_path / "train.csv", [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}])
     task = own_data_task(str(train), None, None, "text", None, "label")
     dev = write_table(tmp_path / "dev.csv", [{"text": "fine", "label": "pos"}, {"text": "odd", "label": "meh"}])
-    with pytest.raises(GlueDataError, match=r"dev.csv:3: label 'meh' is not one of the training labels neg, pos"):
+    with pytest.raises(GlueDataError, match=r"dev.csv:3: label 'meh' is not one of the classes neg, pos"):
         read_table(task, dev, "validation")
     empty = write_table(tmp_path / "empty.jsonl", [{"text": "fine", "label": "pos"}, {"text": " ", "label": "neg"}])
     with pytest.raises(GlueDataError, match=r"empty.jsonl:2: column 'text' is empty"):
@@ -80,3 +81,121 @@ def test_bad_rows_name_the_file_line_and_column(tmp_path):
         own_data_task(str(train), None, None, "review", None, "label")
     with pytest.raises(GlueDataError, match=r"unknown file type '.xlsx'"):
         own_data_task(str(tmp_path / "train.xlsx"), None, None, "text", None, "label")
+
+
+def train_own(tmp_path, tiny_model_dir, *args) -> int:
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--model_name_or_path", str(tiny_model_dir), "--from_scratch", "--output_dir",
+              str(tmp_path / "out"), "--max_steps", "3", "--batch_size", "16", "--max_seq_length", "48",
+              "--device", "cpu", "--no-progress", "--report_to", "none", *map(str, args)])
+    return done.value.code
+
+
+def test_a_training_file_without_a_dev_file_trains(tmp_path, tiny_model_dir):
+    train = write_table(tmp_path / "train.csv", sample_rows("train"))
+    assert train_own(tmp_path, tiny_model_dir, "--train_file", train, "--text_column", "text") == 0
+    assert (tmp_path / "out" / "model.safetensors").is_file() and not (tmp_path / "out" / "eval_results.json").exists()
+    shutil.rmtree(tmp_path / "out")
+    assert train_own(tmp_path, tiny_model_dir, "--train_file", train, "--text_column", "text", "--no-do_eval") == 0
+
+
+@pytest.mark.parametrize("bad, line, problem", [
+    ("nan", 5, "the label is missing"), ("null", 5, "the label is missing"), ("", 5, "the label is missing"),
+    ("abc", 5, "is a word in a column of numbers"),
+])
+def test_a_missing_or_mistyped_label_is_named_with_its_line(tmp_path, bad, line, problem):
+    rows = [{"text": f"sentence {i}", "label": f"{i % 7 * 0.5:.2f}"} for i in range(60)]
+    rows[3]["label"] = bad  # line 5: the header is line 1
+    train = write_table(tmp_path / "train.csv", rows)
+    with pytest.raises(GlueDataError, match=rf"train.csv:{line}: .*{problem}"):
+        own_data_task(str(train), None, None, "text", None, "label")
+
+
+def test_json_null_labels_and_header_only_files_are_named(tmp_path):
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"text": "a", "label": "pos"}\n{"text": "b", "label": null}\n')
+    with pytest.raises(GlueDataError, match=r"train.jsonl:2: the label is missing"):
+        own_data_task(str(train), None, None, "text", None, "label")
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("text,label\n")
+    with pytest.raises(GlueDataError, match=r"header.csv: has no data rows with a label \(a header only\?\)"):
+        own_data_task(str(header_only), None, None, "text", None, "label")
+
+
+def test_signed_integers_are_classes_and_decimals_make_regression(tmp_path):
+    signed = write_table(tmp_path / "signed.csv", [{"text": "a", "label": "+1"}, {"text": "b", "label": "-1"},
+                                                   {"text": "c", "label": "+1"}])
+    task = own_data_task(str(signed), None, None, "text", None, "label")
+    assert task.labels == ("-1", "+1") and not task.is_regression
+    scores = write_table(tmp_path / "scores.csv", [{"text": "a", "label": "1"}, {"text": "b", "label": "2.5"}])
+    assert own_data_task(str(scores), None, None, "text", None, "label").is_regression
+
+
+def test_duplicate_label_names_are_refused(tmp_path, tiny_model_dir, caplog):
+    train = write_table(tmp_path / "train.csv", sample_rows("train"))
+    names = "negative,positive,negative"
+    assert train_own(tmp_path, tiny_model_dir, "--train_file", train, "--label_names", names) == 2
+    assert "--label_names names 'negative' more than once" in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_texts_longer_than_csvs_field_limit_read_as_in_json(tmp_path, suffix):
+    long_text = "word " * 40_000  # 200,000 characters, over csv's 131,072 default
+    rows = [{"text": long_text, "label": "pos"}, {"text": "b", "label": "neg"}]
+    path = write_table(tmp_path / f"train{suffix}", rows)
+    task = own_data_task(str(path), None, None, "text", None, "label")
+    assert read_table(task, path, "train")[0][0].text_a == long_text
+
+
+def test_a_json_array_reads_with_each_objects_line(tmp_path):
+    path = tmp_path / "train.json"
+    path.write_text('[\n  {"text": "a joy", "label": "pos"},\n  {"text": "dull", "label": "neg"},\n'
+                    '  {"text": "", "label": "neg"}\n]\n')
+    task = own_data_task(str(path), None, None, "text", None, "label")
+    with pytest.raises(GlueDataError, match=r"train.json:4: column 'text' is empty"):
+        read_table(task, path, "train")
+    examples, report = read_table(task, path, "train", skip_bad_rows=True)
+    assert [e.text_a for e in examples] == ["a joy", "dull"] and len(report.skipped) == 1
+
+
+@pytest.mark.parametrize("suffix, bad_row", [(".csv", 'x,y,"too",many\n'), (".tsv", "x\ty\tz\n"),
+                                             (".jsonl", '{"text": "broken\n')])
+def test_skip_bad_rows_skips_malformed_rows_of_own_files_and_counts_them(tmp_path, suffix, bad_row):
+    path = write_table(tmp_path / f"train{suffix}", sample_rows("dev")[:10])
+    path.write_text(path.read_text() + bad_row)
+    task = own_data_task(str(path), None, None, "text", None, "label")
+    bad_line = 11 if suffix == ".jsonl" else 12  # after a header row, if the format has one
+    with pytest.raises(GlueDataError, match=rf"train{suffix}:{bad_line}: "):
+        read_table(task, path, "train")
+    examples, report = read_table(task, path, "train", skip_bad_rows=True)
+    assert len(examples) == 10 and len(report.skipped) == 1 and "1 bad rows skipped" in report.summary()
+
+
+def test_not_utf8_is_named_with_the_files_line_and_column(tmp_path):
+    path = write_table(tmp_path / "train.csv", sample_rows("train"))
+    data = bytearray(path.read_bytes())
+    data[data.index(b"\n", len(data) // 2) + 3] = 0xFF  # far past the first decode chunk
+    path.write_bytes(bytes(data))
+    line = data[:data.index(0xFF)].count(b"\n") + 1
+    with pytest.raises(GlueDataError, match=rf"train.csv:{line}: not UTF-8 text .*column 3 of the line"):
+        own_data_task(str(path), None, None, "text", None, "label")
+
+
+def test_a_text_and_a_label_column_train_without_naming_the_text(tmp_path, tiny_model_dir):
+    train = write_table(tmp_path / "train.csv", sample_rows("train"))
+    dev = write_table(tmp_path / "dev.csv", sample_rows("dev"))
+    assert train_own(tmp_path, tiny_model_dir, "--train_file", train, "--validation_file", dev) == 0
+    assert json.loads((tmp_path / "out" / "eval_results.json").read_text())["eval_samples"] == 120
+    pairs = write_table(tmp_path / "pairs.csv", [{"id": 1, "premise": "a", "hypothesis": "b", "label": "yes"}])
+    task = own_data_task(str(pairs), None, None, None, None, "label")
+    assert (task.text_a, task.text_b) == ("premise", "hypothesis")  # as run_glue pairs two columns
+
+
+def test_predictions_of_a_file_without_ids_are_numbered_from_zero(tmp_path, tiny_model_dir):
+    train = write_table(tmp_path / "train.csv", sample_rows("train"))
+    test = tmp_path / "test.csv"
+    test.write_text("text\na joy to watch\na dull film\nwarm and funny\n")
+    assert train_own(tmp_path, tiny_model_dir, "--train_file", train, "--test_file", test, "--do_predict") == 0
+    rows = (tmp_path / "out" / "predict_results.tsv").read_text().splitlines()
+    assert [row.split("\t")[0] for row in rows] == ["index", "0", "1", "2"]

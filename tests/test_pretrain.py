@@ -125,13 +125,13 @@ def test_bad_pretraining_flags_exit_2_before_writing(flags, message, tmp_path, c
 
 
 def test_a_tokenizer_that_is_not_the_models_is_refused(corpus, tiny_tokenizer_dir, tmp_path):
-    from albert_pytorch.pretrain import pretraining_model
+    from albert_pytorch.pretrain import pretraining_config
 
     small = tmp_path / "small"
     AlbertForPreTraining.from_config(tiny_config(vocab_size=50)).save_pretrained(small)
     with pytest.raises(UsageError, match="more than the model's vocab_size 50"):
-        pretraining_model(tiny_pretraining(corpus, tiny_tokenizer_dir, tmp_path / "o", from_scratch=False,
-                                           model_name_or_path=str(small)), tokenizer_size=120)
+        pretraining_config(tiny_pretraining(corpus, tiny_tokenizer_dir, tmp_path / "o", from_scratch=False,
+                                            model_name_or_path=str(small)), small, tokenizer_size=120)
 
 
 def test_text_that_is_not_utf8_is_named_with_its_line(tmp_path):
@@ -141,3 +141,34 @@ def test_text_that_is_not_utf8_is_named_with_its_line(tmp_path):
     bad.write_bytes(b"fine line .\n\nanother \xff line .\n")
     with pytest.raises(ValueError, match=r"bad.txt, line 3: not UTF-8"):
         list(read_documents([bad]))
+
+
+def test_pretraining_a_fine_tuned_classifier_continues_its_encoder(corpus, tiny_task_dir, tiny_model_dir, tmp_path,
+                                                                   caplog):
+    caplog.set_level(logging.INFO)
+    classifier = tmp_path / "classifier"
+    finetune(TrainConfig(data_dir=str(tiny_task_dir), model_name_or_path=str(tiny_model_dir), from_scratch=True,
+                         output_dir=str(classifier), max_steps=2, max_seq_length=48, do_eval=False, progress=False,
+                         device="cpu", report_to="none"))
+    run(PretrainConfig(train_files=[str(corpus / "train")], model_name_or_path=str(classifier), max_seq_length=48,
+                       output_dir=str(tmp_path / "more"), batch_size=8, max_steps=2, progress=False, device="cpu",
+                       report_to="none"))
+    encoder = load_file(classifier / "model.safetensors")["albert.embeddings.word_embeddings.weight"]
+    config = json.loads((tmp_path / "more" / "config.json").read_text())
+    assert config["architectures"] == ["AlbertForPreTraining"] and config.get("finetuning_task") is None
+    continued = load_file(tmp_path / "more" / "model.safetensors")["albert.embeddings.word_embeddings.weight"]
+    assert continued.shape == encoder.shape and (continued - encoder).abs().max() < 0.05  # two small steps on
+
+
+def test_text_without_sentence_pairs_is_named(tiny_tokenizer_dir, tmp_path, caplog):
+    lonely = tmp_path / "lonely.txt"
+    lonely.write_text("a\n\n.\n")  # one-token documents: no pair to make
+    with pytest.raises(SystemExit) as done:
+        main(["pretrain", "--train_files", str(lonely), "--tokenizer_name", str(tiny_tokenizer_dir), "--from_scratch",
+              "--output_dir", str(tmp_path / "out"), "--config_overrides", TINY, "--max_seq_length", "48"])
+    assert done.value.code == 1 and f"{lonely}: no sentence pairs in this text" in caplog.text
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as done:
+        main(["pretrain", "--train_files", str(tmp_path / "typo.txt"), "--tokenizer_name", str(tiny_tokenizer_dir),
+              "--from_scratch", "--output_dir", str(tmp_path / "out")])
+    assert done.value.code == 2 and "typo.txt: no such file or folder" in caplog.text

@@ -58,3 +58,50 @@ def test_tokenizer_command_makes_a_directory_transformers_loads(tmp_path):
     ids = tokenizer("The film is a JOY to watch .")["input_ids"]
     assert ids[0] == 2 and ids[-1] == 3 and 1 not in ids  # lower-cased, every piece known
     assert ids == load_tokenizer(tmp_path / "tok")("the film is a joy to watch .")["input_ids"]
+
+
+def tokenizer_cli(*args) -> int:
+    from albert_pytorch.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["tokenizer", *map(str, args)])
+    return done.value.code
+
+
+def test_a_used_folder_is_refused_and_overwrite_writes_the_whole_new_set(tmp_path, caplog):
+    import sentencepiece as spm
+    import transformers
+    from conftest import TEXTS
+
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text("\n".join(TEXTS) + "\n")
+    second.write_text("\n".join(t.upper().replace(" ", " zz") for t in TEXTS) + "\n")
+    model = tmp_path / "model"
+    assert tokenizer_cli("--input", first, "--vocab_size", "120", "--output_dir", model) == 0
+    (model / "config.json").write_text("{}")  # a model folder's own file
+    before = (model / "tokenizer.json").read_bytes()
+    assert tokenizer_cli("--input", second, "--vocab_size", "90", "--output_dir", model) == 2
+    assert "is not empty" in caplog.text and (model / "tokenizer.json").read_bytes() == before
+    assert tokenizer_cli("--input", second, "--vocab_size", "90", "--output_dir", model, "--overwrite_output_dir") == 0
+    fresh = tmp_path / "fresh"
+    assert tokenizer_cli("--input", second, "--vocab_size", "90", "--output_dir", fresh) == 0
+    # the whole set is the new one's, nothing of the old is kept (spiece.model also records its temporary path)
+    assert (model / "tokenizer.json").read_bytes() == (fresh / "tokenizer.json").read_bytes()
+    size = len(load_tokenizer(fresh))
+    pieces = [spm.SentencePieceProcessor(model_file=str(d / "spiece.model")).id_to_piece(list(range(size)))
+              for d in (model, fresh)]
+    assert pieces[0] == pieces[1]
+    assert len(transformers.AlbertTokenizer.from_pretrained(model)) == len(load_tokenizer(fresh))
+    assert (model / "config.json").read_text() == "{}" and not (model / ".previous-run").exists()
+
+
+@pytest.mark.parametrize("text, vocab_size, message", [
+    ("\n\n  \n", 100, "the text is empty"),
+    ("the film is a joy to watch .\nwarm , funny and smart .\n", 12, "--vocab_size 12 is too small: the text has"),
+])
+def test_sentencepiece_failures_say_what_to_change_and_leave_no_folder(tmp_path, caplog, text, vocab_size, message):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text)
+    assert tokenizer_cli("--input", corpus, "--vocab_size", vocab_size, "--output_dir", tmp_path / "tok") == 1
+    assert message in caplog.text and "INTERNAL" not in caplog.text
+    assert not (tmp_path / "tok").exists()

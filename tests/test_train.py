@@ -1,8 +1,10 @@
 """The training job end to end at tiny sizes: outputs, transformers interop, exact resumption."""
 
+import dataclasses
 import json
 import logging
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -14,6 +16,7 @@ import transformers
 from conftest import child_env, make_loss_overflow_at, max_weight_difference, train_command
 
 from albert_pytorch import AlbertForSequenceClassification
+from albert_pytorch.checkpoint import verify
 from albert_pytorch.loop import TrainingDiverged
 from albert_pytorch.train import TrainConfig, run
 
@@ -63,6 +66,38 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tiny_task_dir, tiny_mo
     assert steps == sorted(steps) and len(steps) == len(set(steps))
 
 
+@pytest.mark.parametrize("change, difference", [
+    ({"max_steps": 12}, "settings.max_steps: 8 in the checkpoint, 12 now"),
+    ({"max_train_samples": 300}, "train_data: "),
+    ({"config_overrides": "intermediate_size=64"}, "model.intermediate_size: 128 in the checkpoint, 64 now"),
+])
+def test_resuming_another_runs_checkpoint_is_refused_with_the_difference(tiny_task_dir, tiny_model_dir, tmp_path,
+                                                                         change, difference):
+    from albert_pytorch.config import UsageError
+
+    cfg = tiny_run(tiny_task_dir, tiny_model_dir, tmp_path, max_steps=8, save_steps=4, do_eval=False)
+    run(cfg)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    other = dataclasses.replace(cfg, resume_from_checkpoint="latest", **change)
+    with pytest.raises(UsageError, match=rf"checkpoint-8 belongs to another run.*{re.escape(difference)}"):
+        run(other)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_own_data_relabelled_is_another_run(tmp_path, tiny_model_dir):
+    from albert_pytorch.config import UsageError
+
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n" + "".join(f"sentence number {i},{'ab'[i % 2]}\n" for i in range(40)))
+    cfg = TrainConfig(train_file=str(train), model_name_or_path=str(tiny_model_dir), from_scratch=True,
+                      output_dir=str(tmp_path / "out"), max_steps=4, save_steps=2, batch_size=8, max_seq_length=32,
+                      do_eval=False, progress=False, device="cpu", report_to="none")
+    run(cfg)
+    relabelled = dataclasses.replace(cfg, label_names="b,a", resume_from_checkpoint="latest")
+    with pytest.raises(UsageError, match=re.escape('labels: ["a", "b"] in the checkpoint, ["b", "a"] now')):
+        run(relabelled)
+
+
 def test_damaged_checkpoint_is_reported_and_the_previous_one_used(tiny_task_dir, tiny_model_dir, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     cfg = tiny_run(tiny_task_dir, tiny_model_dir, tmp_path, max_steps=8, save_steps=4, do_eval=False)
@@ -70,10 +105,10 @@ def test_damaged_checkpoint_is_reported_and_the_previous_one_used(tiny_task_dir,
     weights = tmp_path / "checkpoint-8" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])  # truncated, as by a full disk
     cfg.resume_from_checkpoint = "latest"
-    cfg.max_steps = 10
     run(cfg)
     assert "checkpoint-8" in caplog.text and "damaged" in caplog.text and "resumed from" in caplog.text
-    assert json.loads((tmp_path / "checkpoint-10" / "checkpoint.json").read_text())["step"] == 10
+    assert "checkpoint-4 at step 4" in caplog.text
+    assert verify(tmp_path / "checkpoint-8")["step"] == 8  # saved again, whole
 
 
 def test_nan_loss_stops_with_step_and_last_checkpoint(tiny_task_dir, tiny_model_dir, tmp_path, monkeypatch):

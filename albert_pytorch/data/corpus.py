@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..io import publish_directory, sha256_file
+from ..io import cache_root, publish_directory, sha256_file
 
 _TITLE = re.compile(r"^ ?= [^=].* = ?$")  # ` = Title = `, not ` = = Section = = `
 _HEADING = re.compile(r"^ ?(= )+.*( =)+ ?$")
@@ -125,7 +125,7 @@ class PairShards(Dataset):
     end) and `labels.u8` (sentence order). Item i is `[CLS] A [SEP] B [SEP]` with segment ids."""
 
     def __init__(self, directory: str | os.PathLike, cls_id: int, sep_id: int):
-        directory = Path(directory)
+        self.directory = directory = Path(directory)  # its name is the cache key: it identifies the pairs
         self.tokens = np.memmap(directory / "tokens.u16", dtype=np.uint16, mode="r")
         self.bounds = np.memmap(directory / "bounds.i64", dtype=np.int64, mode="r").reshape(-1, 3)
         self.labels = np.memmap(directory / "labels.u8", dtype=np.uint8, mode="r")
@@ -155,9 +155,10 @@ class PairShards(Dataset):
 
 def build_pair_shards(documents: Iterable[list[str]], encode: Callable[[list[str]], list[list[int]]],
                       max_seq_length: int, directory: str | os.PathLike, short_seq_prob: float = 0.1,
-                      seed: int = 0) -> int:
+                      seed: int = 0, source: str = "the corpus") -> int:
     """Write the sentence-order pairs of `documents` (sentences, tokenized by `encode`) to `directory`,
-    built beside it and renamed into place whole; returns the number of pairs."""
+    built beside it and renamed into place whole; returns the number of pairs. `source` names the text in
+    errors."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -170,7 +171,8 @@ def build_pair_shards(documents: Iterable[list[str]], encode: Callable[[list[str
                     writer.add(pair)
                     pairs += 1
         if pairs == 0:
-            raise ValueError("the corpus gave no sentence pairs: is it empty, or one token per document?")
+            raise ValueError(f"{source}: no sentence pairs in this text: is it empty, or is each document a single "
+                             "token? (A document gives pairs once it holds two sentences or more than one token.)")
         publish_directory(tmp)
         try:
             os.replace(tmp, directory)
@@ -227,7 +229,6 @@ def load_or_build_pair_shards(paths: list[str | os.PathLike], tokenizer, max_seq
     """The corpus's pairs from the cache when everything they depend on matches, else built now: the key
     covers the files' contents, the tokenizer, the length, the pairing settings and the seed."""
     from ..tokenization import fingerprint
-    from .features import default_cache_dir
 
     digest = hashlib.sha256()
     for part in (SHARD_FORMAT, fingerprint(tokenizer), str(max_seq_length), str(short_seq_prob), str(seed),
@@ -235,7 +236,7 @@ def load_or_build_pair_shards(paths: list[str | os.PathLike], tokenizer, max_seq
         digest.update(part.encode() + b"\0")
     for path in map(Path, paths):
         digest.update(path.name.encode() + b"\0" + sha256_file(path).encode())
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir().parent / "pretraining"
+    root = Path(cache_dir) if cache_dir is not None else cache_root() / "pretraining"
     directory = root / f"pairs_{max_seq_length}_{digest.hexdigest()[:20]}"
     if not (directory / "labels.u8").is_file():
 
@@ -243,5 +244,5 @@ def load_or_build_pair_shards(paths: list[str | os.PathLike], tokenizer, max_seq
             return tokenizer(sentences, add_special_tokens=False)["input_ids"]
 
         build_pair_shards(read_documents(paths, line_by_line), encode, max_seq_length, directory, short_seq_prob,
-                          seed)
+                          seed, source=", ".join(map(str, paths)))
     return PairShards(directory, tokenizer.cls_token_id, tokenizer.sep_token_id)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from ..io import atomic_write
+from ..io import atomic_write, cache_root
 from ..tokenization import encode, fingerprint
 from .glue import Example, GlueTask
 
@@ -26,7 +26,7 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")  # the model's i
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("ALBERT_PYTORCH_CACHE", Path.home() / ".cache" / "albert_pytorch")) / "features"
+    return cache_root() / "features"
 
 
 class GlueFeatures(Dataset):
@@ -54,6 +54,13 @@ class GlueFeatures(Dataset):
         start, end = self.offsets[i], self.offsets[i + 1]
         return {"index": i, "input_ids": self.ids[start:end], "token_type_ids": self.token_types[start:end],
                 "labels": self.labels[i]}
+
+    def fingerprint(self) -> str:
+        """A hash of every token id and label: equal for the same data, tokenizer and length."""
+        digest = hashlib.sha256()
+        for tensor in (self.ids, self.token_types, self.offsets, self.labels):
+            digest.update(str(tensor.dtype).encode() + tensor.contiguous().numpy().tobytes())
+        return digest.hexdigest()[:20]
 
     def subset(self, n: int) -> GlueFeatures:
         """The first n examples (for --max_train_samples / --max_eval_samples)."""

@@ -1,49 +1,69 @@
-"""A user's own data: CSV, TSV or JSON-lines files with named columns, as a task that trains like GLUE's.
+"""A user's own data: CSV, TSV or JSON files with named columns, as a task that trains like GLUE's.
 
-The format follows the extension (.csv, .tsv, .json/.jsonl: one object per line). TSV is read as GLUE's
-are, without quoting (a quote is text); CSV with standard quoting. Classes are the training file's
-labels (sorted; numbers numerically) or `--label_names`; labels that are non-integer numbers make a
-regression task. Every row is checked: a problem raises `GlueDataError` naming file, line and column.
+The format follows the extension: .csv (standard quoting), .tsv (read as GLUE's are, without quoting: a
+quote is text), .jsonl (one object per line) and .json (the same, or one array of objects). Classes are
+the training file's labels (sorted; integers, `+1`/`-1` included, numerically) or `--label_names`;
+labels that are numbers, some of them not integers, make a regression task. A label column that mixes
+numbers and words, or holds a missing value (empty, null, nan), is an error at that row. Every row is
+checked: a problem raises `GlueDataError` naming file, line and column.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
 import math
+import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..io import NotUtf8Error, read_utf8
 from .glue import Example, GlueDataError, GlueTask, ReadReport
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "jsonl", ".jsonl": "jsonl"}
+logger = logging.getLogger("albert_pytorch")
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl"}
 TASK_TYPES = ("auto", "classification", "regression")
+# pandas' spellings of a missing value: never a class name or a score
+MISSING_LABELS = frozenset({"", "nan", "NaN", "NAN", "null", "NULL", "None", "none", "NA", "N/A", "n/a", "<NA>"})
+_INTEGER = re.compile(r"^[+-]?\d+$")
+_ID_COLUMNS = ("id", "idx", "index", "guid")
+
+Row = dict | GlueDataError  # a data row's fields, or what is wrong with it
 
 
-def own_data_task(train_file: str | None, validation_file: str | None, test_file: str | None, text_column: str,
-                  text_pair_column: str | None, label_column: str, label_names: list[str] | None = None,
-                  task_type: str = "auto") -> GlueTask:
+def own_data_task(train_file: str | None, validation_file: str | None, test_file: str | None,
+                  text_column: str | None, text_pair_column: str | None, label_column: str,
+                  label_names: list[str] | None = None, task_type: str = "auto",
+                  skip_bad_rows: bool = False) -> GlueTask:
     """The task these files describe. Without a training file (evaluation only), `label_names` are the
-    classes, as the trained model's config.json names them."""
-    files = {split: str(Path(path).resolve()) for split, path in
+    classes, as the trained model's config.json names them. `text_column` None picks the text columns as
+    transformers' run_glue does. A training row without a label is an error, or with `skip_bad_rows` left
+    out of the classes (and skipped when the file is read)."""
+    files = {split: Path(path).resolve() for split, path in
              (("train", train_file), ("validation", validation_file), ("test", test_file)) if path}
     for path in files.values():
-        table_format(Path(path))
+        table_format(path)
+    first = next(iter(files.values()))
+    if text_column is None:
+        text_column, text_pair_column = _text_columns(first, label_column, text_pair_column)
     if task_type == "regression":
         labels = None
     elif label_names:
         labels = tuple(label_names)
+    elif train_file is None:
+        raise ValueError("without --train_file, give --label_names (the classes, in the model's order)")
     else:
-        if train_file is None:
-            raise ValueError("without --train_file, give --label_names (the classes, in the model's order)")
-        needed = [c for c in (text_column, text_pair_column, label_column) if c]
-        values = [row[label_column] for _, row in _rows(Path(files["train"]), needed) if label_column in row]
-        regression = task_type == "auto" and _all_numbers(values) and not all(_is_integer(v) for v in values)
-        labels = None if regression else _sorted_labels(values)
+        labels = _labels_of(files["train"], [c for c in (text_column, text_pair_column, label_column) if c],
+                            label_column, task_type, skip_bad_rows)
     return GlueTask(name="custom", labels=labels, text_a=text_column, text_b=text_pair_column, label=label_column,
                     metric="corr" if labels is None else "acc",
                     eval_splits=("validation",) if validation_file else (), test_splits=("test",) if test_file else (),
-                    files=files, submission_names={"test": "predict_results.tsv"}, reader="table", score_range=None)
+                    files={split: str(path) for split, path in files.items()},
+                    submission_names={"test": "predict_results.tsv"}, reader="table", score_range=None)
 
 
 def table_format(path: Path) -> str:
@@ -53,33 +73,113 @@ def table_format(path: Path) -> str:
     return fmt
 
 
+def _text_columns(path: Path, label_column: str, pair_column: str | None) -> tuple[str, str | None]:
+    """run_glue's choice: `sentence` (or `sentence1` and `sentence2`), else the one or two columns left
+    besides the label (and an id column)."""
+    header = _header(path)
+    if "sentence" in header:
+        return "sentence", pair_column
+    if pair_column is None and {"sentence1", "sentence2"} <= set(header):
+        return "sentence1", "sentence2"
+    others = [c for c in header if c not in (label_column, pair_column) and c.lower() not in _ID_COLUMNS]
+    if len(others) == 1 or (len(others) == 2 and pair_column is None):
+        chosen = (others[0], pair_column if len(others) == 1 else others[1])
+        logger.info("%s: text column %r%s (choose others with --text_column/--text_pair_column)", path, chosen[0],
+                    f", pair column {chosen[1]!r}" if chosen[1] else "")
+        return chosen
+    raise GlueDataError(path, 1, f"cannot tell which column is the text: the columns besides {label_column!r} are "
+                        f"{', '.join(map(repr, others)) or 'none'}; name it with --text_column")
+
+
+def _header(path: Path) -> list[str]:
+    for _, row in _rows(path, []):
+        if isinstance(row, dict):
+            return list(row)
+    raise GlueDataError(path, None, "has no data rows (a header only?): no columns to read")
+
+
+def _labels_of(path: Path, columns: list[str], label_column: str, task_type: str,
+               skip_bad_rows: bool) -> tuple[str, ...] | None:
+    """The classes of a training file (None: a regression task), each row's label checked for its type."""
+    values: list[tuple[int, str]] = []
+    for line, row in _rows(path, columns):
+        if not isinstance(row, dict) or label_column not in row:
+            continue  # a malformed row: reported (or skipped) when the file is read
+        try:
+            values.append((line, _label_text(row[label_column], path, line)))
+        except GlueDataError:
+            if not skip_bad_rows:
+                raise
+    if not values:
+        raise GlueDataError(path, None, "has no data rows with a label (a header only?): nothing to train on")
+    kinds = {line: _kind(text) for line, text in values}
+    if task_type == "auto":
+        words = [line for line, kind in kinds.items() if kind == "word"]
+        if words and len(words) < len(values):
+            numbers = [line for line in kinds if line not in words]
+            odd, kind, rest = (words, "word", "numbers") if len(words) <= len(numbers) else (numbers, "number", "words")
+            lines = ", ".join(map(str, odd[:3])) + (" ..." if len(odd) > 3 else "")
+            raise GlueDataError(path, odd[0], f"label {dict(values)[odd[0]]!r} is a {kind} in a column of {rest} "
+                                f"(lines {lines}); fix the row, or give --task_type classification to take every "
+                                "label as a class name")
+        if not words and any(kind == "number" for kind in kinds.values()):
+            return None
+    names = {text for _, text in values}
+    if all(kind == "integer" for kind in kinds.values()):
+        return tuple(sorted(names, key=int))
+    return tuple(sorted(names))
+
+
+def _label_text(value, path: Path, line: int) -> str:
+    if isinstance(value, dict | list):
+        raise GlueDataError(path, line, f"label {json.dumps(value)[:40]} is a JSON {type(value).__name__}: expected "
+                            "a class name or a number")
+    text = "" if value is None else str(value).strip()
+    if text in MISSING_LABELS:
+        raise GlueDataError(path, line, f"the label is missing ({text or 'empty'!r}); every training row needs one")
+    return text
+
+
+def _kind(text: str) -> str:
+    if _INTEGER.match(text):
+        return "integer"
+    try:
+        return "number" if math.isfinite(float(text)) else "word"
+    except ValueError:
+        return "word"
+
+
 def read_table(task: GlueTask, path: Path, split: str, skip_bad_rows: bool = False) -> tuple[list[Example],
                                                                                              ReadReport]:
-    """Examples of one file; test files may lack the label column."""
+    """Examples of one file; test files may lack the label column. Rows of test files without an id column
+    are numbered 0..N-1 in file order, as run_glue numbers its predictions."""
     labelled = not split.startswith("test")
     columns = [task.text_a] + ([task.text_b] if task.text_b else []) + ([task.label] if labelled else [])
     examples, report = [], ReadReport(path)
-    for line, row in _rows(path, columns):
+    for ordinal, (line, row) in enumerate(_rows(path, columns)):
         try:
-            examples.append(_example(task, path, line, row, split, labelled))
+            if isinstance(row, GlueDataError):
+                raise row
+            examples.append(_example(task, path, line, row, labelled, ordinal))
         except GlueDataError as err:
             if not skip_bad_rows:
                 raise
             report.skipped.append(str(err))
     if not examples:
-        raise GlueDataError(path, None, "no examples: the file has no data rows")
+        raise GlueDataError(path, None, "no examples: the file has no data rows"
+                            + (f" ({len(report.skipped)} bad rows skipped)" if report.skipped else ""))
     report.rows = len(examples)
     return examples, report
 
 
-def _example(task: GlueTask, path: Path, line: int, row: dict, split: str, labelled: bool) -> Example:
+def _example(task: GlueTask, path: Path, line: int, row: dict, labelled: bool, ordinal: int) -> Example:
     missing = [c for c in (task.text_a, task.text_b, task.label if labelled else None) if c and c not in row]
     if missing:
         raise GlueDataError(path, line, f"no {', '.join(map(repr, missing))} field; found {', '.join(map(repr, row))}")
     text_a = _text(row, task.text_a, path, line)
     text_b = _text(row, task.text_b, path, line) if task.text_b else None
     label = _label(task, row[task.label], path, line) if labelled else None
-    guid = str(row.get("id", row.get("idx", f"{split}-{line}")))
+    guid = next((str(row[c]) for c in _ID_COLUMNS if c in row), str(ordinal))
     return Example(guid=guid, text_a=text_a, text_b=text_b, label=label, line=line)
 
 
@@ -93,11 +193,10 @@ def _text(row: dict, column: str, path: Path, line: int) -> str:
 
 
 def _label(task: GlueTask, value, path: Path, line: int) -> int | float:
-    text = str(value).strip()
+    text = _label_text(value, path, line)
     if task.labels is not None:
         if text not in task.labels:
-            raise GlueDataError(path, line, f"label {text!r} is not one of the training labels "
-                                f"{', '.join(task.labels)}")
+            raise GlueDataError(path, line, f"label {text!r} is not one of the classes {', '.join(task.labels)}")
         return task.labels.index(text)
     try:
         score = float(text)
@@ -108,60 +207,89 @@ def _label(task: GlueTask, value, path: Path, line: int) -> int | float:
     return score
 
 
-def _rows(path: Path, columns: list[str]) -> Iterator[tuple[int, dict]]:
-    """(line number, field dict) per data row; a header without the needed columns is an error at line 1."""
+def _rows(path: Path, columns: list[str]) -> Iterator[tuple[int, Row]]:
+    """(line number, fields or the row's error) per data row. A header without the needed columns, or a
+    file that is not text of its format, is an error for the whole file."""
     fmt = table_format(path)
     if not path.is_file():
         raise GlueDataError(path, None, "no such file")
     try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            if fmt == "jsonl":
-                yield from _json_rows(path, handle)
+        text = read_utf8(path)
+    except NotUtf8Error as err:
+        raise GlueDataError(path, err.line, err.problem) from None
+    if fmt in ("json", "jsonl"):
+        yield from _json_rows(path, text)
+    else:
+        yield from _delimited_rows(path, io.StringIO(text, newline=""), fmt, columns)
+
+
+def _delimited_rows(path: Path, handle, fmt: str, columns: list[str]) -> Iterator[tuple[int, Row]]:
+    field_limit = csv.field_size_limit()
+    csv.field_size_limit(sys.maxsize)  # a text longer than csv's 131,072-character default reads as in JSON
+    try:
+        reader = csv.DictReader(handle, delimiter="," if fmt == "csv" else "\t",
+                                quoting=csv.QUOTE_MINIMAL if fmt == "csv" else csv.QUOTE_NONE)
+        header = reader.fieldnames or []
+        absent = [c for c in columns if c not in header]
+        if absent:
+            raise GlueDataError(path, 1, f"no column(s) {', '.join(map(repr, absent))}; the header has "
+                                f"{', '.join(map(repr, header)) or 'nothing'} (choose with --text_column, "
+                                "--text_pair_column, --label_column)")
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
                 return
-            reader = csv.DictReader(handle, delimiter="," if fmt == "csv" else "\t",
-                                    quoting=csv.QUOTE_MINIMAL if fmt == "csv" else csv.QUOTE_NONE)
-            header = reader.fieldnames or []
-            absent = [c for c in columns if c not in header]
-            if absent:
-                raise GlueDataError(path, 1, f"no column(s) {', '.join(map(repr, absent))}; the header has "
-                                    f"{', '.join(map(repr, header)) or 'nothing'} (choose with --text_column, "
-                                    "--text_pair_column, --label_column)")
-            for row in reader:
-                if None in row or None in row.values():
-                    raise GlueDataError(path, reader.line_num, f"expected {len(header)} fields like the header")
+            except csv.Error as err:
+                raise GlueDataError(path, reader.line_num, f"not readable as {fmt.upper()} ({err})") from None
+            if None in row or None in row.values():
+                yield reader.line_num, GlueDataError(path, reader.line_num,
+                                                     f"expected {len(header)} fields like the header")
+            else:
                 yield reader.line_num, row
-    except UnicodeDecodeError as err:
-        raise GlueDataError(path, None, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except csv.Error as err:
-        raise GlueDataError(path, None, f"not readable as {fmt.upper()} ({err})") from None
+    finally:
+        csv.field_size_limit(field_limit)
 
 
-def _json_rows(path: Path, handle) -> Iterator[tuple[int, dict]]:
-    for line, text in enumerate(handle, start=1):
-        if not text.strip():
+def _json_rows(path: Path, text: str) -> Iterator[tuple[int, Row]]:
+    """JSON lines, or one JSON array of objects, with each object's line number."""
+    if text.lstrip().startswith("["):
+        yield from _json_array_rows(path, text)
+        return
+    for line, chunk in enumerate(text.split("\n"), start=1):
+        if not chunk.strip():
             continue
         try:
-            row = json.loads(text)
+            row = json.loads(chunk)
         except json.JSONDecodeError as err:
-            raise GlueDataError(path, line, f"not a JSON object ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise GlueDataError(path, line, f"expected a JSON object, found {type(row).__name__}")
-        yield line, row
+            yield line, GlueDataError(path, line, f"not a JSON object ({err.msg}); use JSON lines, one object per line")
+            continue
+        yield line, row if isinstance(row, dict) else GlueDataError(
+            path, line, f"expected a JSON object, found {type(row).__name__}")
 
 
-def _all_numbers(values: list) -> bool:
-    try:
-        return bool(values) and all(math.isfinite(float(str(v))) for v in values)
-    except ValueError:
-        return False
+def _json_array_rows(path: Path, text: str) -> Iterator[tuple[int, Row]]:
+    decoder = json.JSONDecoder()
+    position = text.index("[") + 1
+    while True:
+        position = _skip(text, position, " \t\r\n")
+        if position < len(text) and text[position] == "]":
+            return
+        line = text.count("\n", 0, position) + 1
+        try:
+            row, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as err:
+            raise GlueDataError(path, text.count("\n", 0, err.pos) + 1, f"not valid JSON ({err.msg})") from None
+        yield line, row if isinstance(row, dict) else GlueDataError(
+            path, line, f"expected a JSON object in the array, found {type(row).__name__}")
+        position = _skip(text, position, " \t\r\n")
+        if position < len(text) and text[position] == ",":
+            position += 1
+        elif position >= len(text) or text[position] != "]":
+            raise GlueDataError(path, text.count("\n", 0, position) + 1, "not valid JSON (expected ',' or ']')")
 
 
-def _is_integer(value) -> bool:
-    return str(value).strip().lstrip("-").isdigit()
-
-
-def _sorted_labels(values: list) -> tuple[str, ...]:
-    names = {str(v).strip() for v in values}
-    if all(_is_integer(n) for n in names):
-        return tuple(sorted(names, key=int))
-    return tuple(sorted(names))
+def _skip(text: str, position: int, characters: str) -> int:
+    while position < len(text) and text[position] in characters:
+        position += 1
+    return position

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..data import INPUT_NAMES
-from ..io import atomic_write_text
+from ..io import atomic_write_json
 from ..modeling import AlbertForSequenceClassification
 from ..tokenization import load_tokenizer, save_tokenizer_files
 
@@ -98,7 +98,7 @@ def _readable_by_transformers_4(tokenizer_config: Path) -> None:
     config = json.loads(tokenizer_config.read_text(encoding="utf-8"))
     if isinstance(config.get("extra_special_tokens"), list):
         del config["extra_special_tokens"]
-        atomic_write_text(tokenizer_config, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        atomic_write_json(tokenizer_config, config)
 
 
 def _default_texts() -> list[str]:

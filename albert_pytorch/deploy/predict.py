@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import UsageError
 from ..data import INPUT_NAMES, Collator, EvalShardSampler, GlueFeatures
 from ..device import Precision
 from ..evaluate import batch_logits
+from ..io import read_utf8
 from ..modeling import AlbertForSequenceClassification
 from ..tokenization import encode, load_tokenizer
 from .runtime import open_session, pad_to_batch, static_dims
@@ -21,7 +23,10 @@ def read_inputs(texts: list[str], input_file: str | os.PathLike | None) -> list[
     """Sentences, or tab-separated pairs, from the command line or a file (one per line)."""
     lines = list(texts)
     if input_file is not None:
-        lines += [line for line in Path(input_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not Path(input_file).is_file():
+            raise UsageError(f"--input {input_file}: no such file")
+        text = read_utf8(input_file)
+        lines += [line for line in text.splitlines() if line.strip()]
     pairs = []
     for line in lines:
         first, _, second = line.partition("\t")
@@ -34,6 +39,8 @@ def read_inputs(texts: list[str], input_file: str | os.PathLike | None) -> list[
 def predict(model_dir: str | os.PathLike, pairs: list[tuple[str, str | None]], onnx_file: str | None = None,
             batch_size: int = 32, max_seq_length: int = 128, provider: str = "cpu") -> Iterator[dict]:
     """One record per input, in input order; batches are length-sorted so they pad little."""
+    if not Path(model_dir).is_dir():
+        raise UsageError(f"--model_dir {model_dir}: no such folder (a model directory that train wrote)")
     model = AlbertForSequenceClassification.from_pretrained(model_dir).eval()
     tokenizer = load_tokenizer(model_dir)
     session = static_batch = static_width = None

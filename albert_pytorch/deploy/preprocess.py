@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from tqdm.auto import tqdm
 from ..config import AlbertConfig
 from ..data import INPUT_NAMES
 from ..data.glue import get_task, read_split
-from ..io import atomic_write_text
+from ..io import atomic_write_json
 from ..tokenization import encode, fingerprint, load_tokenizer
 
 MANIFEST = "manifest.json"
@@ -51,5 +50,5 @@ def preprocess(pth_dir: str | os.PathLike, data_dir: str | os.PathLike, save_dir
                 "tokenizer": fingerprint(tokenizer), "num_examples": len(examples),
                 "examples": [{"index": i, "id": e.guid, "line": e.line, "length": n}
                              for i, (e, n) in enumerate(zip(examples, lengths, strict=True))]}
-    atomic_write_text(save_dir / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    atomic_write_json(save_dir / MANIFEST, manifest)
     return save_dir

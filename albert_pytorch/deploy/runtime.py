@@ -9,7 +9,7 @@ include reading inputs, host copies and writing outputs.
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import re
 import time
@@ -19,7 +19,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..io import atomic_write_text
+from ..config import UsageError
+from ..io import atomic_write_json
+
+logger = logging.getLogger("albert_pytorch")
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider", "cann": "CANNExecutionProvider"}
@@ -52,16 +55,20 @@ class RunOptions:
 
 def open_session(model: str | os.PathLike, provider: str = "cpu", device: int = 0):
     """A session on `provider`, with ONNX Runtime's fallback chain behind it (FALLBACKS: TensorRT, then
-    CUDA, then CPU for the nodes the one before cannot run). The asked-for provider must be in this build."""
+    CUDA, then CPU for the nodes the one before cannot run). A provider this onnxruntime build lacks is
+    skipped with one warning, down the chain to the CPU."""
     import onnxruntime as ort
 
     if provider not in PROVIDERS:
-        raise ValueError(f"--provider {provider!r}: choose from {', '.join(PROVIDERS)}")
+        raise UsageError(f"--provider {provider!r}: choose from {', '.join(PROVIDERS)}")
+    if not Path(model).is_file():
+        raise UsageError(f"{model}: no such ONNX file")
     available = ort.get_available_providers()
-    if PROVIDERS[provider] not in available:
-        raise RuntimeError(f"--provider {provider}: this onnxruntime build lacks {PROVIDERS[provider]} (it has "
-                           f"{', '.join(available)}); install the matching onnxruntime package")
     chain = [p for p in FALLBACKS[provider] if PROVIDERS[p] in available]
+    if PROVIDERS[provider] not in available:
+        logger.warning("--provider %s: this onnxruntime build lacks %s (it has %s), so the model runs on %s; install "
+                       "the matching onnxruntime package to use it", provider, PROVIDERS[provider],
+                       ", ".join(available), chain[0])
     options = [{} if p == "cpu" else {"device_id": device} for p in chain]
     return ort.InferenceSession(str(model), providers=[PROVIDERS[p] for p in chain], provider_options=options)
 
@@ -170,7 +177,7 @@ def run(model: str | os.PathLike, input_dirs: list[str | os.PathLike], output: s
                "D2H_latency": _ais_bench_stats(split_ms),
                "throughput": 1000 * options.batchsize / float(np.mean(compute_ms))}
     summary_path = Path(output) / f"{out_dir.name}_summary.json"
-    atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(summary_path, summary)
     return summary
 
 
