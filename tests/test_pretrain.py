@@ -172,3 +172,14 @@ def test_text_without_sentence_pairs_is_named(tiny_tokenizer_dir, tmp_path, capl
         main(["pretrain", "--train_files", str(tmp_path / "typo.txt"), "--tokenizer_name", str(tiny_tokenizer_dir),
               "--from_scratch", "--output_dir", str(tmp_path / "out")])
     assert done.value.code == 2 and "typo.txt: no such file or folder" in caplog.text
+
+
+def test_overwrite_with_a_mistyped_corpus_keeps_the_earlier_pretraining(corpus, tiny_tokenizer_dir, tmp_path):
+    out = tmp_path / "out"
+    run(tiny_pretraining(corpus, tiny_tokenizer_dir, out, max_steps=2))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit) as done:
+        main(["pretrain", "--train_files", str(corpus / "trian"), "--tokenizer_name", str(tiny_tokenizer_dir),
+              "--from_scratch", "--output_dir", str(out), "--overwrite_output_dir"])
+    assert done.value.code == 2
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
