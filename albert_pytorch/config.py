@@ -191,6 +191,18 @@ class AlbertConfig:
         return AlbertConfig.from_dict(data)
 
 
+def run_model_config(config: AlbertConfig, overrides: str, max_seq_length: int) -> AlbertConfig:
+    """`config` with a run's --config_overrides applied, checked to hold --max_seq_length; either flag wrong
+    is a usage error."""
+    try:
+        if overrides:
+            config = config.with_overrides(overrides)
+        config.check_sequence_length(max_seq_length)
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+    return config
+
+
 # -- training runs ------------------------------------------------------------------------------------
 
 def setting(default: Any, help: str, choices: tuple[str, ...] | None = None, aliases: tuple[str, ...] = (),

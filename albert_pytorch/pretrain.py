@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import checkpoint as ckpt
-from .config import AlbertConfig, ConfigError, PretrainConfig, UsageError, run_settings
+from .config import AlbertConfig, PretrainConfig, UsageError, run_model_config, run_settings
 from .data import EvalShardSampler, LengthGroupedBatchSampler
 from .data.corpus import PairShards, load_or_build_pair_shards
 from .data.masking import IGNORE_INDEX, MaskingCollator, MaskingSpec
@@ -155,13 +155,8 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext, device: torch.device, built
 def pretraining_config(cfg: PretrainConfig, model_dir: Path | None, tokenizer_size: int) -> AlbertConfig:
     """The config to pretrain: --model_name_or_path's (any ALBERT, a fine-tuned classifier's encoder included),
     or for random init albert-base-v2's shape, whose vocabulary is the tokenizer's."""
-    config = AlbertConfig.from_pretrained(model_dir) if model_dir else AlbertConfig()
-    try:
-        if cfg.config_overrides:
-            config = config.with_overrides(cfg.config_overrides)
-        config.check_sequence_length(cfg.max_seq_length)
-    except ConfigError as err:
-        raise UsageError(str(err)) from None
+    config = run_model_config(AlbertConfig.from_pretrained(model_dir) if model_dir else AlbertConfig(),
+                              cfg.config_overrides, cfg.max_seq_length)
     if cfg.from_scratch:
         config = dataclasses.replace(config, vocab_size=tokenizer_size)
     elif tokenizer_size > config.vocab_size:

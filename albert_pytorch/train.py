@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import checkpoint as ckpt
-from .config import AlbertConfig, ConfigError, TrainConfig, UsageError, run_settings
+from .config import AlbertConfig, TrainConfig, UsageError, run_model_config, run_settings
 from .data import (
     Collator,
     Example,
@@ -165,13 +165,7 @@ def build_run(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
         task = get_task(cfg.task_name)
         data_dir, model_dir, from_scratch = _resolve_inputs(cfg, task, scratch)
     tokenizer = load_tokenizer(model_dir)
-    config = AlbertConfig.from_pretrained(model_dir)
-    try:
-        if cfg.config_overrides:
-            config = config.with_overrides(cfg.config_overrides)
-        config.check_sequence_length(cfg.max_seq_length)
-    except ConfigError as err:
-        raise UsageError(str(err)) from None
+    config = run_model_config(AlbertConfig.from_pretrained(model_dir), cfg.config_overrides, cfg.max_seq_length)
     config.set_labels(None if task.is_regression else list(task.labels))
     config.finetuning_task = task.name
     train_set = _features(cfg, task, data_dir, "train", tokenizer, cfg.max_train_samples)[0] if cfg.do_train else None
