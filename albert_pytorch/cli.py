@@ -83,6 +83,27 @@ def _check_same_tokenizer(spm_model_file: Path, config) -> None:
                          "or drop --spm_model_file.")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """`train --do_eval` on a trained model, read as one command: the results are printed, and written (with
+    the settings) to --output_dir only when one is named."""
+    import json
+    import tempfile
+
+    from .config import TrainConfig
+    from .train import run
+
+    require(args.model_dir, "--model_dir", folder=True)
+    given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
+    given.update(model_name_or_path=args.model_dir, do_train=False, do_eval=True)
+    with tempfile.TemporaryDirectory(prefix="albert-evaluate-") as scratch:
+        given.setdefault("output_dir", scratch)
+        config = TrainConfig.from_flags(given)
+        run(config)
+        results = json.loads((Path(config.output_dir) / "eval_results.json").read_text())
+    print(to_json(results))
+    return 0
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from .config import PretrainConfig
     from .pretrain import run
@@ -91,9 +112,19 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def require(path: str | None, flag: str, folder: bool = False) -> None:
+    """A missing input is a bad argument (exit 2), named with its flag, before any work is done."""
+    from .config import UsageError
+
+    if path is not None and not (Path(path).is_dir() if folder else Path(path).is_file()):
+        raise UsageError(f"{flag} {path}: no such {'folder' if folder else 'file'}")
+
+
 def cmd_preprocess(args: argparse.Namespace) -> int:
     from .deploy.preprocess import preprocess
 
+    require(args.pth_dir, "--pth_dir", folder=True)
+    require(args.data_dir, "--data_dir", folder=True)
     out = preprocess(args.pth_dir, args.data_dir, args.save_dir, args.max_seq_length, args.task_name, args.split)
     print(f"wrote {out}")
     return 0
@@ -102,6 +133,8 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 def cmd_pth2onnx(args: argparse.Namespace) -> int:
     from .deploy.export import export
 
+    require(args.pth_dir, "--pth_dir", folder=True)
+    require(args.data_dir, "--data_dir", folder=True)
     texts = None
     if args.data_dir:  # the ModelZoo script exports with the first dev batch; we check on it too
         from .data.glue import get_task, read_split
@@ -116,6 +149,7 @@ def cmd_pth2onnx(args: argparse.Namespace) -> int:
 def cmd_opt_onnx(args: argparse.Namespace) -> int:
     from .deploy.optimize import optimize
 
+    require(args.input_file, "--input_file")
     report = optimize(args.input_file, args.output_file, args.target, args.fp16, args.int8)
     print(to_json(report))
     return 0
@@ -124,6 +158,9 @@ def cmd_opt_onnx(args: argparse.Namespace) -> int:
 def cmd_infer(args: argparse.Namespace) -> int:
     from .deploy.runtime import RunOptions, run
 
+    require(args.model, "--model")
+    for folder in args.input.split(","):
+        require(folder, "--input", folder=True)
     options = RunOptions(args.output_dirname, args.outfmt, args.batchsize, args.device, args.provider, args.loop,
                          args.warmup_count, progress=sys.stderr.isatty())
     summary = run(args.model, args.input.split(","), args.output, options)
@@ -134,6 +171,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def cmd_postprocess(args: argparse.Namespace) -> int:
     from .deploy.postprocess import postprocess
 
+    require(args.result_dir, "--result_dir", folder=True)
+    require(args.label_path, "--label_path")
     print(to_json(postprocess(args.result_dir, args.label_path, args.task_name, args.outfmt, args.output_dtype)))
     return 0
 
@@ -191,6 +230,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help="accepted for lonePatient scripts: the tokenizer is --model_name_or_path's spiece.model; "
                             "a different file here is an error")
     train.set_defaults(func=cmd_train)
+
+    ev = command("evaluate", help="score a trained model on a GLUE dev set or your own file",
+                 description="Evaluate a trained model directory: a GLUE task's dev set(s) (--task_name, --data_dir) "
+                             "or your own labelled file (--validation_file). Prints eval_results.json; writes it "
+                             "only into an --output_dir you name (a folder of its own, never a training run's).")
+    option(ev, "--model_dir", required=True, help="the trained model directory (config.json, weights, tokenizer)")
+    option(ev, "--task_name", help="GLUE task (default: SST-2)")
+    option(ev, "--data_dir", help="the task's folder of GLUE TSVs")
+    option(ev, "--validation_file", help="your own labelled .csv, .tsv, .json or .jsonl instead of a GLUE task")
+    option(ev, "--text_column", help="its text column (default: as train picks it)")
+    option(ev, "--text_pair_column", help="its second text column, for pairs")
+    option(ev, "--label_column", help="its label column (default: label)")
+    option(ev, "--max_seq_length", type=int, help="longer inputs are cut (default: 128)")
+    option(ev, "--eval_batch_size", type=int, help="batch size per device (default: 64)")
+    option(ev, "--max_eval_samples", type=int, help="score the first N examples only")
+    option(ev, "--device", choices=("auto", "cpu", "cuda", "npu"), help="default: auto")
+    option(ev, "--output_dir", help="also write eval_config.json, eval_results.json and all_results.json here")
+    option(ev, "--overwrite_output_dir", action="store_true", default=None,
+           help="replace an earlier evaluation's files in --output_dir")
+    option(ev, "--skip_bad_rows", action="store_true", default=None, help="skip malformed rows, counted")
+    ev.set_defaults(func=cmd_evaluate)
 
     pretrain = command("pretrain", help="pretrain on raw text: masked LM + sentence order (torchrun for many "
                                         "devices)",

@@ -69,6 +69,6 @@ def class_report(task: GlueTask, predictions: np.ndarray, labels: np.ndarray) ->
     classes = list(range(task.num_labels))
     precision, recall, f1, support = precision_recall_fscore_support(labels, predictions, labels=classes,
                                                                      zero_division=0)
-    per_class = {task.labels[c]: {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
+    per_class = {task.names[c]: {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
                                   "support": int(support[c])} for c in classes}
     return {"per_class": per_class, "confusion_matrix": confusion_matrix(labels, predictions, labels=classes).tolist()}

@@ -129,7 +129,8 @@ def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, built: F
     eval_results: dict[str, Any] = {}
     if cfg.do_eval and built.eval_sets:
         results = evaluate(progress=cfg.progress, per_class=True)
-        eval_results = {"epoch": summary.get("epoch"), **trainer_eval_results(task, results)}
+        eval_results = {**({"epoch": summary["epoch"]} if "epoch" in summary else {}),
+                        **trainer_eval_results(task, results)}
         if ctx.is_main:
             atomic_write_json(output_dir / "eval_results.json", eval_results)
         first = results[task.eval_splits[0]]
@@ -166,7 +167,7 @@ def build_run(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
         data_dir, model_dir, from_scratch = _resolve_inputs(cfg, task, scratch)
     tokenizer = load_tokenizer(model_dir)
     config = run_model_config(AlbertConfig.from_pretrained(model_dir), cfg.config_overrides, cfg.max_seq_length)
-    config.set_labels(None if task.is_regression else list(task.labels))
+    config.set_labels(None if task.is_regression else list(task.names))
     config.finetuning_task = task.name
     train_set = _features(cfg, task, data_dir, "train", tokenizer, cfg.max_train_samples)[0] if cfg.do_train else None
     eval_sets = {}

@@ -1,5 +1,6 @@
 """The command-line contract: every flag documented once, names frozen, bad flags refused before any write."""
 
+import json
 import re
 from pathlib import Path
 
@@ -9,8 +10,8 @@ from albert_pytorch.cli import main
 from albert_pytorch.config import SAMPLE_RECIPE, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ("train", "pretrain", "preprocess", "pth2onnx", "opt_onnx", "infer", "postprocess", "predict",
-               "tokenizer", "download")
+SUBCOMMANDS = ("train", "evaluate", "pretrain", "preprocess", "pth2onnx", "opt_onnx", "infer", "postprocess",
+               "predict", "tokenizer", "download")
 
 # A rename here breaks users' scripts and the ModelZoo launchers: change it only on purpose.
 CONTRACT = {
@@ -39,6 +40,9 @@ CONTRACT = {
     "infer": {"--model", "--input", "--output", "--output_dirname", "--outfmt", "--batchsize", "--device",
               "--provider", "--loop", "--warmup_count"},
     "postprocess": {"--result_dir", "--label_path", "--task_name", "--outfmt", "--output_dtype"},
+    "evaluate": {"--model_dir", "--task_name", "--data_dir", "--validation_file", "--text_column",
+                 "--text_pair_column", "--label_column", "--max_seq_length", "--eval_batch_size", "--max_eval_samples",
+                 "--device", "--output_dir", "--overwrite_output_dir", "--skip_bad_rows"},
     "predict": {"--model_dir", "--onnx", "--input", "--batch_size", "--max_seq_length", "--provider"},
     "tokenizer": {"--input", "--vocab_size", "--output_dir", "--max_sentences", "--seed", "--overwrite_output_dir"},
     "download": {"--tasks", "--data_dir", "--base_url", "--retries"},
@@ -202,3 +206,78 @@ def test_ctrl_c_prints_one_line_naming_the_last_checkpoint_and_exits_130(tiny_ta
     assert process.returncode == 130
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert "interrupted. The last checkpoint is" in err and "--resume_from_checkpoint latest" in err
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--data_dir", "{missing}", "--model_name_or_path", "{model}"],
+    ["pretrain", "--train_files", "{missing}", "--tokenizer_name", "{model}", "--from_scratch"],
+    ["evaluate", "--model_dir", "{missing}"],
+    ["preprocess", "--pth_dir", "{model}", "--data_dir", "{missing}", "--save_dir", "{out}"],
+    ["pth2onnx", "--pth_dir", "{missing}", "--onnx_dir", "{out}"],
+    ["opt_onnx", "--input_file", "{missing}.onnx", "--output_file", "{out}.onnx"],
+    ["infer", "--model", "{missing}.onnx", "--input", "{missing}", "--output", "{out}"],
+    ["postprocess", "--result_dir", "{missing}", "--label_path", "{missing}.npy"],
+    ["predict", "--model_dir", "{model}", "--onnx", "{missing}.onnx", "a sentence"],
+    ["predict", "--model_dir", "{model}", "--input", "{missing}.txt"],
+    ["tokenizer", "--input", "{missing}", "--output_dir", "{out}"],
+])
+def test_every_subcommand_names_a_missing_input_in_one_line_and_exits_2(command, tmp_path, tiny_model_dir, capsys,
+                                                                       caplog):
+    places = {"missing": tmp_path / "missing", "model": tiny_model_dir, "out": tmp_path / "out"}
+    with pytest.raises(SystemExit) as done:
+        main([part.format(**places) for part in command])
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert done.value.code == 2 and len(errors) == 1
+    assert str(tmp_path / "missing") in errors[0].getMessage() and "no such" in errors[0].getMessage()
+    assert "Traceback" not in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not Path("out").exists()
+
+
+def test_evaluate_scores_a_trained_model_and_writes_only_where_told(tiny_task_dir, tiny_model_dir, tmp_path, capsys):
+    trained = tmp_path / "trained"
+    with pytest.raises(SystemExit):
+        main(["train", "--data_dir", str(tiny_task_dir), "--model_name_or_path", str(tiny_model_dir), "--from_scratch",
+              "--output_dir", str(trained), "--max_steps", "3", "--max_seq_length", "48", "--device", "cpu"])
+    capsys.readouterr()
+    before = sorted(p.name for p in trained.iterdir())
+    with pytest.raises(SystemExit) as done:
+        main(["evaluate", "--model_dir", str(trained), "--data_dir", str(tiny_task_dir), "--max_seq_length", "48",
+              "--device", "cpu"])
+    printed = json.loads(capsys.readouterr().out)
+    assert done.value.code == 0 and printed["eval_samples"] == 120 and set(printed["eval_per_class"]) == {
+        "negative", "positive"}
+    assert sorted(p.name for p in trained.iterdir()) == before  # nothing written beside the model
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--model_dir", str(trained), "--data_dir", str(tiny_task_dir), "--max_seq_length", "48",
+              "--device", "cpu", "--output_dir", str(tmp_path / "eval")])
+    assert json.loads((tmp_path / "eval" / "eval_results.json").read_text()) == json.loads(capsys.readouterr().out)
+
+
+def test_do_predict_leaves_the_implicit_train_and_evaluate_in_place():
+    config = TrainConfig.from_flags({"output_dir": "x", "do_predict": True})
+    assert config.do_train and config.do_eval and config.do_predict
+    only_eval = TrainConfig.from_flags({"output_dir": "x", "data_dir": "d", "model_name_or_path": "m",
+                                        "do_eval": True, "do_predict": True})
+    assert not only_eval.do_train and only_eval.do_eval and only_eval.do_predict
+
+
+def test_resuming_a_finished_run_keeps_its_loss_and_every_json_file_is_strict(tiny_task_dir, tiny_model_dir, tmp_path,
+                                                                              capsys):
+    args = ["train", "--data_dir", str(tiny_task_dir), "--model_name_or_path", str(tiny_model_dir), "--from_scratch",
+            "--output_dir", str(tmp_path), "--max_steps", "4", "--save_steps", "2", "--logging_steps", "2",
+            "--max_seq_length", "48", "--device", "cpu"]
+    with pytest.raises(SystemExit):
+        main(args)
+    first = json.loads((tmp_path / "all_results.json").read_text())["train_loss"]
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--resume_from_checkpoint", "latest"])
+    assert done.value.code == 0
+    assert json.loads((tmp_path / "all_results.json").read_text())["train_loss"] == first
+    assert "train_loss=nan" not in capsys.readouterr().err
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    for path in [*tmp_path.rglob("*.json"), *tmp_path.rglob("*.jsonl")]:
+        for line in (path.read_text().splitlines() if path.suffix == ".jsonl" else [path.read_text()]):
+            json.loads(line, parse_constant=refuse)  # NaN, Infinity: refused, as jq and strict parsers do

@@ -204,7 +204,7 @@ def test_bin_outputs_score_like_npy_and_the_summary_has_ais_bench_keys(model_dir
         reports[outfmt] = postprocess(tmp_path / "results" / outfmt, pre / "label.npy", outfmt=outfmt)
     assert reports["BIN"] == reports["NPY"]
     assert sum(map(sum, reports["NPY"]["confusion_matrix"])) == 120
-    assert set(reports["NPY"]["per_class"]) == {"0", "1"}
+    assert set(reports["NPY"]["per_class"]) == {"negative", "positive"}
     for key in ("NPU_compute_time", "H2D_latency", "D2H_latency"):
         assert set(summary[key]) == {"min", "max", "mean", "median", "percentile(99%)"}
     assert summary["throughput"] == pytest.approx(1000 * 8 / summary["NPU_compute_time"]["mean"])

@@ -71,7 +71,8 @@ def test_path_traversal_members_are_rejected(server, tmp_path, evil):
 
 def test_unreachable_server_gives_up_with_a_message(tmp_path):
     with pytest.raises(DownloadError, match="failed after 2 attempts"):
-        download_tasks(["WNLI"], tmp_path, "http://127.0.0.1:9/", retries=2, timeout=2)
+        download_tasks(["WNLI"], tmp_path / "dataset", "http://127.0.0.1:9/", retries=2, timeout=2)
+    assert not (tmp_path / "dataset").exists()  # no empty folder left behind
 
 
 def test_mrpc_explains_itself(tmp_path):

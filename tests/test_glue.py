@@ -1,7 +1,7 @@
 import pytest
 from glue_fixtures import EXPECTED_FIRST, FIXTURES, write_task
 
-from albert_pytorch.data import GlueDataError, get_task, read_file, read_split
+from albert_pytorch.data import TASKS, GlueDataError, get_task, read_file, read_split
 
 
 @pytest.mark.parametrize("task_name", sorted(FIXTURES))
@@ -94,3 +94,14 @@ def test_missing_file_says_how_to_get_it(tmp_path):
 def test_unknown_task():
     with pytest.raises(ValueError, match="unknown GLUE task"):
         get_task("SQuAD")
+
+
+def test_every_glue_task_names_its_classes_as_the_datasets_library_does():
+    names = {task.name: task.names for task in TASKS.values()}
+    assert names == {
+        "CoLA": ("unacceptable", "acceptable"), "SST-2": ("negative", "positive"),
+        "MRPC": ("not_equivalent", "equivalent"), "STS-B": None, "QQP": ("not_duplicate", "duplicate"),
+        "MNLI": ("contradiction", "entailment", "neutral"),  # the TSV's own names, in the reference's order
+        "QNLI": ("entailment", "not_entailment"), "RTE": ("entailment", "not_entailment"),
+        "WNLI": ("not_entailment", "entailment"),
+    }

@@ -49,7 +49,7 @@ def test_embedded_sample_learns_and_writes_every_output(tmp_path):
         a = ours(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
         b = theirs(**batch).logits
     assert (a - b).abs().max() < 1e-5
-    assert theirs.config.id2label == {0: "0", 1: "1"}
+    assert theirs.config.id2label == {0: "negative", 1: "positive"}  # as the datasets library names them
 
 
 def test_resume_from_checkpoint_matches_uninterrupted_run(tiny_task_dir, tiny_model_dir, tmp_path):

@@ -45,25 +45,33 @@ def download_tasks(tasks: list[str], data_dir: str | os.PathLike, base_url: str 
                    retries: int = 3, timeout: float = 60.0, checksums: dict[str, str] | None = None) -> list[Path]:
     """Download, verify and unpack each task into `data_dir/<task>/`; returns the task folders."""
     data_dir = Path(data_dir)
+    created = not data_dir.exists()
     data_dir.mkdir(parents=True, exist_ok=True)
-    folders = []
-    for task in tasks:
-        if task == "MRPC":
-            raise DownloadError(MRPC_NOTE)
-        if task not in ARCHIVES:
-            raise DownloadError(f"unknown task {task!r}; choose from {', '.join(ARCHIVES)} (and see MRPC's note)")
-        archive, inner, sha256 = ARCHIVES[task]
-        sha256 = (checksums or {}).get(task, sha256)
-        with tempfile.TemporaryDirectory(dir=data_dir, prefix=".download-") as tmp:
-            path = Path(tmp) / archive
-            _fetch(base_url.rstrip("/") + "/" + archive, path, retries, timeout)
-            digest = sha256_file(path)
-            if digest != sha256:
-                raise DownloadError(f"{archive}: SHA-256 {digest} does not match the expected {sha256}; "
-                                    "the download is damaged or not the GLUE archive, and was discarded")
-            folders.append(_extract(path, inner, data_dir / task, Path(tmp) / "unpacked"))
-        logger.info("%s ready in %s", task, folders[-1])
-    return folders
+    try:
+        return [_download_task(task, data_dir, base_url, retries, timeout, checksums) for task in tasks]
+    finally:
+        if created and not any(data_dir.iterdir()):  # a failed first download leaves no empty folder behind
+            data_dir.rmdir()
+
+
+def _download_task(task: str, data_dir: Path, base_url: str, retries: int, timeout: float,
+                   checksums: dict[str, str] | None) -> Path:
+    if task == "MRPC":
+        raise DownloadError(MRPC_NOTE)
+    if task not in ARCHIVES:
+        raise DownloadError(f"unknown task {task!r}; choose from {', '.join(ARCHIVES)} (and see MRPC's note)")
+    archive, inner, sha256 = ARCHIVES[task]
+    sha256 = (checksums or {}).get(task, sha256)
+    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".download-") as tmp:
+        path = Path(tmp) / archive
+        _fetch(base_url.rstrip("/") + "/" + archive, path, retries, timeout)
+        digest = sha256_file(path)
+        if digest != sha256:
+            raise DownloadError(f"{archive}: SHA-256 {digest} does not match the expected {sha256}; "
+                                "the download is damaged or not the GLUE archive, and was discarded")
+        folder = _extract(path, inner, data_dir / task, Path(tmp) / "unpacked")
+    logger.info("%s ready in %s", task, folder)
+    return folder
 
 
 def _fetch(url: str, path: Path, retries: int, timeout: float) -> None:

@@ -42,6 +42,9 @@ class GlueTask:
     submission_names: dict[str, str] = field(default_factory=dict)  # test split -> GLUE submission file
     reader: str = "glue"  # "glue": the official TSV layout; "table": a user's CSV/TSV/JSON lines (data.files)
     score_range: tuple[float, float] | None = STSB_RANGE  # regression targets outside it are bad rows
+    # what each class means, as the datasets library's GLUE features name them (a model's id2label); the
+    # file's own values (`labels`) where they are names already
+    class_names: tuple[str, ...] | None = None
 
     @property
     def is_regression(self) -> bool:
@@ -50,6 +53,11 @@ class GlueTask:
     @property
     def num_labels(self) -> int:
         return 1 if self.labels is None else len(self.labels)
+
+    @property
+    def names(self) -> tuple[str, ...] | None:
+        """The classes' names for people and for config.json's id2label (None: regression)."""
+        return self.class_names or self.labels
 
     def file_name(self, split: str) -> str:
         return self.files.get(split, f"{split}.tsv")
@@ -63,18 +71,21 @@ _BINARY_NLI = ("entailment", "not_entailment")
 
 TASKS: dict[str, GlueTask] = {t.name.lower(): t for t in (
     GlueTask("CoLA", ("0", "1"), "sentence", None, "label", "mcc",
-             headerless_columns={"label": 1, "sentence": 3}),
-    GlueTask("SST-2", ("0", "1"), "sentence", None, "label", "acc"),
-    GlueTask("MRPC", ("0", "1"), "#1 String", "#2 String", "Quality", "acc_and_f1"),
+             headerless_columns={"label": 1, "sentence": 3}, class_names=("unacceptable", "acceptable")),
+    GlueTask("SST-2", ("0", "1"), "sentence", None, "label", "acc", class_names=("negative", "positive")),
+    GlueTask("MRPC", ("0", "1"), "#1 String", "#2 String", "Quality", "acc_and_f1",
+             class_names=("not_equivalent", "equivalent")),
     GlueTask("STS-B", None, "sentence1", "sentence2", "score", "corr"),
-    GlueTask("QQP", ("0", "1"), "question1", "question2", "is_duplicate", "acc_and_f1"),
+    GlueTask("QQP", ("0", "1"), "question1", "question2", "is_duplicate", "acc_and_f1",
+             class_names=("not_duplicate", "duplicate")),
     GlueTask("MNLI", _NLI, "sentence1", "sentence2", "gold_label", "acc",
              eval_splits=("dev", "dev_mismatched"), test_splits=("test", "test_mismatched"),
              files={"dev": "dev_matched.tsv", "test": "test_matched.tsv"},
              submission_names={"test": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"}),
     GlueTask("QNLI", _BINARY_NLI, "question", "sentence", "label", "acc"),
     GlueTask("RTE", _BINARY_NLI, "sentence1", "sentence2", "label", "acc"),
-    GlueTask("WNLI", ("0", "1"), "sentence1", "sentence2", "label", "acc"),
+    GlueTask("WNLI", ("0", "1"), "sentence1", "sentence2", "label", "acc",
+             class_names=("not_entailment", "entailment")),
 )}
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import UsageError
+from ..config import AlbertConfig, UsageError
 from ..data import INPUT_NAMES, Collator, EvalShardSampler, GlueFeatures
 from ..device import Precision
 from ..evaluate import batch_logits
@@ -41,18 +41,20 @@ def predict(model_dir: str | os.PathLike, pairs: list[tuple[str, str | None]], o
     """One record per input, in input order; batches are length-sorted so they pad little."""
     if not Path(model_dir).is_dir():
         raise UsageError(f"--model_dir {model_dir}: no such folder (a model directory that train wrote)")
-    model = AlbertForSequenceClassification.from_pretrained(model_dir).eval()
+    config = AlbertConfig.from_pretrained(model_dir)  # the labels; the weights are the export's with --onnx
     tokenizer = load_tokenizer(model_dir)
-    session = static_batch = static_width = None
+    model = session = static_batch = static_width = None
     if onnx_file is not None:
         session = open_session(onnx_file, provider)
         static_batch, static_width = static_dims(session)  # a static export takes only its batch and length
+    else:
+        model = AlbertForSequenceClassification.from_pretrained(model_dir, config=config).eval()
     is_pair = any(b is not None for _, b in pairs)
     encoded = encode(tokenizer, [a for a, _ in pairs], [b or "" for _, b in pairs] if is_pair else None,
                      static_width or max_seq_length)
     features = GlueFeatures.from_encoded(encoded, torch.zeros(len(pairs)))
     collator = Collator(tokenizer.pad_token_id, static_width or 1)
-    logits = np.zeros((len(pairs), model.config.num_labels), dtype=np.float32)
+    logits = np.zeros((len(pairs), config.num_labels), dtype=np.float32)
     for rows in EvalShardSampler(features.lengths, static_batch or batch_size):
         batch = collator([features[i] for i in rows])
         if session is not None:
@@ -61,10 +63,10 @@ def predict(model_dir: str | os.PathLike, pairs: list[tuple[str, str | None]], o
         else:
             with torch.no_grad():
                 logits[rows] = batch_logits(model, batch, torch.device("cpu"), Precision()).numpy()
-    labels = model.config.id2label
+    labels = config.id2label
     for (text_a, text_b), row in zip(pairs, logits, strict=True):
         record = {"text": text_a} | ({"text_b": text_b} if text_b is not None else {})
-        if model.config.is_regression:
+        if config.is_regression:
             record["score"] = float(row[0])
         else:
             probabilities = np.exp(row - row.max())
