@@ -173,7 +173,8 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
 
     require(args.result_dir, "--result_dir", folder=True)
     require(args.label_path, "--label_path")
-    print(to_json(postprocess(args.result_dir, args.label_path, args.task_name, args.outfmt, args.output_dtype)))
+    print(to_json(postprocess(args.result_dir, args.label_path, args.task_name, args.outfmt, args.output_dtype,
+                              args.output_file)))
     return 0
 
 
@@ -318,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
            help="the runtime's output format (ais_bench writes BIN unless told otherwise)")
     option(post, "--output_dtype", choices=("float32", "float16"), default="float32",
            help="the model output's dtype, for BIN files (which carry none)")
+    option(post, "--output_file", help="where the report is also written as JSON (default: "
+                                       "<result_dir>_postprocess.json, beside the results folder)")
     post.set_defaults(func=cmd_postprocess)
 
     pred = command("predict", help="labels and probabilities for raw text, as JSON lines")

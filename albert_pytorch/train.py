@@ -109,7 +109,9 @@ def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, built: F
     def write_model_files(trained: nn.Module, directory: Path) -> None:
         save_model_dir(trained, built.tokenizer, built.model_dir, directory)
 
-    global_batch = cfg.batch_size * ctx.world_size * cfg.gradient_accumulation_steps
+    # the samples one step takes: a training step's, or for an evaluation one evaluation batch's
+    per_device = cfg.batch_size * cfg.gradient_accumulation_steps if cfg.do_train else cfg.eval_batch_size
+    global_batch = per_device * ctx.world_size
     summary: dict[str, Any] = {"task": task.name, "device": device.type, "world_size": ctx.world_size,
                                "global_batch_size": global_batch}
     run_log = RunLog(output_dir, enabled=ctx.is_main and cfg.do_train, tensorboard=cfg.report_to == "tensorboard")

@@ -1,8 +1,9 @@
 # Shared by the ModelZoo-style launchers in this folder; not run on its own.
 # Each launcher sets its recipe in DEFAULTS and calls `launch <case name> <process count>`.
 # Flags: --data_path=<root holding SST-2/ ...> (required), --model_path=, --task_name=, --device=,
-# --nproc= (multi-device launchers), --output_dir=; any other --name=value goes to the trainer and
-# overrides the recipe (e.g. --batch_size=64 --max_steps=50).
+# --nproc= (multi-device launchers), --output_dir= (the run's folder; default test/output/<device id>/<task>_<case>),
+# --log_dir= (the console log and ModelZoo case log; default test/output/<device id>); any other --name=value
+# goes to the trainer and overrides the recipe (e.g. --batch_size=64 --max_steps=50).
 
 cur_path=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 data_path=""
@@ -11,6 +12,7 @@ task_name="SST-2"
 device="auto"
 nproc=""
 output_dir=""
+log_dir=""
 extra=()
 
 parse_args() {
@@ -22,6 +24,7 @@ parse_args() {
             --device=*) device="${arg#*=}" ;;
             --nproc=*) nproc="${arg#*=}" ;;
             --output_dir=*) output_dir="${arg#*=}" ;;
+            --log_dir=*) log_dir="${arg#*=}" ;;
             --*=*) extra+=("${arg%%=*}" "${arg#*=}") ;;
             --*) extra+=("$arg") ;;
             *) echo "unknown argument: $arg" >&2; exit 2 ;;
@@ -36,7 +39,7 @@ parse_args() {
 launch() {
     local case_name=$1 procs=$2
     local device_id=${ASCEND_DEVICE_ID:-0}
-    local log_dir="$cur_path/test/output/$device_id"
+    [ -n "$log_dir" ] || log_dir="$cur_path/test/output/$device_id"
     mkdir -p "$log_dir"
     local log="$log_dir/train_${device_id}.log"
     [ -n "$output_dir" ] || output_dir="$cur_path/test/output/$device_id/${task_name}_${case_name}"
@@ -52,6 +55,12 @@ launch() {
         "${DEFAULTS[@]}" "${extra[@]}") 2>&1 | tee "$log"
     local status=${PIPESTATUS[0]}
     local e2e=$(( $(date +%s) - start ))
+    if [ "$status" -ne 0 ]; then
+        # no case log: a failed run has no figures to report, and a log of n/a would read as a result
+        echo "------------------ Final result ------------------"
+        echo "FAILED: the run exited with status $status (see $log)"
+        return "$status"
+    fi
     local summary
     summary=$(grep -o 'summary: .*' "$log" | tail -1)
     value() { echo "$summary" | tr ' ' '\n' | grep "^$1=" | head -1 | cut -d= -f2; }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # throughput run on one device: the 1p recipe for 200 steps, no evaluation.
-# Usage: bash test/train_performance_1p.sh --data_path=<dataset root> [--model_path=] [--task_name=SST-2] [--device=auto] [--flag=value ...]
+# Usage: bash test/train_performance_1p.sh --data_path=<dataset root> [--model_path=] [--task_name=SST-2] [--device=auto] [--output_dir=] [--log_dir=] [--flag=value ...]
 set -uo pipefail
 source "$(dirname "$0")/launcher_common.sh"
 DEFAULTS=(--batch_size 440 --learning_rate 2.8e-4 --optimizer lamb --max_steps 200 --fp16 --fp16_opt_level O2 --logging_steps 50 --do_train --overwrite_output_dir)

@@ -39,7 +39,7 @@ CONTRACT = {
     "opt_onnx": {"--input_file", "--output_file", "--target", "--fp16", "--int8", "--model_size"},
     "infer": {"--model", "--input", "--output", "--output_dirname", "--outfmt", "--batchsize", "--device",
               "--provider", "--loop", "--warmup_count"},
-    "postprocess": {"--result_dir", "--label_path", "--task_name", "--outfmt", "--output_dtype"},
+    "postprocess": {"--result_dir", "--label_path", "--task_name", "--outfmt", "--output_dtype", "--output_file"},
     "evaluate": {"--model_dir", "--task_name", "--data_dir", "--validation_file", "--text_column",
                  "--text_pair_column", "--label_column", "--max_seq_length", "--eval_batch_size", "--max_eval_samples",
                  "--device", "--output_dir", "--overwrite_output_dir", "--skip_bad_rows"},
@@ -55,7 +55,7 @@ CONTRACT["pretrain"] = (CONTRACT["train"] - {
     "--text_column", "--text_pair_column", "--label_column", "--label_names", "--task_type",
 }) | {"--train_files", "--validation_files", "--tokenizer_name", "--line_by_line", "--no-line_by_line",
       "--short_seq_prob", "--mlm_probability", "--max_ngram", "--max_predictions_per_seq"}
-LAUNCHER_FLAGS = {"--data_path", "--model_path", "--task_name", "--device", "--nproc", "--output_dir"}
+LAUNCHER_FLAGS = {"--data_path", "--model_path", "--task_name", "--device", "--nproc", "--output_dir", "--log_dir"}
 
 
 def help_entries(command: str, capsys) -> dict[str, str]:

@@ -69,6 +69,7 @@ def test_chain_predictions_equal_pytorch_evaluation(model_dir, tiny_task_dir, tm
     assert metrics["acc"] == compute_metrics(get_task("SST-2"), expected, labels)["acc"]
     assert summary["num_samples"] == 120 and summary["compute"]["throughput_samples_per_s"] > 0
     assert (tmp_path / "results" / "out_summary.json").is_file()
+    assert json.loads((tmp_path / "results" / "out_postprocess.json").read_text()) == metrics  # beside it, as JSON
     if target == "atc":
         assert report["domains"] == ["ai.onnx"] and "Expand" in report["ops"]
     else:

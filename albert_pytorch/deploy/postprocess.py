@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.glue import get_task
+from ..io import atomic_write_json
 from ..metrics import class_report, compute_metrics, predictions_from_logits
 from .preprocess import MANIFEST
 
@@ -46,8 +47,17 @@ def load_outputs(result_dir: Path, basenames: list[str], width: int, outfmt: str
     return np.stack(rows)
 
 
+def default_report_path(result_dir: str | os.PathLike) -> Path:
+    """`<result_dir>_postprocess.json`: beside the results folder, as the runtime's `_summary.json` is."""
+    result_dir = Path(result_dir)
+    return result_dir.with_name(f"{result_dir.name}_postprocess.json")
+
+
 def postprocess(result_dir: str | os.PathLike, label_path: str | os.PathLike, task_name: str | None = None,
-                outfmt: str = "NPY", output_dtype: str = "float32") -> dict:
+                outfmt: str = "NPY", output_dtype: str = "float32",
+                output_file: str | os.PathLike | None = None) -> dict:
+    """The task's metrics over the runtime's outputs (per-class figures too for classes), also written as JSON
+    to `output_file` (default: `default_report_path`)."""
     result_dir, label_path = Path(result_dir), Path(label_path)
     labels = np.load(label_path, allow_pickle=False)
     manifest_path = label_path.parent / MANIFEST
@@ -60,4 +70,5 @@ def postprocess(result_dir: str | os.PathLike, label_path: str | os.PathLike, ta
     report = {"task": task.name, "num_examples": len(labels), **compute_metrics(task, predictions, labels)}
     if not task.is_regression:
         report.update(class_report(task, predictions, labels))
+    atomic_write_json(output_file or default_report_path(result_dir), report)
     return report
