@@ -462,8 +462,8 @@ def benchmark_pretraining(plan: PretrainPlan, work_dir: Path, device: torch.devi
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python3 -m albert_pytorch.benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer rows and shorter rounds (9 min 50 s measured on "
-                                                             "a 2-core AVX2 CPU): indicative figures only")
+    parser.add_argument("--quick", action="store_true", help="fewer rows and shorter rounds, indicative figures only "
+                                                             "(docs/benchmarks.md says how long it takes)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or npu")
     parser.add_argument("--bf16", action="store_true", help="autocast bf16 on every variant (GPU)")
     parser.add_argument("--model_dir", default=None, help="config + tokenizer (default: ../shared albert-base-v2)")
