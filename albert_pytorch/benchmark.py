@@ -459,7 +459,7 @@ def benchmark_pretraining(plan: PretrainPlan, work_dir: Path, device: torch.devi
                     "batch_size": plan.batch_size} for v in variants}
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m albert_pytorch.benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer rows and shorter rounds, indicative figures only "
@@ -471,7 +471,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", default=None, help="also write the figures here")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                         help="which benchmarks to run (default: all)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     # Our figures at INFO; the libraries' own chatter (ORT's fusion and quantization logs) at ERROR.
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     logger.setLevel(logging.INFO)
