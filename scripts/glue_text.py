@@ -1,7 +1,7 @@
 """A GLUE task's training sentences as pretraining text: one document per example (its sentence, or
 its two sentences on two lines), documents separated by blank lines.
 
-    python3 scripts/glue_text.py --task_name SST-2 --data_dir ../shared/data/glue/SST-2 --output sst2.txt
+    python3 scripts/glue_text.py --task_name SST-2 --data_dir ../shared/data/glue/SST-2 --output outputs/sst2.txt
 
 Only the train split is written: pretraining on the dev or test text of a task you evaluate on would
 leak it into the evaluation.
@@ -17,7 +17,7 @@ from albert_pytorch.io import atomic_write_text
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task_name", required=True, help="GLUE task, e.g. SST-2 or STS-B")
     parser.add_argument("--data_dir", required=True, help="the task's folder of GLUE TSVs")
     parser.add_argument("--output", required=True, help="the text file to write")
