@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .config import UsageError
+from .errors import UsageError
 from .io import atomic_write_text, publish_directory, sha256_file, to_json
 from .weights import load_state_dict
 

@@ -11,8 +11,9 @@ import types
 import typing
 from pathlib import Path
 
-from .config import LoopConfig
+from .errors import UsageError
 from .io import to_json
+from .run_config import LoopConfig, PretrainConfig, TrainConfig
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
@@ -56,7 +57,6 @@ def _unwrap_optional(annotation):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import TrainConfig
     from .train import run
 
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
@@ -70,7 +70,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _check_same_tokenizer(spm_model_file: Path, config) -> None:
     """lonePatient's --spm_model_file names the tokenizer; ours comes from the model directory, so the two
     must be the same file, or the run would silently use another tokenizer than the one asked for."""
-    from .config import UsageError
     from .io import sha256_file
 
     model_spm = Path(config.model_name_or_path or "") / "spiece.model"
@@ -89,7 +88,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
     import tempfile
 
-    from .config import TrainConfig
     from .train import run
 
     require(args.model_dir, "--model_dir", folder=True)
@@ -105,7 +103,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from .config import PretrainConfig
     from .pretrain import run
 
     run(PretrainConfig.from_flags({k: v for k, v in vars(args).items() if k in PretrainConfig.__dataclass_fields__}))
@@ -114,7 +111,6 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def require(path: str | None, flag: str, folder: bool = False) -> None:
     """A missing input is a bad argument (exit 2), named with its flag, before any work is done."""
-    from .config import UsageError
 
     if path is not None and not (Path(path).is_dir() if folder else Path(path).is_file()):
         raise UsageError(f"{flag} {path}: no such {'folder' if folder else 'file'}")
@@ -137,7 +133,7 @@ def cmd_pth2onnx(args: argparse.Namespace) -> int:
     require(args.data_dir, "--data_dir", folder=True)
     texts = None
     if args.data_dir:  # the ModelZoo script exports with the first dev batch; we check on it too
-        from .data.glue import get_task, read_split
+        from .data import get_task, read_split
 
         texts = [e.text_a for e in read_split(get_task(args.task_name), args.data_dir, "dev")[0]]
     path = export(args.pth_dir, args.onnx_dir, args.batch_size, args.max_seq_length, args.dynamic, texts,
@@ -204,7 +200,6 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import PretrainConfig, TrainConfig
 
     parser = argparse.ArgumentParser(prog="python3 -m albert_pytorch",
                                      description="Fine-tune ALBERT on GLUE (or your data), pretrain it on raw text, "
@@ -375,7 +370,6 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, OSError, RuntimeError) as err:
         if args.debug:
             raise
-        from .config import UsageError
 
         logging.getLogger("albert_pytorch").error("%s", err)
         code = 2 if isinstance(err, UsageError) else 1

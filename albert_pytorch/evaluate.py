@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .data import INPUT_NAMES, Collator, EvalShardSampler, Example, GlueFeatures, GlueTask
+from .data import INPUT_NAMES, Collator, EvalShardSampler, Example, Features, Task
 from .device import DistContext, Precision
 from .io import atomic_write_text
 from .metrics import TRANSFORMERS_NAMES, class_report, compute_metrics, predictions_from_logits
@@ -31,7 +31,7 @@ def batch_logits(model: nn.Module, batch: dict[str, torch.Tensor], device: torch
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, features: GlueFeatures, batch_size: int, device: torch.device,
+def predict_logits(model: nn.Module, features: Features, batch_size: int, device: torch.device,
                    precision: Precision, ctx: DistContext, collator: Collator,
                    progress: bool = False) -> np.ndarray:
     """Logits for every example in file order, on every rank.
@@ -82,7 +82,7 @@ def _all_gather_rows(index: torch.Tensor, rows: torch.Tensor, device: torch.devi
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def evaluate(model: nn.Module, task: GlueTask, features: GlueFeatures, batch_size: int, device: torch.device,
+def evaluate(model: nn.Module, task: Task, features: Features, batch_size: int, device: torch.device,
              precision: Precision, ctx: DistContext, collator: Collator,
              progress: bool = False) -> tuple[dict[str, float], np.ndarray]:
     """The task's metrics and mean loss over the whole split, and the logits they came from."""
@@ -91,7 +91,7 @@ def evaluate(model: nn.Module, task: GlueTask, features: GlueFeatures, batch_siz
     return {"loss": task_loss(task, logits, features.labels), **metrics}, logits
 
 
-def task_loss(task: GlueTask, logits: np.ndarray, labels: torch.Tensor) -> float:
+def task_loss(task: Task, logits: np.ndarray, labels: torch.Tensor) -> float:
     """The training objective on held-out rows: mean squared error (STS-B) or cross-entropy."""
     logits = torch.from_numpy(logits)
     if task.is_regression:
@@ -99,7 +99,7 @@ def task_loss(task: GlueTask, logits: np.ndarray, labels: torch.Tensor) -> float
     return float(F.cross_entropy(logits, labels.view(-1)))
 
 
-def evaluate_splits(model: nn.Module, task: GlueTask, eval_sets: dict[str, GlueFeatures], batch_size: int,
+def evaluate_splits(model: nn.Module, task: Task, eval_sets: dict[str, Features], batch_size: int,
                     device: torch.device, precision: Precision, ctx: DistContext, collator: Collator,
                     progress: bool = False, per_class: bool = False) -> dict[str, dict[str, Any]]:
     """Metrics per split (MNLI has two dev sets), each with its example count; with `per_class`, also
@@ -113,7 +113,7 @@ def evaluate_splits(model: nn.Module, task: GlueTask, eval_sets: dict[str, GlueF
     return results
 
 
-def trainer_eval_results(task: GlueTask, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def trainer_eval_results(task: Task, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """One flat record as transformers' Trainer writes eval_results.json: `eval_<name>` with transformers'
     metric names and `eval_samples`; a second dev set's keys end in `_mm` (MNLI mismatched), as run_glue's."""
     flat = {}
@@ -125,7 +125,7 @@ def trainer_eval_results(task: GlueTask, results: dict[str, dict[str, Any]]) -> 
     return flat
 
 
-def write_submission(task: GlueTask, examples: list[Example], logits: np.ndarray, path: Path) -> None:
+def write_submission(task: Task, examples: list[Example], logits: np.ndarray, path: Path) -> None:
     """GLUE's submission format: `index<TAB>prediction`, label names, scores clipped to the task's range."""
     predictions = predictions_from_logits(task, logits)
     if task.is_regression:

@@ -94,10 +94,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("ALBERT_PYTORCH_CACHE", Path.home() / ".cache" / "albert_pytorch"))
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

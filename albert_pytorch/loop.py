@@ -27,11 +27,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .config import LoopConfig
 from .data.samplers import step_seed
 from .device import DistContext, Precision, barrier, synchronize
 from .io import atomic_write_json
 from .optim import build_optimizer, linear_schedule
+from .run_config import LoopConfig
 from .runlog import RunLog
 
 logger = logging.getLogger("albert_pytorch")

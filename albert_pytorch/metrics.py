@@ -12,7 +12,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from .data.glue import GlueTask
+from .data.tasks import Task
 
 # Our metric names -> transformers' (run_glue and the `evaluate` library's "glue" metric) for the same numbers.
 TRANSFORMERS_NAMES = {"acc": "accuracy", "mcc": "matthews_correlation", "f1": "f1", "pearson": "pearson",
@@ -20,7 +20,7 @@ TRANSFORMERS_NAMES = {"acc": "accuracy", "mcc": "matthews_correlation", "f1": "f
                       "loss": "loss"}
 
 
-def metric_names(task: GlueTask) -> tuple[str, ...]:
+def metric_names(task: Task) -> tuple[str, ...]:
     """What `compute_metrics` reports for `task`, and the evaluation loss."""
     if task.is_regression:
         return "pearson", "spearmanr", "corr", "loss"
@@ -28,7 +28,7 @@ def metric_names(task: GlueTask) -> tuple[str, ...]:
     return "acc", *extra, "loss"
 
 
-def resolve_metric(name: str | None, task: GlueTask) -> str:
+def resolve_metric(name: str | None, task: Task) -> str:
     """Our name for a metric given in either spelling, with or without `eval_`; None: the task's main metric."""
     if name is None:
         return task.metric
@@ -39,13 +39,13 @@ def resolve_metric(name: str | None, task: GlueTask) -> str:
     raise ValueError(f"metric {name!r}: {task.name} reports {', '.join(metric_names(task))}")
 
 
-def predictions_from_logits(task: GlueTask, logits: np.ndarray) -> np.ndarray:
+def predictions_from_logits(task: Task, logits: np.ndarray) -> np.ndarray:
     """Class indices by argmax (any number of classes), or the regression score itself."""
     logits = np.asarray(logits)
     return logits.reshape(-1) if task.is_regression else logits.argmax(axis=-1)
 
 
-def compute_metrics(task: GlueTask, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def compute_metrics(task: Task, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     if predictions.shape != labels.shape:
         raise ValueError(f"{len(predictions)} predictions for {len(labels)} labels")
@@ -63,7 +63,7 @@ def compute_metrics(task: GlueTask, predictions: np.ndarray, labels: np.ndarray)
     return metrics
 
 
-def class_report(task: GlueTask, predictions: np.ndarray, labels: np.ndarray) -> dict:
+def class_report(task: Task, predictions: np.ndarray, labels: np.ndarray) -> dict:
     """Precision, recall, F1 and support per class (by label name), and the confusion matrix
     (rows: true class, columns: predicted, in the task's label order)."""
     classes = list(range(task.num_labels))

@@ -380,7 +380,7 @@ class AlbertMLMHead(nn.Module):
 
 
 # Vocabulary logits held at once: 8M floats (32 MB), so memory stays flat however many tokens are masked.
-# On the CPU such chunks ran as fast as one whole (M, V) block; much smaller ones ran slower.
+# Why this size: docs/benchmarks.md (the chunked vocabulary loss).
 _LOGIT_CHUNK_ELEMENTS = 2 ** 23
 
 

@@ -23,14 +23,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import checkpoint as ckpt
-from .config import AlbertConfig, PretrainConfig, UsageError, run_model_config, run_settings
+from .config import AlbertConfig
 from .data import EvalShardSampler, LengthGroupedBatchSampler
 from .data.corpus import PairShards, load_or_build_pair_shards
 from .data.masking import IGNORE_INDEX, MaskingCollator, MaskingSpec
 from .device import DistContext, Precision, barrier, default_pad_multiple, init_distributed, shutdown_distributed
+from .errors import UsageError
 from .io import atomic_write_json, text_files
 from .loop import Ranking, fit, write_trainer_state
 from .modeling import AlbertForPreTraining, count_parameters
+from .run_config import PretrainConfig, run_model_config, run_settings
 from .rundir import TRAINING, OutputFolder
 from .runlog import RunLog, format_values
 from .tokenization import load_tokenizer, save_tokenizer_files

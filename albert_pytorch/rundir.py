@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import UsageError
+from .errors import UsageError
 
 logger = logging.getLogger("albert_pytorch")
 

@@ -62,7 +62,7 @@ class RunLog:
         """training_curves.png: train loss and `metrics` (`eval_` keys of the eval records), labelled with the
         name of the evaluation set."""
         if self.enabled and self.path.is_file():
-            from .plots import plot_training_curves
+            from .plots import plot_training_curves  # matplotlib, imported only when a run plots
 
             plot_training_curves(self.records(), self.output_dir / "training_curves.png", metrics, evaluated_on)
 

@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from .config import UsageError
+from .errors import UsageError
 from .io import text_files
 from .rundir import TOKENIZER, OutputFolder
 

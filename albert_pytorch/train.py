@@ -22,26 +22,29 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import checkpoint as ckpt
-from .config import AlbertConfig, TrainConfig, UsageError, run_model_config, run_settings
+from .config import AlbertConfig
 from .data import (
     Collator,
     Example,
-    GlueFeatures,
-    GlueTask,
+    Features,
     LengthGroupedBatchSampler,
+    Task,
     get_task,
     load_or_build_features,
     read_split,
 )
 from .data.files import own_data_task
 from .device import DistContext, barrier, default_pad_multiple, init_distributed, shutdown_distributed
+from .errors import UsageError
 from .evaluate import evaluate_splits, predict_logits, trainer_eval_results, write_submission
 from .io import atomic_write_json
 from .loop import Ranking, fit, write_trainer_state
 from .metrics import resolve_metric
 from .modeling import AlbertForSequenceClassification, count_parameters
+from .run_config import TrainConfig, run_model_config, run_settings
 from .rundir import EVALUATION, TRAINING, OutputFolder
 from .runlog import RunLog, format_values
+from .sample import prepare_sample_model, sample_data_dir
 from .tokenization import load_tokenizer, save_tokenizer_files
 from .weights import resolve_model_dir
 
@@ -62,15 +65,15 @@ def sequence_classifier(config: AlbertConfig, weights_dir: Path | None) -> Alber
 class FinetuneRun:
     """What a fine-tuning run is made of, every part read and checked before its folder is touched."""
 
-    task: GlueTask
+    task: Task
     data_dir: Path
     model_dir: Path  # where the config and tokenizer come from
     tokenizer: Any
     model: nn.Module
     collator: Collator
-    train_set: GlueFeatures | None
-    eval_sets: dict[str, GlueFeatures]
-    test_sets: dict[str, tuple[GlueFeatures, list[Example]]]
+    train_set: Features | None
+    eval_sets: dict[str, Features]
+    test_sets: dict[str, tuple[Features, list[Example]]]
     identity: dict[str, Any]  # what defines the run: recorded in checkpoints, matched on resume
     resume_from: Path | None
 
@@ -193,7 +196,7 @@ def build_run(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
                        identity, resume_from)
 
 
-def _own_data_task(cfg: TrainConfig, model_dir: Path) -> GlueTask:
+def _own_data_task(cfg: TrainConfig, model_dir: Path) -> Task:
     """The user's files as a task; evaluating without a training file, the classes are the trained model's."""
     names, task_type = cfg.label_name_list, cfg.task_type
     if names is None and cfg.train_file is None:
@@ -208,12 +211,10 @@ def _own_data_task(cfg: TrainConfig, model_dir: Path) -> GlueTask:
                          cfg.label_column, names, task_type, cfg.skip_bad_rows)
 
 
-def _resolve_inputs(cfg: TrainConfig, task: GlueTask, scratch: Path) -> tuple[Path, Path, bool]:
+def _resolve_inputs(cfg: TrainConfig, task: Task, scratch: Path) -> tuple[Path, Path, bool]:
     """(data folder, model folder, from scratch?): the user's, or the embedded sample's (its tokenizer and
     config made in `scratch`)."""
     if cfg.data_dir is None:
-        from .sample import prepare_sample_model, sample_data_dir
-
         logger.info("no --data_dir/--model_name_or_path: training the embedded sample from scratch")
         return sample_data_dir(), prepare_sample_model(scratch), True
     data_dir = Path(cfg.data_dir)
@@ -230,8 +231,8 @@ def _resolve_inputs(cfg: TrainConfig, task: GlueTask, scratch: Path) -> tuple[Pa
     return data_dir, resolve_model_dir(cfg.model_name_or_path), cfg.from_scratch
 
 
-def _features(cfg: TrainConfig, task: GlueTask, data_dir: Path, split: str, tokenizer,
-              limit: int | None) -> tuple[GlueFeatures, list]:
+def _features(cfg: TrainConfig, task: Task, data_dir: Path, split: str, tokenizer,
+              limit: int | None) -> tuple[Features, list]:
     examples, report = read_split(task, data_dir, split, skip_bad_rows=cfg.skip_bad_rows)
     if report.skipped:
         logger.warning(report.summary())
@@ -241,7 +242,7 @@ def _features(cfg: TrainConfig, task: GlueTask, data_dir: Path, split: str, toke
     return features, examples
 
 
-def train_loader(cfg: TrainConfig, features: GlueFeatures, collator: Collator, ctx: DistContext,
+def train_loader(cfg: TrainConfig, features: Features, collator: Collator, ctx: DistContext,
                  device: torch.device) -> DataLoader:
     """Shuffled, length-grouped batches, this rank's share of each global batch."""
     sampler = LengthGroupedBatchSampler(features.lengths, cfg.batch_size, cfg.seed, ctx.world_size, ctx.rank,

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .config import CONFIG_NAME, UsageError
+from .config import CONFIG_NAME
+from .errors import UsageError
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"

@@ -1,11 +1,12 @@
 """The benchmark's FLOP count, checked against PyTorch's own counter (no timings here)."""
 
 import torch
-from conftest import tiny_config
+from helpers import tiny_config
 from torch.utils.flop_counter import FlopCounterMode
 
 from albert_pytorch import AlbertForSequenceClassification
-from albert_pytorch.benchmark import PADDED, TrainVariant, _step_peak_bytes, forward_flops, load_workload
+from albert_pytorch.benchmark.harness import PADDED, forward_flops, load_workload
+from albert_pytorch.benchmark.training import TrainVariant, _step_peak_bytes
 from albert_pytorch.data import Collator
 from albert_pytorch.device import Precision
 from albert_pytorch.tokenization import load_tokenizer
@@ -27,7 +28,7 @@ def test_cpu_training_memory_counts_state_once_and_activations_per_row(tiny_mode
     config = tiny_config(vocab_size=len(load_tokenizer(tiny_model_dir)), hidden_size=64, intermediate_size=256,
                          max_position_embeddings=128)
     config.set_labels(["0", "1"])
-    work = load_workload(str(tiny_model_dir), str(tiny_task_dir), 64, 8, tmp_path)
+    work = load_workload(str(tiny_model_dir), str(tiny_task_dir), 64, 8, tmp_path, tmp_path / "no-shared-data")
     work.config = config
     device, sizes = torch.device("cpu"), {}
     for rows in (4, 8):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from albert_pytorch.cli import main
-from albert_pytorch.config import SAMPLE_RECIPE, TrainConfig
+from albert_pytorch.run_config import SAMPLE_RECIPE, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = ("train", "evaluate", "pretrain", "preprocess", "pth2onnx", "opt_onnx", "infer", "postprocess",
@@ -191,7 +191,7 @@ def test_ctrl_c_prints_one_line_naming_the_last_checkpoint_and_exits_130(tiny_ta
     import subprocess
     import time
 
-    from conftest import child_env, train_command
+    from helpers import child_env, train_command
 
     out = tmp_path / "out"
     command = train_command(tiny_task_dir, tiny_model_dir, out).copy()

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import tiny_config
+from helpers import tiny_config
 
 from albert_pytorch import AlbertForSequenceClassification
 from albert_pytorch.cli import main

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import TEXTS
+from helpers import TEXTS
 
 from albert_pytorch.data import (
     Collator,

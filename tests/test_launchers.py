@@ -5,12 +5,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import child_env
+from helpers import TINY_OVERRIDES, child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["--max_eval_samples=100", "--max_seq_length=64", "--device=cpu", "--no-fp16"]
-TINY_FROM_SCRATCH = ["--from_scratch", "--config_overrides=hidden_size=32,num_attention_heads=2,"
-                     "intermediate_size=64,embedding_size=16,num_hidden_layers=2", "--max_train_samples=300",
+TINY_FROM_SCRATCH = ["--from_scratch", f"--config_overrides={TINY_OVERRIDES}", "--max_train_samples=300",
                      "--batch_size=16"]
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import TEXTS
+from helpers import TEXTS
 
 from albert_pytorch.data.masking import IGNORE_INDEX, MaskingSpec, mask_ngrams
 
@@ -75,7 +75,7 @@ def test_masks_come_from_the_generator_alone(tiny_tokenizer, sequences):
 
 def test_batches_get_new_masks_each_epoch_and_the_same_after_a_resume(tmp_path, tiny_tokenizer):
     import torch
-    from conftest import tiny_config
+    from helpers import tiny_config
     from torch.utils.data import DataLoader
 
     from albert_pytorch import AlbertForPreTraining

@@ -1,12 +1,13 @@
 """Our ALBERT against transformers' on the same weights: the acceptance test of the model."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from conftest import tiny_config
+from helpers import tiny_config
 
 from albert_pytorch import (
     AlbertConfig,
@@ -266,3 +267,16 @@ def test_a_batch_with_nothing_to_predict_adds_no_mlm_loss_instead_of_nan():
     assert out.mlm_loss.item() == 0.0 and torch.isfinite(out.loss)
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_no_unsafe_deserialization_in_the_package():
+    import albert_pytorch
+
+    for path in Path(albert_pytorch.__file__).parent.rglob("*.py"):
+        text = path.read_text()
+        for line in text.splitlines():
+            assert "trust_remote_code" not in line, path
+            assert "import pickle" not in line and "pickle.load" not in line, path
+            if "torch.load(" in line:
+                assert "weights_only=True" in line, f"{path}: {line.strip()}"
+        assert "allow_pickle=True" not in text, path

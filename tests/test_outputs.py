@@ -7,12 +7,12 @@ import stat
 import subprocess
 
 import pytest
-from conftest import child_env, make_loss_overflow_at, train_command
+from helpers import child_env, make_loss_overflow_at, train_command
 
 from albert_pytorch import checkpoint
 from albert_pytorch.checkpoint import CheckpointError
 from albert_pytorch.cli import main
-from albert_pytorch.config import UsageError
+from albert_pytorch.errors import UsageError
 from albert_pytorch.loop import TrainingDiverged
 from albert_pytorch.train import TrainConfig, run
 

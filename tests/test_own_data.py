@@ -8,7 +8,7 @@ import pytest
 import transformers
 
 from albert_pytorch.cli import main
-from albert_pytorch.data import GlueDataError, get_task, read_file
+from albert_pytorch.data import DataError, get_task, read_file
 from albert_pytorch.data.files import own_data_task, read_table
 from albert_pytorch.deploy.predict import predict
 from albert_pytorch.sample import sample_data_dir
@@ -72,14 +72,14 @@ def test_bad_rows_name_the_file_line_and_column(tmp_path):
     train = write_table(tmp_path / "train.csv", [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}])
     task = own_data_task(str(train), None, None, "text", None, "label")
     dev = write_table(tmp_path / "dev.csv", [{"text": "fine", "label": "pos"}, {"text": "odd", "label": "meh"}])
-    with pytest.raises(GlueDataError, match=r"dev.csv:3: label 'meh' is not one of the classes neg, pos"):
+    with pytest.raises(DataError, match=r"dev.csv:3: label 'meh' is not one of the classes neg, pos"):
         read_table(task, dev, "validation")
     empty = write_table(tmp_path / "empty.jsonl", [{"text": "fine", "label": "pos"}, {"text": " ", "label": "neg"}])
-    with pytest.raises(GlueDataError, match=r"empty.jsonl:2: column 'text' is empty"):
+    with pytest.raises(DataError, match=r"empty.jsonl:2: column 'text' is empty"):
         read_table(task, empty, "validation")
-    with pytest.raises(GlueDataError, match=r"train.csv:1: no column\(s\) 'review'; the header has 'text', 'label'"):
+    with pytest.raises(DataError, match=r"train.csv:1: no column\(s\) 'review'; the header has 'text', 'label'"):
         own_data_task(str(train), None, None, "review", None, "label")
-    with pytest.raises(GlueDataError, match=r"unknown file type '.xlsx'"):
+    with pytest.raises(DataError, match=r"unknown file type '.xlsx'"):
         own_data_task(str(tmp_path / "train.xlsx"), None, None, "text", None, "label")
 
 
@@ -107,18 +107,18 @@ def test_a_missing_or_mistyped_label_is_named_with_its_line(tmp_path, bad, line,
     rows = [{"text": f"sentence {i}", "label": f"{i % 7 * 0.5:.2f}"} for i in range(60)]
     rows[3]["label"] = bad  # line 5: the header is line 1
     train = write_table(tmp_path / "train.csv", rows)
-    with pytest.raises(GlueDataError, match=rf"train.csv:{line}: .*{problem}"):
+    with pytest.raises(DataError, match=rf"train.csv:{line}: .*{problem}"):
         own_data_task(str(train), None, None, "text", None, "label")
 
 
 def test_json_null_labels_and_header_only_files_are_named(tmp_path):
     train = tmp_path / "train.jsonl"
     train.write_text('{"text": "a", "label": "pos"}\n{"text": "b", "label": null}\n')
-    with pytest.raises(GlueDataError, match=r"train.jsonl:2: the label is missing"):
+    with pytest.raises(DataError, match=r"train.jsonl:2: the label is missing"):
         own_data_task(str(train), None, None, "text", None, "label")
     header_only = tmp_path / "header.csv"
     header_only.write_text("text,label\n")
-    with pytest.raises(GlueDataError, match=r"header.csv: has no data rows with a label \(a header only\?\)"):
+    with pytest.raises(DataError, match=r"header.csv: has no data rows with a label \(a header only\?\)"):
         own_data_task(str(header_only), None, None, "text", None, "label")
 
 
@@ -153,7 +153,7 @@ def test_a_json_array_reads_with_each_objects_line(tmp_path):
     path.write_text('[\n  {"text": "a joy", "label": "pos"},\n  {"text": "dull", "label": "neg"},\n'
                     '  {"text": "", "label": "neg"}\n]\n')
     task = own_data_task(str(path), None, None, "text", None, "label")
-    with pytest.raises(GlueDataError, match=r"train.json:4: column 'text' is empty"):
+    with pytest.raises(DataError, match=r"train.json:4: column 'text' is empty"):
         read_table(task, path, "train")
     examples, report = read_table(task, path, "train", skip_bad_rows=True)
     assert [e.text_a for e in examples] == ["a joy", "dull"] and len(report.skipped) == 1
@@ -166,7 +166,7 @@ def test_skip_bad_rows_skips_malformed_rows_of_own_files_and_counts_them(tmp_pat
     path.write_text(path.read_text() + bad_row)
     task = own_data_task(str(path), None, None, "text", None, "label")
     bad_line = 11 if suffix == ".jsonl" else 12  # after a header row, if the format has one
-    with pytest.raises(GlueDataError, match=rf"train{suffix}:{bad_line}: "):
+    with pytest.raises(DataError, match=rf"train{suffix}:{bad_line}: "):
         read_table(task, path, "train")
     examples, report = read_table(task, path, "train", skip_bad_rows=True)
     assert len(examples) == 10 and len(report.skipped) == 1 and "1 bad rows skipped" in report.summary()
@@ -178,7 +178,7 @@ def test_not_utf8_is_named_with_the_files_line_and_column(tmp_path):
     data[data.index(b"\n", len(data) // 2) + 3] = 0xFF  # far past the first decode chunk
     path.write_bytes(bytes(data))
     line = data[:data.index(0xFF)].count(b"\n") + 1
-    with pytest.raises(GlueDataError, match=rf"train.csv:{line}: not UTF-8 text .*column 3 of the line"):
+    with pytest.raises(DataError, match=rf"train.csv:{line}: not UTF-8 text .*column 3 of the line"):
         own_data_task(str(path), None, None, "text", None, "label")
 
 

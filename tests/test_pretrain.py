@@ -4,22 +4,19 @@ and it resumes exactly."""
 import json
 import logging
 import math
-import shutil
 
 import pytest
 import torch
 import transformers
-from conftest import TEXTS, max_weight_difference, tiny_config
+from helpers import TEXTS, TINY_OVERRIDES, assert_resume_matches_uninterrupted, tiny_config
 from safetensors.torch import load_file
 
 from albert_pytorch import AlbertForPreTraining, AlbertForSequenceClassification
 from albert_pytorch.cli import main
-from albert_pytorch.config import PretrainConfig, TrainConfig, UsageError
+from albert_pytorch.errors import UsageError
 from albert_pytorch.pretrain import run
+from albert_pytorch.run_config import PretrainConfig, TrainConfig
 from albert_pytorch.train import run as finetune
-
-TINY = "embedding_size=16,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=37," \
-       "max_position_embeddings=64"
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +33,7 @@ def corpus(tmp_path_factory):
 
 def tiny_pretraining(corpus, tokenizer_dir, output_dir, **settings) -> PretrainConfig:
     values = dict(train_files=[str(corpus / "train")], tokenizer_name=str(tokenizer_dir), from_scratch=True,
-                  config_overrides=TINY, max_seq_length=48, output_dir=str(output_dir), batch_size=16,
+                  config_overrides=TINY_OVERRIDES, max_seq_length=48, output_dir=str(output_dir), batch_size=16,
                   optimizer="adamw", learning_rate=5e-3, warmup_proportion=0.0, max_steps=8, logging_steps=2,
                   device="cpu", progress=False, report_to="none", seed=1)
     values.update(settings)
@@ -48,7 +45,7 @@ def test_pretraining_learns_and_its_model_loads_in_transformers(corpus, tiny_tok
     out = tmp_path / "pretrained"
     with pytest.raises(SystemExit) as done:
         main(["pretrain", "--train_files", str(corpus / "train"), "--validation_files", str(corpus / "heldout.txt"),
-              "--tokenizer_name", str(tiny_tokenizer_dir), "--from_scratch", "--config_overrides", TINY,
+              "--tokenizer_name", str(tiny_tokenizer_dir), "--from_scratch", "--config_overrides", TINY_OVERRIDES,
               "--max_seq_length", "48", "--output_dir", str(out), "--batch_size", "16", "--optimizer", "adamw",
               "--learning_rate", "5e-3", "--max_steps", "60", "--eval_steps", "20", "--logging_steps", "10",
               "--device", "cpu", "--report_to", "none"])
@@ -97,15 +94,8 @@ def test_train_fine_tunes_a_pretrained_directory_keeping_its_encoder(corpus, tin
 
 
 def test_pretraining_resumes_exactly(corpus, tiny_tokenizer_dir, tmp_path):
-    run(tiny_pretraining(corpus, tiny_tokenizer_dir, tmp_path / "full", max_steps=12, save_steps=4,
-                         gradient_accumulation_steps=2))
-    partial = tiny_pretraining(corpus, tiny_tokenizer_dir, tmp_path / "part", max_steps=12, save_steps=4,
-                               gradient_accumulation_steps=2)
-    run(partial)
-    shutil.rmtree(tmp_path / "part" / "checkpoint-12")  # resume from checkpoint-8: steps 9..12 are redone
-    partial.resume_from_checkpoint = "latest"
-    run(partial)
-    assert max_weight_difference(tmp_path / "full", tmp_path / "part") < 1e-6
+    assert_resume_matches_uninterrupted(run, lambda out: tiny_pretraining(
+        corpus, tiny_tokenizer_dir, out, max_steps=12, save_steps=4, gradient_accumulation_steps=2), tmp_path)
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -165,7 +155,7 @@ def test_text_without_sentence_pairs_is_named(tiny_tokenizer_dir, tmp_path, capl
     lonely.write_text("a\n\n.\n")  # one-token documents: no pair to make
     with pytest.raises(SystemExit) as done:
         main(["pretrain", "--train_files", str(lonely), "--tokenizer_name", str(tiny_tokenizer_dir), "--from_scratch",
-              "--output_dir", str(tmp_path / "out"), "--config_overrides", TINY, "--max_seq_length", "48"])
+              "--output_dir", str(tmp_path / "out"), "--config_overrides", TINY_OVERRIDES, "--max_seq_length", "48"])
     assert done.value.code == 1 and f"{lonely}: no sentence pairs in this text" in caplog.text
     assert not (tmp_path / "out").exists()
     with pytest.raises(SystemExit) as done:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from albert_pytorch import benchmark
+from albert_pytorch.benchmark.report import build_parser as benchmark_parser
 from albert_pytorch.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def subcommand_flags() -> dict[str, set[str]]:
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command")
     flags = {name: set(sub._option_string_actions) for name, sub in subparsers.choices.items()}
-    flags["benchmark"] = set(benchmark.build_parser()._option_string_actions)
+    flags["benchmark"] = set(benchmark_parser()._option_string_actions)
     return flags
 
 

@@ -41,7 +41,7 @@ def test_missing_tokenizer_is_named(tmp_path):
 
 def test_tokenizer_command_makes_a_directory_transformers_loads(tmp_path):
     import transformers
-    from conftest import TEXTS
+    from helpers import TEXTS
 
     from albert_pytorch.cli import main
 
@@ -71,7 +71,7 @@ def tokenizer_cli(*args) -> int:
 def test_a_used_folder_is_refused_and_overwrite_writes_the_whole_new_set(tmp_path, caplog):
     import sentencepiece as spm
     import transformers
-    from conftest import TEXTS
+    from helpers import TEXTS
 
     first, second = tmp_path / "first.txt", tmp_path / "second.txt"
     first.write_text("\n".join(TEXTS) + "\n")

@@ -13,7 +13,13 @@ import time
 import pytest
 import torch
 import transformers
-from conftest import child_env, make_loss_overflow_at, max_weight_difference, train_command
+from helpers import (
+    assert_resume_matches_uninterrupted,
+    child_env,
+    make_loss_overflow_at,
+    max_weight_difference,
+    train_command,
+)
 
 from albert_pytorch import AlbertForSequenceClassification
 from albert_pytorch.checkpoint import verify
@@ -53,17 +59,9 @@ def test_embedded_sample_learns_and_writes_every_output(tmp_path):
 
 
 def test_resume_from_checkpoint_matches_uninterrupted_run(tiny_task_dir, tiny_model_dir, tmp_path):
-    run(tiny_run(tiny_task_dir, tiny_model_dir, tmp_path / "full", max_steps=12, save_steps=4, do_eval=False,
-                 gradient_accumulation_steps=2))
-    partial = tiny_run(tiny_task_dir, tiny_model_dir, tmp_path / "part", max_steps=12, save_steps=4, do_eval=False,
-                       gradient_accumulation_steps=2)
-    run(partial)
-    shutil.rmtree(tmp_path / "part" / "checkpoint-12")  # resume from checkpoint-8: steps 9..12 are redone
-    partial.resume_from_checkpoint = "latest"
-    run(partial)
-    assert max_weight_difference(tmp_path / "full", tmp_path / "part") < 1e-6
-    steps = [json.loads(line)["step"] for line in (tmp_path / "part" / "train_log.jsonl").read_text().splitlines()]
-    assert steps == sorted(steps) and len(steps) == len(set(steps))
+    assert_resume_matches_uninterrupted(run, lambda out: tiny_run(
+        tiny_task_dir, tiny_model_dir, out, max_steps=12, save_steps=4, do_eval=False, gradient_accumulation_steps=2),
+        tmp_path)
 
 
 @pytest.mark.parametrize("change, difference", [
@@ -73,7 +71,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tiny_task_dir, tiny_mo
 ])
 def test_resuming_another_runs_checkpoint_is_refused_with_the_difference(tiny_task_dir, tiny_model_dir, tmp_path,
                                                                          change, difference):
-    from albert_pytorch.config import UsageError
+    from albert_pytorch.errors import UsageError
 
     cfg = tiny_run(tiny_task_dir, tiny_model_dir, tmp_path, max_steps=8, save_steps=4, do_eval=False)
     run(cfg)
@@ -85,7 +83,7 @@ def test_resuming_another_runs_checkpoint_is_refused_with_the_difference(tiny_ta
 
 
 def test_own_data_relabelled_is_another_run(tmp_path, tiny_model_dir):
-    from albert_pytorch.config import UsageError
+    from albert_pytorch.errors import UsageError
 
     train = tmp_path / "train.csv"
     train.write_text("text,label\n" + "".join(f"sentence number {i},{'ab'[i % 2]}\n" for i in range(40)))

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..io import cache_root, publish_directory, sha256_file
+from ..tokenization import fingerprint
 
 _TITLE = re.compile(r"^ ?= [^=].* = ?$")  # ` = Title = `, not ` = = Section = = `
 _HEADING = re.compile(r"^ ?(= )+.*( =)+ ?$")
@@ -228,8 +229,6 @@ def load_or_build_pair_shards(paths: list[str | os.PathLike], tokenizer, max_seq
                               short_seq_prob: float = 0.1, seed: int = 0) -> PairShards:
     """The corpus's pairs from the cache when everything they depend on matches, else built now: the key
     covers the files' contents, the tokenizer, the length, the pairing settings and the seed."""
-    from ..tokenization import fingerprint
-
     digest = hashlib.sha256()
     for part in (SHARD_FORMAT, fingerprint(tokenizer), str(max_seq_length), str(short_seq_prob), str(seed),
                  str(line_by_line)):

@@ -17,7 +17,8 @@ from torch.utils.data import Dataset
 
 from ..io import atomic_write, cache_root
 from ..tokenization import encode, fingerprint
-from .glue import Example, GlueTask
+from .padding import model_inputs
+from .tasks import Example, Task
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +30,14 @@ def default_cache_dir() -> Path:
     return cache_root() / "features"
 
 
-class GlueFeatures(Dataset):
+class Features(Dataset):
     """Token ids of one split, unpadded, with their labels; item i is example i of the file."""
 
     def __init__(self, ids: torch.Tensor, token_types: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor):
         self.ids, self.token_types, self.offsets, self.labels = ids, token_types, offsets, labels
 
     @classmethod
-    def from_encoded(cls, encoded: dict[str, list[list[int]]], labels: torch.Tensor) -> GlueFeatures:
+    def from_encoded(cls, encoded: dict[str, list[list[int]]], labels: torch.Tensor) -> Features:
         lengths = torch.tensor([len(row) for row in encoded["input_ids"]], dtype=torch.long)
         offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
         flat = [token for row in encoded["input_ids"] for token in row]
@@ -62,27 +63,27 @@ class GlueFeatures(Dataset):
             digest.update(str(tensor.dtype).encode() + tensor.contiguous().numpy().tobytes())
         return digest.hexdigest()[:20]
 
-    def subset(self, n: int) -> GlueFeatures:
+    def subset(self, n: int) -> Features:
         """The first n examples (for --max_train_samples / --max_eval_samples)."""
         n = min(n, len(self))
         end = self.offsets[n]
-        return GlueFeatures(self.ids[:end], self.token_types[:end], self.offsets[: n + 1], self.labels[:n])
+        return Features(self.ids[:end], self.token_types[:end], self.offsets[: n + 1], self.labels[:n])
 
 
-def label_tensor(task: GlueTask, examples: list[Example]) -> torch.Tensor:
+def label_tensor(task: Task, examples: list[Example]) -> torch.Tensor:
     """Class indices (long), scores (float32), or -1 for unlabelled test rows."""
     if task.is_regression:
         return torch.tensor([float("nan") if e.label is None else e.label for e in examples], dtype=torch.float32)
     return torch.tensor([-1 if e.label is None else e.label for e in examples], dtype=torch.long)
 
 
-def build_features(task: GlueTask, examples: list[Example], tokenizer, max_seq_length: int) -> GlueFeatures:
+def build_features(task: Task, examples: list[Example], tokenizer, max_seq_length: int) -> Features:
     texts_b = [e.text_b for e in examples] if task.text_b else None
     encoded = encode(tokenizer, [e.text_a for e in examples], texts_b, max_seq_length)
-    return GlueFeatures.from_encoded(encoded, label_tensor(task, examples))
+    return Features.from_encoded(encoded, label_tensor(task, examples))
 
 
-def cache_key(task: GlueTask, split: str, examples: list[Example], tokenizer, max_seq_length: int) -> str:
+def cache_key(task: Task, split: str, examples: list[Example], tokenizer, max_seq_length: int) -> str:
     """Changes whenever anything the token ids depend on does: texts, tokenizer, task, split, length."""
     digest = hashlib.sha256()
     for part in (CACHE_FORMAT, task.name, split, str(max_seq_length), fingerprint(tokenizer)):
@@ -92,8 +93,8 @@ def cache_key(task: GlueTask, split: str, examples: list[Example], tokenizer, ma
     return f"{task.name}_{split}_{max_seq_length}_{digest.hexdigest()[:20]}"
 
 
-def load_or_build_features(task: GlueTask, split: str, examples: list[Example], tokenizer, max_seq_length: int,
-                           cache_dir: str | os.PathLike | None = None) -> GlueFeatures:
+def load_or_build_features(task: Task, split: str, examples: list[Example], tokenizer, max_seq_length: int,
+                           cache_dir: str | os.PathLike | None = None) -> Features:
     """Token ids from the cache when its key matches, else tokenized now and cached.
 
     The cache holds tensors only (safetensors), so a planted cache file cannot run code; labels
@@ -109,7 +110,7 @@ def load_or_build_features(task: GlueTask, split: str, examples: list[Example], 
         try:
             cached = load_file(str(path))
             if len(cached["offsets"]) == len(examples) + 1:
-                return GlueFeatures(cached["ids"], cached["token_types"], cached["offsets"], labels)
+                return Features(cached["ids"], cached["token_types"], cached["offsets"], labels)
             logger.warning("%s: feature cache does not match the data; rebuilding it", path)
         except (SafetensorError, OSError, KeyError) as err:
             logger.warning("%s: unreadable feature cache (%s); rebuilding it", path, err)
@@ -131,16 +132,7 @@ class Collator:
     pad_to_multiple_of: int = 1
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        longest = max(len(r["input_ids"]) for r in rows)
-        width = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        token_type_ids = torch.zeros((len(rows), width), dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            n = len(row["input_ids"])
-            input_ids[i, :n] = row["input_ids"]
-            token_type_ids[i, :n] = row["token_type_ids"]
-            attention_mask[i, :n] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
-                "labels": torch.stack([torch.as_tensor(r["labels"]) for r in rows]),
+        inputs = model_inputs([r["input_ids"] for r in rows], [r["token_type_ids"] for r in rows], self.pad_token_id,
+                              self.pad_to_multiple_of)
+        return {**inputs, "labels": torch.stack([torch.as_tensor(r["labels"]) for r in rows]),
                 "index": torch.tensor([r["index"] for r in rows], dtype=torch.long)}

@@ -5,7 +5,7 @@ quote is text), .jsonl (one object per line) and .json (the same, or one array o
 the training file's labels (sorted; integers, `+1`/`-1` included, numerically) or `--label_names`;
 labels that are numbers, some of them not integers, make a regression task. A label column that mixes
 numbers and words, or holds a missing value (empty, null, nan), is an error at that row. Every row is
-checked: a problem raises `GlueDataError` naming file, line and column.
+checked: a problem raises `DataError` naming file, line and column.
 """
 
 from __future__ import annotations
@@ -21,24 +21,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..io import NotUtf8Error, read_utf8
-from .glue import Example, GlueDataError, GlueTask, ReadReport
+from .tasks import DataError, Example, ReadReport, Task, label_text, parse_label
 
 logger = logging.getLogger("albert_pytorch")
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl"}
 TASK_TYPES = ("auto", "classification", "regression")
-# pandas' spellings of a missing value: never a class name or a score
-MISSING_LABELS = frozenset({"", "nan", "NaN", "NAN", "null", "NULL", "None", "none", "NA", "N/A", "n/a", "<NA>"})
 _INTEGER = re.compile(r"^[+-]?\d+$")
 _ID_COLUMNS = ("id", "idx", "index", "guid")
 
-Row = dict | GlueDataError  # a data row's fields, or what is wrong with it
+Row = dict | DataError  # a data row's fields, or what is wrong with it
 
 
 def own_data_task(train_file: str | None, validation_file: str | None, test_file: str | None,
                   text_column: str | None, text_pair_column: str | None, label_column: str,
                   label_names: list[str] | None = None, task_type: str = "auto",
-                  skip_bad_rows: bool = False) -> GlueTask:
+                  skip_bad_rows: bool = False) -> Task:
     """The task these files describe. Without a training file (evaluation only), `label_names` are the
     classes, as the trained model's config.json names them. `text_column` None picks the text columns as
     transformers' run_glue does. A training row without a label is an error, or with `skip_bad_rows` left
@@ -59,7 +57,7 @@ def own_data_task(train_file: str | None, validation_file: str | None, test_file
     else:
         labels = _labels_of(files["train"], [c for c in (text_column, text_pair_column, label_column) if c],
                             label_column, task_type, skip_bad_rows)
-    return GlueTask(name="custom", labels=labels, text_a=text_column, text_b=text_pair_column, label=label_column,
+    return Task(name="custom", labels=labels, text_a=text_column, text_b=text_pair_column, label=label_column,
                     metric="corr" if labels is None else "acc",
                     eval_splits=("validation",) if validation_file else (), test_splits=("test",) if test_file else (),
                     files={split: str(path) for split, path in files.items()},
@@ -69,7 +67,7 @@ def own_data_task(train_file: str | None, validation_file: str | None, test_file
 def table_format(path: Path) -> str:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise GlueDataError(path, None, f"unknown file type {path.suffix!r}: use .csv, .tsv, .json or .jsonl")
+        raise DataError(path, None, f"unknown file type {path.suffix!r}: use .csv, .tsv, .json or .jsonl")
     return fmt
 
 
@@ -87,7 +85,7 @@ def _text_columns(path: Path, label_column: str, pair_column: str | None) -> tup
         logger.info("%s: text column %r%s (choose others with --text_column/--text_pair_column)", path, chosen[0],
                     f", pair column {chosen[1]!r}" if chosen[1] else "")
         return chosen
-    raise GlueDataError(path, 1, f"cannot tell which column is the text: the columns besides {label_column!r} are "
+    raise DataError(path, 1, f"cannot tell which column is the text: the columns besides {label_column!r} are "
                         f"{', '.join(map(repr, others)) or 'none'}; name it with --text_column")
 
 
@@ -95,7 +93,7 @@ def _header(path: Path) -> list[str]:
     for _, row in _rows(path, []):
         if isinstance(row, dict):
             return list(row)
-    raise GlueDataError(path, None, "has no data rows (a header only?): no columns to read")
+    raise DataError(path, None, "has no data rows (a header only?): no columns to read")
 
 
 def _labels_of(path: Path, columns: list[str], label_column: str, task_type: str,
@@ -106,12 +104,12 @@ def _labels_of(path: Path, columns: list[str], label_column: str, task_type: str
         if not isinstance(row, dict) or label_column not in row:
             continue  # a malformed row: reported (or skipped) when the file is read
         try:
-            values.append((line, _label_text(row[label_column], path, line)))
-        except GlueDataError:
+            values.append((line, label_text(row[label_column], path, line)))
+        except DataError:
             if not skip_bad_rows:
                 raise
     if not values:
-        raise GlueDataError(path, None, "has no data rows with a label (a header only?): nothing to train on")
+        raise DataError(path, None, "has no data rows with a label (a header only?): nothing to train on")
     kinds = {line: _kind(text) for line, text in values}
     if task_type == "auto":
         words = [line for line, kind in kinds.items() if kind == "word"]
@@ -119,7 +117,7 @@ def _labels_of(path: Path, columns: list[str], label_column: str, task_type: str
             numbers = [line for line in kinds if line not in words]
             odd, kind, rest = (words, "word", "numbers") if len(words) <= len(numbers) else (numbers, "number", "words")
             lines = ", ".join(map(str, odd[:3])) + (" ..." if len(odd) > 3 else "")
-            raise GlueDataError(path, odd[0], f"label {dict(values)[odd[0]]!r} is a {kind} in a column of {rest} "
+            raise DataError(path, odd[0], f"label {dict(values)[odd[0]]!r} is a {kind} in a column of {rest} "
                                 f"(lines {lines}); fix the row, or give --task_type classification to take every "
                                 "label as a class name")
         if not words and any(kind == "number" for kind in kinds.values()):
@@ -128,16 +126,6 @@ def _labels_of(path: Path, columns: list[str], label_column: str, task_type: str
     if all(kind == "integer" for kind in kinds.values()):
         return tuple(sorted(names, key=int))
     return tuple(sorted(names))
-
-
-def _label_text(value, path: Path, line: int) -> str:
-    if isinstance(value, dict | list):
-        raise GlueDataError(path, line, f"label {json.dumps(value)[:40]} is a JSON {type(value).__name__}: expected "
-                            "a class name or a number")
-    text = "" if value is None else str(value).strip()
-    if text in MISSING_LABELS:
-        raise GlueDataError(path, line, f"the label is missing ({text or 'empty'!r}); every training row needs one")
-    return text
 
 
 def _kind(text: str) -> str:
@@ -149,7 +137,7 @@ def _kind(text: str) -> str:
         return "word"
 
 
-def read_table(task: GlueTask, path: Path, split: str, skip_bad_rows: bool = False) -> tuple[list[Example],
+def read_table(task: Task, path: Path, split: str, skip_bad_rows: bool = False) -> tuple[list[Example],
                                                                                              ReadReport]:
     """Examples of one file; test files may lack the label column. Rows of test files without an id column
     are numbered 0..N-1 in file order, as run_glue numbers its predictions."""
@@ -158,27 +146,27 @@ def read_table(task: GlueTask, path: Path, split: str, skip_bad_rows: bool = Fal
     examples, report = [], ReadReport(path)
     for ordinal, (line, row) in enumerate(_rows(path, columns)):
         try:
-            if isinstance(row, GlueDataError):
+            if isinstance(row, DataError):
                 raise row
             examples.append(_example(task, path, line, row, labelled, ordinal))
-        except GlueDataError as err:
+        except DataError as err:
             if not skip_bad_rows:
                 raise
             report.skipped.append(str(err))
     if not examples:
-        raise GlueDataError(path, None, "no examples: the file has no data rows"
+        raise DataError(path, None, "no examples: the file has no data rows"
                             + (f" ({len(report.skipped)} bad rows skipped)" if report.skipped else ""))
     report.rows = len(examples)
     return examples, report
 
 
-def _example(task: GlueTask, path: Path, line: int, row: dict, labelled: bool, ordinal: int) -> Example:
+def _example(task: Task, path: Path, line: int, row: dict, labelled: bool, ordinal: int) -> Example:
     missing = [c for c in (task.text_a, task.text_b, task.label if labelled else None) if c and c not in row]
     if missing:
-        raise GlueDataError(path, line, f"no {', '.join(map(repr, missing))} field; found {', '.join(map(repr, row))}")
+        raise DataError(path, line, f"no {', '.join(map(repr, missing))} field; found {', '.join(map(repr, row))}")
     text_a = _text(row, task.text_a, path, line)
     text_b = _text(row, task.text_b, path, line) if task.text_b else None
-    label = _label(task, row[task.label], path, line) if labelled else None
+    label = parse_label(task, row[task.label], path, line) if labelled else None
     guid = next((str(row[c]) for c in _ID_COLUMNS if c in row), str(ordinal))
     return Example(guid=guid, text_a=text_a, text_b=text_b, label=label, line=line)
 
@@ -186,25 +174,10 @@ def _example(task: GlueTask, path: Path, line: int, row: dict, labelled: bool, o
 def _text(row: dict, column: str, path: Path, line: int) -> str:
     value = row[column]
     if isinstance(value, str) and not value.strip() or value is None:
-        raise GlueDataError(path, line, f"column {column!r} is empty")
+        raise DataError(path, line, f"column {column!r} is empty")
     if not isinstance(value, str):
-        raise GlueDataError(path, line, f"column {column!r} is {value!r}: expected text")
+        raise DataError(path, line, f"column {column!r} is {value!r}: expected text")
     return value
-
-
-def _label(task: GlueTask, value, path: Path, line: int) -> int | float:
-    text = _label_text(value, path, line)
-    if task.labels is not None:
-        if text not in task.labels:
-            raise GlueDataError(path, line, f"label {text!r} is not one of the classes {', '.join(task.labels)}")
-        return task.labels.index(text)
-    try:
-        score = float(text)
-    except ValueError:
-        raise GlueDataError(path, line, f"label {text!r} is not a number (regression)") from None
-    if not math.isfinite(score):
-        raise GlueDataError(path, line, f"label {text!r} is not a finite number")
-    return score
 
 
 def _rows(path: Path, columns: list[str]) -> Iterator[tuple[int, Row]]:
@@ -212,11 +185,11 @@ def _rows(path: Path, columns: list[str]) -> Iterator[tuple[int, Row]]:
     file that is not text of its format, is an error for the whole file."""
     fmt = table_format(path)
     if not path.is_file():
-        raise GlueDataError(path, None, "no such file")
+        raise DataError(path, None, "no such file")
     try:
         text = read_utf8(path)
     except NotUtf8Error as err:
-        raise GlueDataError(path, err.line, err.problem) from None
+        raise DataError(path, err.line, err.problem) from None
     if fmt in ("json", "jsonl"):
         yield from _json_rows(path, text)
     else:
@@ -232,7 +205,7 @@ def _delimited_rows(path: Path, handle, fmt: str, columns: list[str]) -> Iterato
         header = reader.fieldnames or []
         absent = [c for c in columns if c not in header]
         if absent:
-            raise GlueDataError(path, 1, f"no column(s) {', '.join(map(repr, absent))}; the header has "
+            raise DataError(path, 1, f"no column(s) {', '.join(map(repr, absent))}; the header has "
                                 f"{', '.join(map(repr, header)) or 'nothing'} (choose with --text_column, "
                                 "--text_pair_column, --label_column)")
         while True:
@@ -241,9 +214,9 @@ def _delimited_rows(path: Path, handle, fmt: str, columns: list[str]) -> Iterato
             except StopIteration:
                 return
             except csv.Error as err:
-                raise GlueDataError(path, reader.line_num, f"not readable as {fmt.upper()} ({err})") from None
+                raise DataError(path, reader.line_num, f"not readable as {fmt.upper()} ({err})") from None
             if None in row or None in row.values():
-                yield reader.line_num, GlueDataError(path, reader.line_num,
+                yield reader.line_num, DataError(path, reader.line_num,
                                                      f"expected {len(header)} fields like the header")
             else:
                 yield reader.line_num, row
@@ -262,9 +235,9 @@ def _json_rows(path: Path, text: str) -> Iterator[tuple[int, Row]]:
         try:
             row = json.loads(chunk)
         except json.JSONDecodeError as err:
-            yield line, GlueDataError(path, line, f"not a JSON object ({err.msg}); use JSON lines, one object per line")
+            yield line, DataError(path, line, f"not a JSON object ({err.msg}); use JSON lines, one object per line")
             continue
-        yield line, row if isinstance(row, dict) else GlueDataError(
+        yield line, row if isinstance(row, dict) else DataError(
             path, line, f"expected a JSON object, found {type(row).__name__}")
 
 
@@ -279,14 +252,14 @@ def _json_array_rows(path: Path, text: str) -> Iterator[tuple[int, Row]]:
         try:
             row, position = decoder.raw_decode(text, position)
         except json.JSONDecodeError as err:
-            raise GlueDataError(path, text.count("\n", 0, err.pos) + 1, f"not valid JSON ({err.msg})") from None
-        yield line, row if isinstance(row, dict) else GlueDataError(
+            raise DataError(path, text.count("\n", 0, err.pos) + 1, f"not valid JSON ({err.msg})") from None
+        yield line, row if isinstance(row, dict) else DataError(
             path, line, f"expected a JSON object in the array, found {type(row).__name__}")
         position = _skip(text, position, " \t\r\n")
         if position < len(text) and text[position] == ",":
             position += 1
         elif position >= len(text) or text[position] != "]":
-            raise GlueDataError(path, text.count("\n", 0, position) + 1, "not valid JSON (expected ',' or ']')")
+            raise DataError(path, text.count("\n", 0, position) + 1, "not valid JSON (expected ',' or ']')")
 
 
 def _skip(text: str, position: int, characters: str) -> int:

@@ -16,6 +16,8 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from .padding import model_inputs, padded
+
 IGNORE_INDEX = -100  # labels of positions that are not predicted (PyTorch's cross-entropy default)
 
 
@@ -115,19 +117,10 @@ class MaskingCollator:
         if seed is None:
             raise ValueError("masking needs each batch's seed: batch the data with LengthGroupedBatchSampler")
         rng = np.random.default_rng(seed)
-        width = max(len(row["input_ids"]) for row in rows)
-        width += -width % self.pad_to_multiple_of
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        token_type_ids = torch.zeros((len(rows), width), dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            masked = mask_ngrams(row["input_ids"].numpy(), self.spec, rng, self.replacements)
-            n = len(masked.input_ids)
-            input_ids[i, :n] = torch.from_numpy(masked.input_ids)
-            labels[i, :n] = torch.from_numpy(masked.labels)
-            token_type_ids[i, :n] = row["token_type_ids"]
-            attention_mask[i, :n] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
-                "labels": labels, "sentence_order_label": torch.stack([row["sentence_order_label"] for row in rows]),
+        masked = [mask_ngrams(row["input_ids"].numpy(), self.spec, rng, self.replacements) for row in rows]
+        inputs = model_inputs([torch.from_numpy(m.input_ids) for m in masked], [row["token_type_ids"] for row in rows],
+                              self.pad_token_id, self.pad_to_multiple_of)
+        labels = padded([torch.from_numpy(m.labels) for m in masked], inputs["input_ids"].shape[1], IGNORE_INDEX)
+        return {**inputs, "labels": labels,
+                "sentence_order_label": torch.stack([row["sentence_order_label"] for row in rows]),
                 "index": torch.tensor([row["index"] for row in rows], dtype=torch.long)}

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import INPUT_NAMES
+from ..data import INPUT_NAMES, get_task, read_file
 from ..io import atomic_write_json
 from ..modeling import AlbertForSequenceClassification
+from ..sample import sample_data_dir
 from ..tokenization import load_tokenizer, save_tokenizer_files
 
 logger = logging.getLogger(__name__)
@@ -102,9 +103,6 @@ def _readable_by_transformers_4(tokenizer_config: Path) -> None:
 
 
 def _default_texts() -> list[str]:
-    from ..data.glue import get_task, read_file
-    from ..sample import sample_data_dir
-
     examples, _ = read_file(get_task("SST-2"), sample_data_dir() / "dev.tsv", "dev")
     return [e.text_a for e in examples]
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import AlbertConfig, UsageError
-from ..data import INPUT_NAMES, Collator, EvalShardSampler, GlueFeatures
+from ..config import AlbertConfig
+from ..data import INPUT_NAMES, Collator, EvalShardSampler, Features
 from ..device import Precision
+from ..errors import UsageError
 from ..evaluate import batch_logits
 from ..io import read_utf8
 from ..modeling import AlbertForSequenceClassification
@@ -52,7 +53,7 @@ def predict(model_dir: str | os.PathLike, pairs: list[tuple[str, str | None]], o
     is_pair = any(b is not None for _, b in pairs)
     encoded = encode(tokenizer, [a for a, _ in pairs], [b or "" for _, b in pairs] if is_pair else None,
                      static_width or max_seq_length)
-    features = GlueFeatures.from_encoded(encoded, torch.zeros(len(pairs)))
+    features = Features.from_encoded(encoded, torch.zeros(len(pairs)))
     collator = Collator(tokenizer.pad_token_id, static_width or 1)
     logits = np.zeros((len(pairs), config.num_labels), dtype=np.float32)
     for rows in EvalShardSampler(features.lengths, static_batch or batch_size):

@@ -9,8 +9,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..config import AlbertConfig
-from ..data import INPUT_NAMES
-from ..data.glue import get_task, read_split
+from ..data import INPUT_NAMES, get_task, read_split
 from ..io import atomic_write_json
 from ..tokenization import encode, fingerprint, load_tokenizer
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..config import UsageError
+from ..errors import UsageError
 from ..io import atomic_write_json
 
 logger = logging.getLogger("albert_pytorch")

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
-from .config import AlbertConfig
-from .modeling import AlbertPreTrainedModel, SequenceClassifierOutput
+from ..config import AlbertConfig
+from ..modeling import AlbertPreTrainedModel, SequenceClassifierOutput
+from ..train import sequence_classifier
 
 
 class TransformersAlbert(AlbertPreTrainedModel):
@@ -44,8 +45,6 @@ class TransformersAlbert(AlbertPreTrainedModel):
 
 def transformers_classifier(config: AlbertConfig, weights_dir: Path | None) -> TransformersAlbert:
     """A `train.ModelFactory`: transformers' model starting from exactly the weights ours would start from."""
-    from .train import sequence_classifier
-
     model = TransformersAlbert(config)
     model.load_state_dict(sequence_classifier(config, weights_dir).state_dict())
     return model

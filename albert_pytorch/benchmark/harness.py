@@ -1,0 +1,180 @@
+"""What every section shares: the workload, the analytic FLOP count, the matmul ceilings and `TimedVariant`,
+a setup timed step by step (its own optimizer, per-round rates), which each section's variants extend."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import AlbertConfig
+from ..data import Features, get_task, read_split
+from ..data.features import build_features
+from ..device import Precision, synchronize
+from ..loop import optimizer_step, train_step
+from ..modeling import AlbertForSequenceClassification
+from ..optim import build_optimizer, linear_schedule
+from ..sample import prepare_sample_model, sample_data_dir
+from ..tokenization import load_tokenizer
+
+logger = logging.getLogger("albert_pytorch.benchmark")
+PADDED = 128
+DEMO_SHAPE = "hidden_size=128,num_attention_heads=2,intermediate_size=512,embedding_size=64,num_hidden_layers=4"
+
+
+def default_shared_dir() -> Path:
+    """The project's shared data: $ALBERT_PYTORCH_SHARED_DATA, else ../shared/data from the working folder."""
+    return Path(os.environ.get("ALBERT_PYTORCH_SHARED_DATA", "../shared/data"))
+
+
+@dataclass(frozen=True)
+class Plan:
+    train_rounds: int  # every training variant, in turn, per round
+    train_steps: int  # timed steps per variant and round
+    infer_rounds: int  # passes over the dev rows per inference variant
+    train_rows: int
+    dev_rows: int
+
+
+@dataclass(frozen=True)
+class PretrainPlan:
+    name: str
+    config_overrides: str  # on albert-base-v2's config
+    batch_size: int
+    rounds: int
+    steps: int  # timed steps per variant and round
+
+
+@dataclass
+class Workload:
+    config: AlbertConfig
+    tokenizer: object
+    train: Features
+    dev: Features
+    source: str
+    weights: dict | None  # a fine-tuned model's, when --model_dir has them; else random init
+
+
+def load_workload(model_dir: str | None, data_dir: str | None, train_rows: int, dev_rows: int, work: Path,
+                  shared_dir: Path) -> Workload:
+    """albert-base-v2's config and tokenizer with real SST-2 (from `shared_dir`) when present, else the embedded
+    sample."""
+    if model_dir is None and (shared_dir / "albert_base_v2" / "config.json").is_file():
+        model_dir = str(shared_dir / "albert_base_v2")
+    if data_dir is None and (shared_dir / "glue" / "SST-2").is_dir():
+        data_dir = str(shared_dir / "glue" / "SST-2")
+    model_dir = model_dir or str(prepare_sample_model(work / "sample_model"))
+    data_dir = data_dir or str(sample_data_dir())
+    config = AlbertConfig.from_pretrained(model_dir)
+    config.set_labels(["0", "1"])
+    tokenizer = load_tokenizer(model_dir)
+    task = get_task("SST-2")
+    train_examples, _ = read_split(task, data_dir, "train")
+    dev_examples, _ = read_split(task, data_dir, "dev")
+    rng = np.random.default_rng(0)
+    picked = rng.choice(len(train_examples), min(train_rows, len(train_examples)), replace=False)
+    train = build_features(task, [train_examples[i] for i in picked], tokenizer, PADDED)
+    dev = build_features(task, dev_examples[:dev_rows], tokenizer, PADDED)
+    weights = None
+    if any((Path(model_dir) / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
+        weights = AlbertForSequenceClassification.from_pretrained(model_dir, labels=["0", "1"]).state_dict()
+    return Workload(config, tokenizer, train, dev, f"{model_dir} + {data_dir}", weights)
+
+
+def forward_flops(config: AlbertConfig, lengths: torch.Tensor) -> float:
+    """Multiply-adds x2 of one forward pass over sequences of these (unpadded) lengths."""
+    h, i, e = config.hidden_size, config.intermediate_size, config.embedding_size
+    layers = config.num_hidden_layers * config.inner_group_num
+    tokens = float(lengths.sum())
+    per_token = 2 * e * h + layers * 2 * (4 * h * h + 2 * h * i)
+    attention = layers * 4 * h * float((lengths.double() ** 2).sum())  # QK^T and AV
+    return tokens * per_token + attention + len(lengths) * 2 * h * (h + config.num_labels)  # + pooler, classifier
+
+
+def matmul_ceiling(device: torch.device, seconds: float = 1.0) -> float:
+    """GFLOP/s of a 2048x2048 fp32 matmul: the most this machine's cores do on dense work."""
+    a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
+    for _ in range(2):
+        a @ b
+    synchronize(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    synchronize(device)
+    return count * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
+
+
+def ort_matmul_rate(seconds: float = 1.0) -> float:
+    """GFLOP/s of the same matmul in ONNX Runtime (MLAS), which can beat torch's BLAS on some CPUs."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = 2048
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    session.run(None, {"x": x})
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        session.run(None, {"x": x})
+        count += 1
+    return count * 2 * n**3 / (time.perf_counter() - start) / 1e9
+
+
+class TimedVariant:
+    """One setup timed over whole steps (forward, backward, AdamW), with its own optimizer; `per_round` holds
+    each timed round's rate. Subclasses say what a batch is (`collate`) and what a rate counts (`amount`)."""
+
+    collation_is_timed = False  # pretraining's masking is part of its step; fine-tuning's padding is not
+
+    def __init__(self, key: str, label: str, model: torch.nn.Module, batches: list, device: torch.device,
+                 precision: Precision, learning_rate: float):
+        self.key, self.label, self.batches = key, label, batches
+        self.model, self.device, self.precision = model.to(device).train(), device, precision
+        self.optimizer = build_optimizer("adamw", self.model, learning_rate, 0.01, device)
+        self.scheduler = linear_schedule(self.optimizer, 0, 10**6)
+        self.scaler = precision.grad_scaler(device)
+        self.position, self.seconds, self.count = 0, 0.0, 0
+        self.per_round: list[float] = []
+
+    def collate(self, rows) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def amount(self, rows) -> int:
+        """What a rate counts for one batch: samples, unless a subclass counts tokens."""
+        return len(rows)
+
+    def after_timed_step(self, rows) -> None:
+        """Bookkeeping a subclass adds to each timed step (FLOPs)."""
+
+    def timed_round(self, steps: int) -> None:
+        seconds, count = self.seconds, self.count
+        self.run(steps)
+        self.per_round.append((self.count - count) / (self.seconds - seconds))
+
+    def run(self, steps: int, timed: bool = True) -> None:
+        for _ in range(steps):
+            rows = self.batches[self.position % len(self.batches)]
+            self.position += 1
+            batch = None if self.collation_is_timed else self.collate(rows)
+            synchronize(self.device)
+            start = time.perf_counter()
+            if batch is None:
+                batch = self.collate(rows)
+            train_step(self.model, batch, self.precision, self.device, self.scaler, 1, sync=True)
+            optimizer_step(self.model, self.optimizer, self.scheduler, self.scaler, 1.0)
+            synchronize(self.device)
+            if timed:
+                self.seconds += time.perf_counter() - start
+                self.count += self.amount(rows)
+                self.after_timed_step(rows)

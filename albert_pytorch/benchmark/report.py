@@ -1,0 +1,155 @@
+"""The command line, the tables and the headline ratios, each with its spread over rounds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..device import Precision, resolve_device
+from ..io import atomic_write_json
+from . import __doc__ as DESCRIPTION
+from .harness import (
+    DEMO_SHAPE,
+    Plan,
+    PretrainPlan,
+    Workload,
+    default_shared_dir,
+    forward_flops,
+    load_workload,
+    logger,
+    matmul_ceiling,
+    ort_matmul_rate,
+)
+from .inference import benchmark_inference
+from .pretraining import benchmark_pretraining
+from .training import benchmark_training, training_memory
+
+# --quick: more, shorter training rounds than the full run, so that even it yields a spread per ratio
+QUICK, FULL = Plan(4, 1, 2, 1024, 64), Plan(3, 4, 2, 8192, 872)
+# headline figure -> (section, variant, baseline variant): samples/s of the first over the second
+RATIOS = {
+    "train_ratio_vs_padded": ("training", "ours", "transformers_padded"),
+    "train_ratio_vs_per_batch": ("training", "ours", "transformers_per_batch"),
+    "infer_ratio_fp32": ("inference", "ours_ort_fp32", "transformers_padded"),
+    "infer_ratio_int8": ("inference", "ours_ort_int8", "transformers_padded"),
+    "pretrain_ratio_demo": ("pretraining_demo", "ours", "transformers_full_logits"),
+    "pretrain_ratio_albert_base": ("pretraining_albert_base", "ours", "transformers_full_logits"),
+}
+SECTIONS = ("training", "inference", "pretraining")
+
+
+PRETRAIN_PLANS = {"quick": (PretrainPlan("demo", DEMO_SHAPE, 64, 3, 2),),
+                  "full": (PretrainPlan("demo", DEMO_SHAPE, 64, 3, 6), PretrainPlan("albert_base", "", 16, 3, 1))}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python3 -m albert_pytorch.benchmark", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer rows and shorter rounds, indicative figures only "
+                                                             "(docs/benchmarks.md says how long it takes)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or npu")
+    parser.add_argument("--bf16", action="store_true", help="autocast bf16 on every variant (GPU)")
+    parser.add_argument("--shared_dir", type=Path, default=default_shared_dir(),
+                        help="the project's shared data: albert-base-v2's config and tokenizer, GLUE's SST-2, "
+                             "WikiText-2 (default: $ALBERT_PYTORCH_SHARED_DATA, else ../shared/data); without it, "
+                             "the embedded sample")
+    parser.add_argument("--model_dir", default=None, help="config + tokenizer (default: the shared albert-base-v2)")
+    parser.add_argument("--data_dir", default=None, help="an SST-2 folder (default: the shared SST-2)")
+    parser.add_argument("--json", default=None, help="also write the figures here")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="which benchmarks to run (default: all)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    # Our figures at INFO; the libraries' own chatter (ORT's fusion and quantization logs) at ERROR.
+    logging.basicConfig(level=logging.ERROR, format="%(message)s")
+    logger.setLevel(logging.INFO)
+    device = resolve_device(args.device)
+    precision = Precision(torch.bfloat16 if args.bf16 else None)
+    plan = QUICK if args.quick else FULL
+    sections: dict[str, dict] = {}
+    checks: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = load_workload(args.model_dir, args.data_dir, plan.train_rows, plan.dev_rows, Path(tmp), args.shared_dir)
+        ceiling = matmul_ceiling(device)
+        ort_rate = ort_matmul_rate() if device.type == "cpu" else None
+        logger.info("workload: %s; %d threads; torch matmul ceiling %.0f GFLOP/s%s", work.source,
+                    torch.get_num_threads(), ceiling,
+                    f" (ONNX Runtime's matmul: {ort_rate:.0f} GFLOP/s)" if ort_rate else "")
+        if "training" in args.sections:
+            sections["training"], variants = benchmark_training(work, device, precision, plan.train_rounds,
+                                                                plan.train_steps)
+            logger.info("peak training memory: one step each")
+            checks.update(training_memory(variants))
+            del variants  # three models and their optimizer states: free them before inference
+        if "inference" in args.sections:
+            sections["inference"], inference_checks = benchmark_inference(work, device, precision, plan.infer_rounds,
+                                                                          Path(tmp))
+            checks.update(inference_checks)
+        if "pretraining" in args.sections:
+            for pretrain_plan in PRETRAIN_PLANS["quick" if args.quick else "full"]:
+                sections[f"pretraining_{pretrain_plan.name}"] = benchmark_pretraining(
+                    pretrain_plan, Path(tmp) / pretrain_plan.name, device, precision, args.shared_dir)
+    report = summarize(sections, checks, ceiling, work, device)
+    report["ort_matmul_gflops"] = ort_rate
+    report["quick"] = args.quick
+    if args.quick:
+        logger.info("--quick: %d training and %d dev rows, short rounds: the figures are indicative only (see the "
+                    "spreads); the full run is the one to judge by", plan.train_rows, plan.dev_rows)
+    if args.json:
+        atomic_write_json(args.json, report)
+
+
+def summarize(sections: dict[str, dict], checks: dict, ceiling: float, work: Workload, device: torch.device) -> dict:
+    def table(title: str, rows: dict, base: str, unit: str) -> None:
+        logger.info("\n%s\n%-50s %12s %8s %10s %9s", title, "variant", unit.replace("_per_s", "/s"), "ratio",
+                    "GFLOP/s", "of ceil")
+        for r in rows.values():
+            flops = f"{r['gflops']:10.1f} {100 * r['gflops'] / ceiling:8.0f}%" if "gflops" in r else ""
+            logger.info("%-50s %12.1f %7.2fx %s", r["label"], r[unit], r[unit] / rows[base][unit], flops)
+
+    if "training" in sections:
+        table("training (batch 32)", sections["training"], "transformers_padded", "samples_per_s")
+    if "inference" in sections:
+        table("inference (dev set, batch 32)", sections["inference"], "transformers_padded", "samples_per_s")
+    for name, rows in sections.items():
+        if name.startswith("pretraining_"):
+            table(f"pretraining, {name.removeprefix('pretraining_')} config (batch "
+                  f"{next(iter(rows.values()))['batch_size']}, <= 64 tokens)", rows, "transformers_full_logits",
+                  "tokens_per_s")
+    report = {"device": str(device), "matmul_ceiling_gflops": ceiling, **sections, **checks}
+    for name, (section, variant, base) in RATIOS.items():
+        if section not in sections:
+            continue
+        rows = sections[section]
+        unit = "tokens_per_s" if section.startswith("pretraining") else "samples_per_s"
+        report[name] = rows[variant][unit] / rows[base][unit]
+        per_round = [a / b for a, b in zip(rows[variant][f"per_round_{unit}"], rows[base][f"per_round_{unit}"],
+                                           strict=True)]
+        report[f"{name}_spread"] = {"min": min(per_round), "median": float(np.median(per_round)),
+                                    "max": max(per_round), "rounds": len(per_round)}
+    if "training" in sections:
+        train_flops_per_sample = 3 * forward_flops(work.config, work.train.lengths) / len(work.train)
+        report.update({"train_physical_limit_samples_per_s": ceiling * 1e9 / train_flops_per_sample,
+                       "train_fraction_of_limit": sections["training"]["ours"]["gflops"] / ceiling})
+        logger.info("\npeak training memory, batch 32 padded to 128 (%s): %s", report["memory_measure"],
+                    ", ".join(f"{name} {mb:.0f} MB" for name, mb in report["peak_train_memory_mb"].items()))
+    for name in RATIOS:
+        if name in report:
+            spread = report[f"{name}_spread"]
+            logger.info("%-28s %6.2fx  (rounds: min %.2f, median %.2f, max %.2f)", name, report[name], spread["min"],
+                        spread["median"], spread["max"])
+    logger.info("\n%s", json.dumps({k: v for k, v in report.items() if not isinstance(v, dict)}, indent=1))
+    if work.weights is None and "inference" in sections:
+        logger.info("note: int8 argmax agreement on random weights is a weak signal; pass --model_dir with a "
+                    "fine-tuned model for a meaningful one")
+    return report
+

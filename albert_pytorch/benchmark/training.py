@@ -1,0 +1,107 @@
+"""Fine-tuning steps: transformers padded to 128 and padded per batch, against ours; and a step's peak memory."""
+
+from __future__ import annotations
+
+import torch
+
+from ..data import Collator, LengthGroupedBatchSampler
+from ..device import Precision, default_pad_multiple
+from ..modeling import AlbertForSequenceClassification
+from .harness import PADDED, TimedVariant, Workload, forward_flops, logger
+from .reference import TransformersAlbert
+
+
+class TrainVariant(TimedVariant):
+    """Fine-tuning batches of the workload's training rows, padded by `collator`; counts samples and FLOPs."""
+
+    def __init__(self, key: str, label: str, model: torch.nn.Module, batches: list[list[int]], collator: Collator,
+                 work: Workload, device: torch.device, precision: Precision):
+        super().__init__(key, label, model, batches, device, precision, learning_rate=2e-5)
+        self.collator, self.work, self.flops = collator, work, 0.0
+
+    def collate(self, rows: list[int]) -> dict[str, torch.Tensor]:
+        return self.collator([self.work.train[i] for i in rows])
+
+    def after_timed_step(self, rows: list[int]) -> None:
+        self.flops += 3 * forward_flops(self.work.config, self.work.train.lengths[rows])
+
+
+def benchmark_training(work: Workload, device: torch.device, precision: Precision, rounds: int, steps: int,
+                       batch_size: int = 32) -> tuple[dict[str, dict], list[TrainVariant]]:
+    torch.manual_seed(0)
+    initial = work.weights or AlbertForSequenceClassification.from_config(work.config).state_dict()
+    n = len(work.train)
+    generator = torch.Generator().manual_seed(0)
+    shuffled = [b.tolist() for b in torch.randperm(n, generator=generator).split(batch_size) if len(b) == batch_size]
+    grouped = [b for b in LengthGroupedBatchSampler(work.train.lengths, batch_size, seed=0) if len(b) == batch_size]
+    pad_multiple = default_pad_multiple(device)
+
+    def reference() -> TransformersAlbert:
+        model = TransformersAlbert(work.config)
+        model.load_state_dict(initial)
+        return model
+
+    ours = AlbertForSequenceClassification(work.config)
+    ours.load_state_dict(initial)
+    variants = {v.key: v for v in (
+        TrainVariant("transformers_padded", "transformers, padded to 128", reference(), shuffled,
+                     Collator(0, PADDED), work, device, precision),
+        TrainVariant("transformers_per_batch", "transformers, padded per batch", reference(), shuffled,
+                     Collator(0, pad_multiple), work, device, precision),
+        TrainVariant("ours", "ours (length-grouped, per-batch padding)", ours, grouped, Collator(0, pad_multiple),
+                     work, device, precision),
+    )}
+    for variant in variants.values():
+        variant.run(1, timed=False)  # warm-up: allocator, kernels, lazy init
+    for round_number in range(1, rounds + 1):
+        for variant in variants.values():
+            logger.info("training round %d/%d: %s", round_number, rounds, variant.label)
+            variant.timed_round(steps)
+    results = {v.key: {"label": v.label, "samples_per_s": v.count / v.seconds, "gflops": v.flops / v.seconds / 1e9,
+                       "per_round_samples_per_s": v.per_round} for v in variants.values()}
+    return results, variants
+
+
+def training_memory(variants: dict[str, TrainVariant], batch_size: int = 32) -> dict:
+    """Peak memory of a training step, transformers against ours, on the same 32 sentences padded to 128.
+
+    Takes the timed variants as they are (warmed up, AdamW's moments allocated). On an accelerator:
+    the allocator's peak over the step. The CPU allocator keeps no statistics, so there it is what a
+    step holds at its peak, the end of the forward pass: weights, gradients and AdamW's two moments,
+    plus every tensor autograd saved for the backward pass (each storage once).
+    """
+    peaks = {}
+    for name, key in (("transformers", "transformers_padded"), ("ours", "ours")):
+        variant = variants[key]
+        variant.batches, variant.collator = [list(range(batch_size))], Collator(0, PADDED)
+        peaks[name] = _step_peak_bytes(variant) / 2**20
+    device = variants["ours"].device
+    return {"peak_train_memory_mb": peaks,
+            "train_memory_ratio_vs_transformers": peaks["ours"] / peaks["transformers"],
+            "memory_measure": "allocator peak" if device.type != "cpu" else "state + saved activations"}
+
+
+def _step_peak_bytes(variant: TrainVariant) -> int:
+    device = variant.device
+    if device.type != "cpu":
+        backend = getattr(torch, device.type)
+        backend.reset_peak_memory_stats(device)
+        variant.run(1, timed=False)
+        return backend.max_memory_allocated(device)
+    params = list(variant.model.parameters())
+    weights = {p.untyped_storage().data_ptr() for p in params}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        variant.run(1, timed=False)
+    moments = sum(t.nbytes for state in variant.optimizer.state.values() for t in state.values()
+                  if isinstance(t, torch.Tensor))
+    return 2 * sum(p.nbytes for p in params) + moments + sum(saved.values())
+
+
