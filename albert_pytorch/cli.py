@@ -183,6 +183,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serving.app import ServeOptions
+    from .serving.engine import EngineOptions
+    from .serving.server import RayOptions, serve, serve_on_ray
+
+    require(args.model_dir, "--model_dir", folder=True)
+    require(args.onnx, "--onnx")
+    for name in ("max_batch_requests", "max_batch_tokens", "max_client_batch_size", "max_concurrent_requests",
+                 "payload_limit", "num_replicas"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    engine = EngineOptions(args.model_dir, args.backend, args.onnx, args.quantize, args.provider,
+                           args.max_batch_requests, args.max_batch_tokens, args.max_input_length, args.threads)
+    options = ServeOptions(engine, args.host, args.port, args.served_model_name,
+                           args.api_key or os.environ.get("ALBERT_PYTORCH_API_KEY"), args.payload_limit,
+                           args.max_client_batch_size, args.max_concurrent_requests, args.shutdown_timeout)
+    if args.ray is None:
+        return serve(options)
+    address = None if args.ray == "local" else args.ray
+    return serve_on_ray(options, RayOptions(address, args.num_replicas, args.min_replicas, args.max_replicas))
+
+
 def cmd_tokenizer(args: argparse.Namespace) -> int:
     from .tokenization import build_tokenizer
 
@@ -328,6 +350,43 @@ def build_parser() -> argparse.ArgumentParser:
     option(pred, "--provider", choices=("cpu", "cuda", "tensorrt", "cann"), default="cpu",
            help="ONNX Runtime provider for --onnx, with its fallback chain (tensorrt -> cuda -> cpu)")
     pred.set_defaults(func=cmd_predict)
+
+    srv = command("serve", help="serve a trained model over HTTP: TEI's /predict and Triton's v2 API, dynamic batching",
+                  description="Serve a model directory that train wrote (or an optimum-layout export, or an ONNX file "
+                              "of the deployment chain with --onnx) over HTTP with dynamic batching: TEI's POST "
+                              "/predict, the Open Inference Protocol (Triton's HTTP API), /health, /info, /metrics, "
+                              "a page to try it at /, OpenAPI at /docs. --ray runs it as Ray Serve replicas.")
+    option(srv, "--model_dir", required=True, help="the trained model directory (labels, tokenizer, weights)")
+    option(srv, "--backend", choices=("onnx", "torch"), default="onnx",
+           help="onnx: ONNX Runtime, the directory exported once into a cache; torch: our PyTorch model")
+    option(srv, "--onnx", help="run this exported model instead of exporting the directory's weights")
+    option(srv, "--quantize", choices=("int8",), help="ONNX Runtime's dynamic int8 quantization of the export")
+    option(srv, "--provider", choices=("cpu", "cuda", "tensorrt", "cann"), default="cpu",
+           help="ONNX Runtime provider, with its fallback chain down to the CPU")
+    option(srv, "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 opens it to the network)")
+    option(srv, "--port", type=int, default=8080, help="port to listen on (0: any free one, printed when ready)")
+    option(srv, "--served_model_name", help="the model's name on the v2 routes (default: the model folder's name)")
+    option(srv, "--api_key", help="require 'Authorization: Bearer <key>' on every route but health and the page "
+                                  "(default: $ALBERT_PYTORCH_API_KEY)")
+    option(srv, "--max_batch_requests", type=int, default=32, help="rows (inputs) in one model call")
+    option(srv, "--max_batch_tokens", type=int, default=16384,
+           help="padded tokens (longest input x inputs) in one model call")
+    option(srv, "--max_client_batch_size", type=int, default=32, help="inputs one request may carry (413 above)")
+    option(srv, "--max_concurrent_requests", type=int, default=512,
+           help="requests in flight; more are refused at once with 429 and Retry-After")
+    option(srv, "--payload_limit", type=int, default=2_000_000, help="bytes of a request body (413 above)")
+    option(srv, "--max_input_length", type=int, help="tokens of one input (default: the model's position limit); "
+                                                     "longer ones are refused unless the request says truncate")
+    option(srv, "--threads", type=int, help="the model's intra-op threads (default: the runtime's)")
+    option(srv, "--shutdown_timeout", type=float, default=30.0,
+           help="seconds SIGTERM waits for accepted requests before exiting")
+    srv.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                     help="deploy on Ray Serve: a local Ray instance, or the cluster at ADDRESS (ray start --head "
+                          "prints it)")
+    option(srv, "--num_replicas", type=int, default=1, help="with --ray: replicas, each with its own batcher")
+    option(srv, "--min_replicas", type=int, help="with --ray: autoscale from this many replicas")
+    option(srv, "--max_replicas", type=int, help="with --ray: autoscale up to this many replicas")
+    srv.set_defaults(func=cmd_serve)
 
     tok = command("tokenizer", help="train a SentencePiece tokenizer with ALBERT's conventions on raw text")
     tok.add_argument("--input", nargs="+", required=True,

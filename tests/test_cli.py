@@ -11,7 +11,7 @@ from albert_pytorch.run_config import SAMPLE_RECIPE, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = ("train", "evaluate", "pretrain", "preprocess", "pth2onnx", "opt_onnx", "infer", "postprocess",
-               "predict", "tokenizer", "download")
+               "predict", "serve", "tokenizer", "download")
 
 # A rename here breaks users' scripts and the ModelZoo launchers: change it only on purpose.
 CONTRACT = {
@@ -44,6 +44,10 @@ CONTRACT = {
                  "--text_pair_column", "--label_column", "--max_seq_length", "--eval_batch_size", "--max_eval_samples",
                  "--device", "--output_dir", "--overwrite_output_dir", "--skip_bad_rows"},
     "predict": {"--model_dir", "--onnx", "--input", "--batch_size", "--max_seq_length", "--provider"},
+    "serve": {"--model_dir", "--backend", "--onnx", "--quantize", "--provider", "--host", "--port",
+              "--served_model_name", "--api_key", "--max_batch_requests", "--max_batch_tokens",
+              "--max_client_batch_size", "--max_concurrent_requests", "--payload_limit", "--max_input_length",
+              "--threads", "--shutdown_timeout", "--ray", "--num_replicas", "--min_replicas", "--max_replicas"},
     "tokenizer": {"--input", "--vocab_size", "--output_dir", "--max_sentences", "--seed", "--overwrite_output_dir"},
     "download": {"--tasks", "--data_dir", "--base_url", "--retries"},
 }

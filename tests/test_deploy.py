@@ -254,7 +254,7 @@ def test_providers_fall_back_in_onnx_runtimes_order(monkeypatch, model_dir, tmp_
     opened = {}
 
     class Session:
-        def __init__(self, model, providers, provider_options):
+        def __init__(self, model, sess_options, providers, provider_options):
             opened.update(providers=providers, options=provider_options)
 
     monkeypatch.setattr(ort, "get_available_providers",

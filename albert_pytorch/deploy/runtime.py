@@ -53,10 +53,10 @@ class RunOptions:
     progress: bool = True
 
 
-def open_session(model: str | os.PathLike, provider: str = "cpu", device: int = 0):
+def open_session(model: str | os.PathLike, provider: str = "cpu", device: int = 0, threads: int | None = None):
     """A session on `provider`, with ONNX Runtime's fallback chain behind it (FALLBACKS: TensorRT, then
     CUDA, then CPU for the nodes the one before cannot run). A provider this onnxruntime build lacks is
-    skipped with one warning, down the chain to the CPU."""
+    skipped with one warning, down the chain to the CPU. `threads`: intra-op threads (default ORT's)."""
     import onnxruntime as ort
 
     if provider not in PROVIDERS:
@@ -70,7 +70,11 @@ def open_session(model: str | os.PathLike, provider: str = "cpu", device: int = 
                        "the matching onnxruntime package to use it", provider, PROVIDERS[provider],
                        ", ".join(available), chain[0])
     options = [{} if p == "cpu" else {"device_id": device} for p in chain]
-    return ort.InferenceSession(str(model), providers=[PROVIDERS[p] for p in chain], provider_options=options)
+    session_options = ort.SessionOptions()
+    if threads:
+        session_options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(model), sess_options=session_options, providers=[PROVIDERS[p] for p in chain],
+                                provider_options=options)
 
 
 def static_dims(session) -> tuple[int | None, int | None]:

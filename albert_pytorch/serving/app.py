@@ -1,0 +1,517 @@
+"""The HTTP application: the routes TEI's and Triton's clients call, over one `Engine`.
+
+TEI: `POST /predict`, `GET /health`, `/info`, `/metrics` (TEI's metric names), its `x-*-time` headers and
+`{"error", "error_type"}` bodies. The Open Inference Protocol (KServe v2, Triton's HTTP API, its binary
+tensor extension included): `GET /v2`, `/v2/health/live|ready`, `/v2/models/{name}[/ready]`,
+`POST /v2/models/{name}/infer` with BYTES `TEXT` [N] (and `TEXT_PAIR`) -> FP32 `logits` and
+`probabilities` [N, labels]; `{"error"}` bodies. `GET /` is a page to try it; `/docs` the OpenAPI page.
+
+Bad input never reaches a batch: 400 malformed JSON or empty input, 413 a body over the payload limit or
+more inputs than allowed, 422 a wrong shape or type or an over-long input (with `truncate` off), 429 at
+once when the concurrency limit is reached, 503 while loading or draining, 424 when inference fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .. import __version__
+from .engine import Engine, EngineOptions, InferenceFailed, InputTooLong
+from .page import PAGE
+
+logger = logging.getLogger("albert_pytorch.serving")
+
+V2_INPUTS = ("TEXT", "TEXT_PAIR")
+V2_OUTPUTS = ("logits", "probabilities")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """The HTTP side of `serve`: where it listens and what it admits."""
+
+    engine: EngineOptions
+    host: str = "127.0.0.1"
+    port: int = 8080
+    served_model_name: str | None = None  # the v2 model name; default the model folder's name
+    api_key: str | None = None
+    payload_limit: int = 2_000_000  # bytes of a request body
+    max_client_batch_size: int = 32  # inputs in one request
+    max_concurrent_requests: int = 512  # requests in flight; more are refused at once with 429
+    shutdown_timeout: float = 30.0  # seconds SIGTERM waits for accepted requests
+
+    @property
+    def model_name(self) -> str:
+        return self.served_model_name or Path(self.engine.model_dir).resolve().name
+
+
+class ServeError(Exception):
+    """A request answered with `status`: TEI's routes say `{"error", "error_type"}`, v2's `{"error"}`."""
+
+    def __init__(self, status: int, message: str, error_type: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.error_type, self.headers = status, message, error_type, headers or {}
+
+
+class Metrics:
+    """TEI's metric names, in a registry of the app's own."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("te_request_count", "inference requests received", registry=r)
+        self.successes = Counter("te_request_success", "inference requests answered", registry=r)
+        self.failures = Counter("te_request_failure", "inference requests refused or failed", ["err"], registry=r)
+        self.duration = Histogram("te_request_duration", "seconds a request took", registry=r)
+        self.tokenization = Histogram("te_request_tokenization_duration", "seconds tokenizing", registry=r)
+        self.queue = Histogram("te_request_queue_duration", "seconds waiting for a batch", registry=r)
+        self.inference = Histogram("te_request_inference_duration", "seconds in the model's call", registry=r)
+        buckets = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+        self.batch_size = Histogram("te_batch_next_size", "rows in a model call", buckets=buckets, registry=r)
+        self.batch_tokens = Histogram("te_batch_next_tokens", "padded tokens in a model call",
+                                      buckets=tuple(64 * b for b in buckets) + (65536,), registry=r)
+        self.queue_size = Gauge("te_queue_size", "requests waiting for a batch", registry=r)
+
+
+@dataclass
+class ServerState:
+    """What a route needs to know about the server: its phase, its engine, what is in flight."""
+
+    options: ServeOptions
+    metrics: Metrics
+    phase: str = "loading"  # loading, ready, draining, failed
+    engine: Engine | None = None
+    in_flight: int = 0
+    started: set = field(default_factory=set)  # event loops the engine's batcher runs on
+
+    def ready_engine(self) -> Engine:
+        if self.phase != "ready" or self.engine is None:
+            raise ServeError(503, f"the model is {self.phase if self.phase != 'ready' else 'loading'}; retry shortly",
+                             "unhealthy", {"Retry-After": "1"})
+        loop = asyncio.get_running_loop()
+        if loop not in self.started:  # the batcher runs on the loop that serves, whichever starts the app
+            self.engine.start()
+            self.started.add(loop)
+        return self.engine
+
+
+def create_app(options: ServeOptions, load: Callable[[Metrics], Engine], load_now: bool = False) -> FastAPI:
+    """The application; `load(metrics)` builds the engine: at once with `load_now` (a Ray replica is ready when
+    its model is), else in a worker thread once the server is up, answering 503 until then.
+    `app.state.server` holds the `ServerState`."""
+    metrics = Metrics()
+    state = ServerState(options, metrics)
+    if load_now:
+        _load_into(state, load)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = None
+        if state.engine is None:
+            loading = asyncio.get_running_loop().run_in_executor(None, _load_into, state, load)
+        yield
+        state.phase = "draining"
+        if loading is not None:
+            with contextlib.suppress(Exception):
+                await loading
+        if state.engine is not None:
+            await state.engine.stop()
+
+    app = FastAPI(title="albert_pytorch serve", version=__version__, lifespan=lifespan,
+                  description="ALBERT text classification: TEI's /predict and the Open Inference Protocol (v2).")
+    app.state.server = state
+    _add_guards(app, state)
+    _add_tei_routes(app, state)
+    _add_v2_routes(app, state)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(PAGE)
+
+    return app
+
+
+def _load_into(state: ServerState, load: Callable[[Metrics], Engine]) -> None:
+    try:
+        state.engine = load(state.metrics)
+    except Exception:
+        state.phase = "failed"
+        logger.exception("the model could not be loaded")
+        raise
+    if state.phase == "loading":
+        state.phase = "ready"
+
+
+# -- admission: auth, limits, errors -------------------------------------------------------------------
+
+_OPEN_PATHS = ("/health", "/v2/health/live", "/v2/health/ready", "/")  # the page holds no data; its calls send the key
+
+
+def _add_guards(app: FastAPI, state: ServerState) -> None:
+    options = state.options
+
+    @app.middleware("http")
+    async def authorize(request: Request, call_next):
+        if options.api_key and request.url.path not in _OPEN_PATHS:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {options.api_key}".encode()):
+                return _error_response(request, ServeError(401, "missing or wrong API key: send "
+                                                                "'Authorization: Bearer <key>'", "unauthorized"))
+        return await call_next(request)
+
+    @app.exception_handler(ServeError)
+    async def refused(request: Request, err: ServeError) -> JSONResponse:
+        return _error_response(request, err)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception) -> JSONResponse:  # never a traceback to the client
+        logger.exception("unexpected error on %s", request.url.path)
+        return _error_response(request, ServeError(500, f"internal error ({type(err).__name__})", "backend"))
+
+
+def _error_response(request: Request, err: ServeError) -> JSONResponse:
+    body = {"error": err.message} if request.url.path.startswith("/v2") else {"error": err.message,
+                                                                            "error_type": err.error_type}
+    return JSONResponse(body, status_code=err.status, headers=err.headers)
+
+
+@contextlib.asynccontextmanager
+async def admitted(state: ServerState) -> AsyncIterator[Engine]:
+    """An inference request's slot: the engine if it is ready and a slot is free (else 503 or 429 at once);
+    the outcome counted in the metrics."""
+    metrics = state.metrics
+    metrics.requests.inc()
+    start = time.perf_counter()
+    try:
+        engine = state.ready_engine()
+        if state.in_flight >= state.options.max_concurrent_requests:
+            raise ServeError(429, f"model is overloaded: {state.in_flight} requests in flight (the limit is "
+                                  f"{state.options.max_concurrent_requests}); retry shortly", "overloaded",
+                             {"Retry-After": "1"})
+    except ServeError as err:
+        metrics.failures.labels(err.error_type).inc()
+        raise
+    state.in_flight += 1
+    try:
+        yield engine
+    except ServeError as err:
+        metrics.failures.labels(err.error_type).inc()
+        raise
+    except InputTooLong as err:
+        metrics.failures.labels("validation").inc()
+        raise ServeError(422, str(err), "validation") from None
+    except InferenceFailed as err:
+        metrics.failures.labels("backend").inc()
+        raise ServeError(424, str(err), "backend") from None
+    else:
+        metrics.successes.inc()
+        metrics.duration.observe(time.perf_counter() - start)
+    finally:
+        state.in_flight -= 1
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON: 413 over `limit` bytes (before reading it, when the length is declared), 400 if malformed."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ServeError(413, f"the body has {declared} bytes, over the payload limit of {limit}", "payload_too_large")
+    body = await request.body()
+    if len(body) > limit:
+        raise ServeError(413, f"the body has {len(body)} bytes, over the payload limit of {limit}", "payload_too_large")
+    return parse_json(body)
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ServeError(422, "the body is not UTF-8 text", "validation") from None
+    except json.JSONDecodeError as err:
+        raise ServeError(400, f"malformed JSON: {err.msg} at line {err.lineno}, column {err.colno}",
+                         "validation") from None
+
+
+# -- TEI ---------------------------------------------------------------------------------------------
+
+_PREDICT_SCHEMA = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["inputs"], "properties": {
+        "inputs": {"description": "a text, a pair [text, text_pair], or a batch [[text], [text, text_pair], ...]"},
+        "truncate": {"type": "boolean", "default": False},
+        "raw_scores": {"type": "boolean", "default": False}}}}}}}
+
+
+def _add_tei_routes(app: FastAPI, state: ServerState) -> None:
+    options = state.options
+
+    @app.get("/health", summary="200 when the model is loaded and serving, 503 otherwise")
+    async def health() -> Response:
+        if state.phase != "ready":
+            raise ServeError(503, f"the model is {state.phase}", "unhealthy")
+        return Response(status_code=200)
+
+    @app.get("/info", summary="the model, its labels and the server's limits")
+    async def info() -> dict:
+        engine = state.engine
+        id2label = {str(i): label for i, label in enumerate(engine.labels)} if engine else None
+        return {"model_id": options.model_name, "model_dtype": "float32", "version": __version__,
+                "model_type": {"classifier": {"id2label": id2label,
+                                              "label2id": {v: int(k) for k, v in (id2label or {}).items()}}},
+                "problem_type": ("regression" if engine.is_regression else "single_label_classification")
+                if engine else None,
+                "backend": engine.backend.name if engine else None, "phase": state.phase,
+                "max_input_length": engine.max_input_length if engine else None,
+                "max_concurrent_requests": options.max_concurrent_requests,
+                "max_batch_tokens": options.engine.max_batch_tokens,
+                "max_batch_requests": options.engine.max_batch_requests,
+                "max_client_batch_size": options.max_client_batch_size, "payload_limit": options.payload_limit}
+
+    @app.get("/metrics", summary="Prometheus metrics, TEI's names")
+    async def metrics() -> Response:
+        return Response(generate_latest(state.metrics.registry), media_type="text/plain; version=0.0.4")
+
+    @app.post("/predict", summary="labels and scores, as text-embeddings-inference answers them",
+              openapi_extra=_PREDICT_SCHEMA)
+    async def predict(request: Request) -> Response:
+        async with admitted(state) as engine:
+            body = await read_json(request, options.payload_limit)
+            sequences, batched, truncate, raw_scores = parse_tei_request(body, options.max_client_batch_size)
+            encoded, tokenization = await engine.tokenize(sequences, truncate)
+            logits, timings = await engine.infer(encoded, request.is_disconnected)
+            state.metrics.tokenization.observe(tokenization)
+            state.metrics.queue.observe(timings.queue)
+            state.metrics.inference.observe(timings.inference)
+            results = [_tei_scores(row, engine, raw_scores) for row in logits]
+            total = tokenization + timings.queue + timings.inference
+            headers = {"x-total-time": _ms(total), "x-tokenization-time": _ms(tokenization),
+                       "x-queue-time": _ms(timings.queue), "x-inference-time": _ms(timings.inference)}
+            return JSONResponse(results if batched else results[0], headers=headers)
+
+
+def parse_tei_request(body: Any, max_inputs: int) -> tuple[list[tuple[str, str | None]], bool, bool, bool]:
+    """(sequences, whether the inputs were a batch, truncate, raw_scores), as TEI reads `inputs`: a string;
+    a pair [a, b]; or a batch whose items are [a] or [a, b] (or plain strings)."""
+    if not isinstance(body, dict) or "inputs" not in body:
+        raise ServeError(422, 'expected a JSON object with "inputs"', "validation")
+    inputs, flags = body["inputs"], {}
+    for name in ("truncate", "raw_scores"):
+        value = body.get(name, False)
+        if not isinstance(value, bool):
+            raise ServeError(422, f'"{name}" must be true or false, got {json.dumps(value)[:40]}', "validation")
+        flags[name] = value
+    if isinstance(inputs, str):
+        sequences, batched = [_sequence([inputs])], False
+    elif isinstance(inputs, list) and len(inputs) == 2 and all(isinstance(x, str) for x in inputs):
+        sequences, batched = [_sequence(inputs)], False
+    elif isinstance(inputs, list):
+        sequences, batched = [_sequence(item if isinstance(item, list) else [item]) for item in inputs], True
+    else:
+        raise ServeError(422, f'"inputs" must be a text, a pair or a list of them, got {type(inputs).__name__}',
+                         "validation")
+    if not sequences:
+        raise ServeError(400, '"inputs" is empty', "empty")
+    if len(sequences) > max_inputs:
+        raise ServeError(413, f"{len(sequences)} inputs, more than the {max_inputs} one request may carry "
+                              "(--max_client_batch_size)", "validation")
+    return sequences, batched, flags["truncate"], flags["raw_scores"]
+
+
+def _sequence(item: list) -> tuple[str, str | None]:
+    if not 1 <= len(item) <= 2 or not all(isinstance(x, str) for x in item):
+        raise ServeError(422, f"each input is a text or [text] or [text, text_pair], got {json.dumps(item)[:80]}",
+                         "validation")
+    if not item[0].strip():
+        raise ServeError(400, "an input text is empty", "empty")
+    return item[0], item[1] if len(item) == 2 else None
+
+
+def _tei_scores(logits: np.ndarray, engine: Engine, raw_scores: bool) -> list[dict]:
+    """[{label, score}] highest first: softmax over the classes (or the raw logits); a regression model's
+    value as it is, never squashed."""
+    if engine.is_regression or raw_scores:
+        scores = logits
+    else:
+        exp = np.exp(logits - logits.max())
+        scores = exp / exp.sum()
+    ranked = sorted(zip(engine.labels, scores.tolist(), strict=True), key=lambda pair: -pair[1])
+    return [{"label": label, "score": score} for label, score in ranked]
+
+
+def _ms(seconds: float) -> str:
+    return str(round(seconds * 1000))
+
+
+# -- the Open Inference Protocol (KServe v2) ---------------------------------------------------------------
+
+def _add_v2_routes(app: FastAPI, state: ServerState) -> None:
+    options = state.options
+
+    def check_name(name: str) -> None:
+        if name != options.model_name:
+            raise ServeError(404, f"unknown model {name!r}; this server serves {options.model_name!r}", "not_found")
+
+    @app.get("/v2", summary="server metadata")
+    async def server_metadata() -> dict:
+        return {"name": "albert_pytorch", "version": __version__, "extensions": ["binary_tensor_data"]}
+
+    @app.get("/v2/health/live")
+    async def live() -> Response:
+        return Response(status_code=200)
+
+    @app.get("/v2/health/ready")
+    async def ready() -> Response:
+        return Response(status_code=200 if state.phase == "ready" else 503)
+
+    @app.get("/v2/models/{name}", summary="model metadata")
+    @app.get("/v2/models/{name}/versions/{version}", include_in_schema=False)
+    async def model_metadata(name: str, version: str = "1") -> dict:
+        check_name(name)
+        labels = len(state.engine.labels) if state.engine else -1
+        return {"name": name, "versions": ["1"], "platform": f"albert_pytorch_{options.engine.backend}",
+                "inputs": [{"name": n, "datatype": "BYTES", "shape": [-1]} for n in V2_INPUTS],
+                "outputs": [{"name": n, "datatype": "FP32", "shape": [-1, labels]} for n in V2_OUTPUTS]}
+
+    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/versions/{version}/ready", include_in_schema=False)
+    async def model_ready(name: str, version: str = "1") -> Response:
+        check_name(name)
+        return Response(status_code=200 if state.phase == "ready" else 503)
+
+    @app.post("/v2/models/{name}/infer", summary="logits and probabilities for BYTES TEXT [N] (and TEXT_PAIR)")
+    @app.post("/v2/models/{name}/versions/{version}/infer", include_in_schema=False)
+    async def infer(name: str, request: Request, version: str = "1") -> Response:
+        check_name(name)
+        async with admitted(state) as engine:
+            header, tensors = await read_v2_request(request, options.payload_limit)
+            texts, pairs = v2_texts(header, tensors, options.max_client_batch_size)
+            sequences = [(t, p) for t, p in zip(texts, pairs or [None] * len(texts), strict=True)]
+            encoded, _ = await engine.tokenize(sequences, truncate=False)
+            logits, _ = await engine.infer(encoded, request.is_disconnected)
+            exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+            outputs = {"logits": logits, "probabilities": (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)}
+            return v2_response(header, options.model_name, outputs)
+
+
+async def read_v2_request(request: Request, limit: int) -> tuple[dict, dict[str, bytes]]:
+    """The JSON header and, with the binary tensor extension, each input's raw bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ServeError(413, f"the body has {declared} bytes, over the payload limit of {limit}", "payload_too_large")
+    body = await request.body()
+    if len(body) > limit:
+        raise ServeError(413, f"the body has {len(body)} bytes, over the payload limit of {limit}", "payload_too_large")
+    json_size = request.headers.get("inference-header-content-length")
+    size = int(json_size) if json_size and json_size.isdigit() else len(body)
+    header = parse_json(body[:size])
+    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
+        raise ServeError(400, 'expected a JSON object with an "inputs" list', "validation")
+    tensors, offset = {}, size
+    for tensor in header["inputs"]:
+        binary = (tensor.get("parameters") or {}).get("binary_data_size") if isinstance(tensor, dict) else None
+        if binary is not None:
+            tensors[tensor.get("name")] = body[offset:offset + int(binary)]
+            offset += int(binary)
+    return header, tensors
+
+
+def v2_texts(header: dict, binary: dict[str, bytes], max_inputs: int) -> tuple[list[str], list[str] | None]:
+    """The TEXT (and TEXT_PAIR) strings of a v2 request, each checked for name, type, shape and content."""
+    given = {}
+    for tensor in header["inputs"]:
+        if not isinstance(tensor, dict) or tensor.get("name") not in V2_INPUTS:
+            name = tensor.get("name") if isinstance(tensor, dict) else tensor
+            raise ServeError(422, f"unknown input {name!r}: this model takes BYTES TEXT [N] and optionally "
+                                  "TEXT_PAIR [N]", "validation")
+        if tensor.get("datatype") != "BYTES":
+            raise ServeError(422, f"input {tensor['name']} has datatype {tensor.get('datatype')!r}; expected BYTES",
+                             "validation")
+        shape = tensor.get("shape")
+        if not isinstance(shape, list) or not shape or not all(isinstance(d, int) for d in shape) or (
+                len(shape) > 1 and any(d != 1 for d in shape[1:])):
+            raise ServeError(422, f"input {tensor['name']} has shape {shape}; expected [N] (or [N, 1])", "validation")
+        values = _bytes_elements(binary[tensor["name"]]) if tensor["name"] in binary else _flat(tensor.get("data"))
+        if len(values) != shape[0]:
+            raise ServeError(422, f"input {tensor['name']} has {len(values)} elements for shape {shape}", "validation")
+        given[tensor["name"]] = [_text(v, tensor["name"]) for v in values]
+    if "TEXT" not in given:
+        raise ServeError(422, "the request has no TEXT input", "validation")
+    texts, pairs = given["TEXT"], given.get("TEXT_PAIR")
+    if not texts:
+        raise ServeError(400, "TEXT is empty", "empty")
+    if pairs is not None and len(pairs) != len(texts):
+        raise ServeError(422, f"TEXT has {len(texts)} elements and TEXT_PAIR {len(pairs)}", "validation")
+    if len(texts) > max_inputs:
+        raise ServeError(413, f"{len(texts)} inputs, more than the {max_inputs} one request may carry "
+                              "(--max_client_batch_size)", "validation")
+    return texts, pairs
+
+
+def _flat(data: Any) -> list:
+    if not isinstance(data, list):
+        raise ServeError(422, f'an input\'s "data" must be a list, got {type(data).__name__}', "validation")
+    return [x for item in data for x in (item if isinstance(item, list) else [item])]
+
+
+def _bytes_elements(raw: bytes) -> list[bytes]:
+    """The binary extension's BYTES layout: each element a 4-byte little-endian length, then its bytes."""
+    values, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise ServeError(422, "BYTES binary data ends inside an element's length", "validation")
+        length = int.from_bytes(raw[offset:offset + 4], "little")
+        values.append(raw[offset + 4:offset + 4 + length])
+        offset += 4 + length
+    return values
+
+
+def _text(value: Any, name: str) -> str:
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ServeError(422, f"an element of {name} is not UTF-8 text", "validation") from None
+    if not isinstance(value, str):
+        raise ServeError(422, f"an element of {name} is {type(value).__name__}, not text", "validation")
+    if not value.strip():
+        raise ServeError(400, f"an element of {name} is empty", "empty")
+    return value
+
+
+def v2_response(header: dict, model_name: str, outputs: dict[str, np.ndarray]) -> Response:
+    """The requested outputs (all when none are named), as JSON data or, where asked, binary tensor data."""
+    requested = header.get("outputs") or [{"name": n} for n in V2_OUTPUTS]
+    all_binary = bool((header.get("parameters") or {}).get("binary_data_output"))
+    described, binary = [], []
+    for item in requested:
+        name = item.get("name") if isinstance(item, dict) else None
+        if name not in outputs:
+            raise ServeError(422, f"unknown output {name!r}: this model gives {', '.join(V2_OUTPUTS)}", "validation")
+        array = outputs[name]
+        entry = {"name": name, "datatype": "FP32", "shape": list(array.shape)}
+        if all_binary or (item.get("parameters") or {}).get("binary_data"):
+            raw = array.astype("<f4").tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            binary.append(raw)
+        else:
+            entry["data"] = array.reshape(-1).tolist()
+        described.append(entry)
+    result = {"model_name": model_name, "model_version": "1", "outputs": described}
+    if "id" in header:
+        result["id"] = header["id"]
+    text = json.dumps(result).encode()
+    if not binary:
+        return Response(text, media_type="application/json")
+    return Response(text + b"".join(binary), media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(len(text))})

@@ -1,0 +1,307 @@
+"""What the server runs: a model backend (ONNX Runtime or PyTorch), the tokenizer, and the dynamic batcher.
+
+The batcher takes tokenized requests in arrival order and forms a batch of whole requests up to
+`max_batch_requests` rows and `max_batch_tokens` padded tokens (longest row x rows, what a padded batch
+costs), pads it to its own longest row, runs the model in one worker thread (so the event loop keeps
+accepting) and hands each request its own rows. A request whose client has gone is dropped before it
+costs the model anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import AlbertConfig
+from ..data import INPUT_NAMES
+from ..data.padding import model_inputs
+from ..errors import UsageError
+from ..io import cache_root, sha256_file
+from ..modeling import AlbertForSequenceClassification
+from ..tokenization import load_tokenizer
+from ..weights import WEIGHTS_NAME
+
+logger = logging.getLogger("albert_pytorch.serving")
+
+BACKENDS = ("onnx", "torch")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to load and batch a model: everything `serve` takes besides the HTTP side."""
+
+    model_dir: str
+    backend: str = "onnx"
+    onnx: str | None = None  # an exported model to run instead of exporting the directory's weights
+    quantize: str | None = None  # "int8": ONNX Runtime's dynamic int8 quantization of the export
+    provider: str = "cpu"
+    max_batch_requests: int = 32  # rows (sentences or pairs) in one model call
+    max_batch_tokens: int = 16384  # padded tokens (longest row x rows) in one model call
+    max_input_length: int | None = None  # tokens per input, [CLS] and [SEP] included; default the model's limit
+    threads: int | None = None  # the model's intra-op threads; default the library's
+
+
+class Backend:
+    """Logits for a padded batch of int64 model inputs; subclasses run it in ONNX Runtime or PyTorch."""
+
+    name = "backend"
+
+    def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model_dir: Path, config: AlbertConfig, threads: int | None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = AlbertForSequenceClassification.from_pretrained(model_dir, config=config).eval()
+
+    @torch.no_grad()
+    def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return self.model(*(torch.from_numpy(inputs[name]) for name in INPUT_NAMES)).logits.float().numpy()
+
+
+class OnnxBackend(Backend):
+    name = "onnx"
+
+    def __init__(self, onnx_file: Path, provider: str, threads: int | None):
+        from ..deploy.runtime import open_session, static_dims
+
+        self.session = open_session(onnx_file, provider, threads=threads)
+        self.static_batch, self.static_width = static_dims(self.session)
+        self.output = "logits" if "logits" in [o.name for o in self.session.get_outputs()] else None
+
+    def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        from ..deploy.runtime import pad_to_batch
+
+        rows, width = inputs["input_ids"].shape
+        if self.static_width is not None:  # a static export takes only its own length
+            inputs = {k: np.pad(v, [(0, 0), (0, self.static_width - width)]) for k, v in inputs.items()}
+        if self.static_batch is None:
+            return self.session.run([self.output] if self.output else None, inputs)[0]
+        out = []
+        for start in range(0, rows, self.static_batch):  # and only its own batch size
+            feed = {k: pad_to_batch(v[start:start + self.static_batch], self.static_batch) for k, v in inputs.items()}
+            out.append(self.session.run(None, feed)[0][: min(self.static_batch, rows - start)])
+        return np.concatenate(out)
+
+
+def exported_model(model_dir: Path, quantize: str | None) -> Path:
+    """The directory's weights exported (dynamic axes) and optimized for ONNX Runtime, in a cache keyed on the
+    weights and config: the first start exports, later ones reuse it."""
+    from ..deploy.export import export
+    from ..deploy.optimize import optimize
+
+    digest = hashlib.sha256()
+    for name in (WEIGHTS_NAME, "config.json"):
+        digest.update(sha256_file(model_dir / name).encode())
+    folder = cache_root() / "serving" / f"{digest.hexdigest()[:20]}"
+    target = folder / ("model_int8.onnx" if quantize == "int8" else "model_ort.onnx")
+    if not target.is_file():
+        logger.info("exporting %s to ONNX for serving (cached in %s)", model_dir, folder)
+        exported = export(model_dir, folder, 1, 16, dynamic=True)
+        optimize(exported, target, "ort", int8=quantize == "int8")
+    return target
+
+
+def load_backend(options: EngineOptions, config: AlbertConfig) -> Backend:
+    model_dir = Path(options.model_dir)
+    if options.backend == "torch":
+        return TorchBackend(model_dir, config, options.threads)
+    onnx_file = Path(options.onnx) if options.onnx else None
+    if onnx_file is None and (model_dir / "model.onnx").is_file() and not (model_dir / WEIGHTS_NAME).is_file():
+        onnx_file = model_dir / "model.onnx"  # an optimum-layout export folder
+    if onnx_file is None:
+        onnx_file = exported_model(model_dir, options.quantize)
+    elif options.quantize == "int8":
+        raise UsageError("--quantize int8 quantizes the export serve makes itself; quantize a given --onnx file "
+                         "with `opt_onnx.py --target ort --int8`")
+    return OnnxBackend(onnx_file, options.provider, options.threads)
+
+
+class InputTooLong(ValueError):
+    """An input over the token limit, with `truncate` off."""
+
+
+@dataclass
+class Encoded:
+    """One request's rows, tokenized."""
+
+    ids: list[list[int]]
+    types: list[list[int]]
+
+    @property
+    def longest(self) -> int:
+        return max(len(row) for row in self.ids)
+
+
+@dataclass
+class Timings:
+    """Seconds one request spent tokenizing, waiting for its batch, and in the model's call."""
+
+    tokenization: float = 0.0
+    queue: float = 0.0
+    inference: float = 0.0
+
+
+@dataclass
+class _Pending:
+    encoded: Encoded
+    future: asyncio.Future
+    gone: Callable[[], Awaitable[bool]]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Engine:
+    """The loaded model, its tokenizer and labels, and the batcher in front of it."""
+
+    def __init__(self, options: EngineOptions, metrics=None):
+        model_dir = Path(options.model_dir)
+        if not model_dir.is_dir():
+            raise UsageError(f"--model_dir {model_dir}: no such folder (a model directory that train wrote)")
+        if options.backend not in BACKENDS:
+            raise UsageError(f"--backend {options.backend!r}: choose from {', '.join(BACKENDS)}")
+        self.options, self.metrics = options, metrics
+        self.config = AlbertConfig.from_pretrained(model_dir)
+        self.tokenizer = load_tokenizer(model_dir)
+        self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
+        self.max_input_length = options.max_input_length or self.config.max_position_embeddings
+        if self.max_input_length > self.config.max_position_embeddings:
+            raise UsageError(f"--max_input_length {self.max_input_length} exceeds the model's "
+                             f"max_position_embeddings ({self.config.max_position_embeddings})")
+        self.backend = load_backend(options, self.config)
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._worker: asyncio.Task | None = None
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="albert-model")
+        self._tokenizer_threads = ThreadPoolExecutor(2, thread_name_prefix="albert-tokenizer")
+
+    @property
+    def is_regression(self) -> bool:
+        return self.config.is_regression
+
+    # -- tokenization ---------------------------------------------------------------------------------
+
+    def encode(self, sequences: list[tuple[str, str | None]], truncate: bool) -> Encoded:
+        """Token ids of each (text, pair or None); an input over the limit is cut (truncate) or refused."""
+        ids: list[list[int] | None] = [None] * len(sequences)
+        types: list[list[int] | None] = [None] * len(sequences)
+        for is_pair in (False, True):
+            indices = [i for i, (_, b) in enumerate(sequences) if (b is not None) == is_pair]
+            if not indices:
+                continue
+            texts_a = [sequences[i][0] for i in indices]
+            texts_b = [sequences[i][1] for i in indices] if is_pair else None
+            encoded = self.tokenizer(texts_a, texts_b, truncation="longest_first" if truncate else False,
+                                     max_length=self.max_input_length if truncate else None,
+                                     return_token_type_ids=True, return_attention_mask=False)
+            for i, row_ids, row_types in zip(indices, encoded["input_ids"], encoded["token_type_ids"], strict=True):
+                if len(row_ids) > self.max_input_length:
+                    raise InputTooLong(f"input {i} has {len(row_ids)} tokens, over the limit of "
+                                       f"{self.max_input_length}; shorten it or send \"truncate\": true")
+                ids[i], types[i] = row_ids, row_types
+        return Encoded(ids, types)
+
+    async def tokenize(self, sequences: list[tuple[str, str | None]], truncate: bool) -> tuple[Encoded, float]:
+        """`encode` off the event loop; returns its seconds too."""
+        start = time.perf_counter()
+        encoded = await asyncio.get_running_loop().run_in_executor(self._tokenizer_threads, self.encode, sequences,
+                                                                   truncate)
+        return encoded, time.perf_counter() - start
+
+    # -- batching -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the batch worker on the running event loop."""
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.get_running_loop().create_task(self._work(), name="albert-batcher")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        self._model_thread.shutdown(wait=True)
+        self._tokenizer_threads.shutdown(wait=True)
+
+    @property
+    def queue_size(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    async def infer(self, encoded: Encoded, gone: Callable[[], Awaitable[bool]]) -> tuple[np.ndarray, Timings]:
+        """This request's logits, [rows, labels] float32, from whichever batch it joins."""
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(encoded, future, gone))
+        if self.metrics is not None:
+            self.metrics.queue_size.set(self._queue.qsize())
+        return await future
+
+    async def _work(self) -> None:
+        carried: _Pending | None = None
+        while True:
+            first = carried or await self._queue.get()
+            batch, carried = await self._gather(first)
+            if batch:
+                await self._run(batch)
+
+    async def _gather(self, first: _Pending) -> tuple[list[_Pending], _Pending | None]:
+        """Requests in arrival order while they fit the limits; the first that does not waits for the next
+        batch. A lone request over the limits runs alone."""
+        limits = self.options
+        batch, rows, longest = [], 0, 0
+        candidate: _Pending | None = first
+        while candidate is not None:
+            if not candidate.future.done() and not await candidate.gone():
+                new_rows = rows + len(candidate.encoded.ids)
+                new_longest = max(longest, candidate.encoded.longest)
+                if batch and (new_rows > limits.max_batch_requests
+                              or new_rows * new_longest > limits.max_batch_tokens):
+                    return batch, candidate
+                batch.append(candidate)
+                rows, longest = new_rows, new_longest
+            elif not candidate.future.done():
+                candidate.future.cancel()  # its client has gone: it costs the model nothing
+            candidate = self._queue.get_nowait() if not self._queue.empty() else None
+        return batch, None
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        ids = [torch.tensor(row) for pending in batch for row in pending.encoded.ids]
+        types = [torch.tensor(row) for pending in batch for row in pending.encoded.types]
+        inputs = {k: v.numpy() for k, v in model_inputs(ids, types, self.tokenizer.pad_token_id).items()}
+        if self.metrics is not None:
+            self.metrics.batch_size.observe(len(ids))
+            self.metrics.batch_tokens.observe(inputs["input_ids"].size)
+            self.metrics.queue_size.set(self._queue.qsize())
+        start = time.perf_counter()
+        try:
+            logits = await asyncio.get_running_loop().run_in_executor(self._model_thread, self.backend.logits,
+                                                                      inputs)
+        except Exception as err:  # the model failed: every request of the batch hears why
+            logger.exception("inference failed for a batch of %d rows", len(ids))
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(InferenceFailed(f"inference failed: {type(err).__name__}: {err}"))
+            return
+        inference = time.perf_counter() - start
+        offset = 0
+        for pending in batch:
+            rows = len(pending.encoded.ids)
+            if not pending.future.done():
+                pending.future.set_result((np.asarray(logits[offset:offset + rows], dtype=np.float32),
+                                           Timings(queue=start - pending.enqueued, inference=inference)))
+            offset += rows
+
+
+class InferenceFailed(RuntimeError):
+    """The model's call failed (answered 424)."""

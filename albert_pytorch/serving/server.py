@@ -1,0 +1,132 @@
+"""`python3 -m albert_pytorch serve`: the application under uvicorn on one machine, or as a Ray Serve
+deployment of replicas, each with its own batcher, on a local or existing Ray cluster.
+
+SIGTERM (or Ctrl-C): readiness turns 503, the listening socket closes (new connections are refused), every
+accepted request is answered, and the process exits 0 within `--shutdown_timeout`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from .app import Metrics, ServeOptions, ServerState, create_app
+from .engine import Engine
+
+logger = logging.getLogger("albert_pytorch.serving")
+
+
+def ready_line(options: ServeOptions, host: str, port: int, where: str = "") -> str:
+    engine = options.engine
+    backend = "PyTorch" if engine.backend == "torch" else f"ONNX Runtime ({engine.provider}" + (
+        ", int8)" if engine.quantize == "int8" else ")")
+    return (f"serving {options.model_name} at http://{host}:{port} ({backend}{where}): POST /predict, "
+            f"POST /v2/models/{options.model_name}/infer, GET / to try it, /docs for the API")
+
+
+def serve(options: ServeOptions, announce: Callable[[str], None] = print) -> int:
+    """Serve until SIGTERM or Ctrl-C; returns the exit code (0 after a clean drain)."""
+    listening = socket.socket(socket.AF_INET6 if ":" in options.host else socket.AF_INET, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listening.bind((options.host, options.port))
+    port = listening.getsockname()[1]
+
+    def loaded(metrics: Metrics) -> Engine:
+        engine = Engine(options.engine, metrics)
+        announce(ready_line(options, options.host, port))
+        return engine
+
+    app = create_app(options, loaded)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=options.shutdown_timeout,
+                            lifespan="on", access_log=False)
+    DrainingServer(config, app.state.server).run(sockets=[listening])
+    return 0 if app.state.server.phase != "failed" else 1
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, whose first SIGTERM or SIGINT also marks the app as draining (503 on readiness and on
+    any request still arriving over an open connection) before uvicorn stops accepting and drains; a drained
+    shutdown then ends the process with 0 (uvicorn itself re-raises the signal, which reads as a crash)."""
+
+    def __init__(self, config: uvicorn.Config, state: ServerState):
+        super().__init__(config)
+        self.state = state
+
+    def handle_exit(self, sig: int, frame) -> None:
+        self.state.phase = "draining"
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide: `address` None starts a local Ray instance; a fixed count or autoscaling bounds."""
+
+    address: str | None = None
+    num_replicas: int = 1
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+
+
+def ray_application(options: ServeOptions, scale: RayOptions):
+    """The app as a Ray Serve deployment: every replica loads the model and runs its own batcher."""
+    from ray import serve as ray_serve
+
+    @ray_serve.ingress()
+    class AlbertReplica:
+        def __init__(self, serve_options: ServeOptions):
+            self.options = serve_options
+
+        def __serve_build_asgi_app__(self):
+            return create_app(self.options, lambda metrics: Engine(self.options.engine, metrics), load_now=True)
+
+    if scale.min_replicas is not None or scale.max_replicas is not None:
+        low = scale.min_replicas if scale.min_replicas is not None else 1
+        high = scale.max_replicas if scale.max_replicas is not None else max(low, scale.num_replicas)
+        deployment = ray_serve.deployment(AlbertReplica, autoscaling_config={"min_replicas": low,
+                                                                             "max_replicas": high})
+    else:
+        deployment = ray_serve.deployment(AlbertReplica, num_replicas=scale.num_replicas)
+    return deployment.bind(options)
+
+
+def serve_on_ray(options: ServeOptions, scale: RayOptions, announce: Callable[[str], None] = print) -> int:
+    """Deploy on Ray (a local instance, or the cluster at `scale.address`) and wait for SIGTERM or Ctrl-C,
+    then take the deployment down."""
+    import ray
+    from ray import serve as ray_serve
+
+    ray.init(address=scale.address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        ray_serve.start(http_options={"host": options.host, "port": options.port})
+        ray_serve.run(ray_application(options, scale), name="albert", route_prefix="/")
+        replicas = (f"{scale.min_replicas}-{scale.max_replicas} replicas" if scale.max_replicas
+                    else f"{scale.num_replicas} replica{'s' if scale.num_replicas > 1 else ''}")
+        announce(ready_line(options, options.host, options.port, f", Ray Serve, {replicas}"))
+        stop.wait()
+    finally:
+        ray_serve.shutdown()
+        ray.shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

@@ -1,0 +1,391 @@
+"""`serve`: TEI's and Triton's protocols over a tiny trained model, dynamic batching that changes no score, every
+bad request's status, the limits, the API key, metrics, SIGTERM under load, and the page in a real browser."""
+
+import asyncio
+import contextlib
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from helpers import child_env
+
+from albert_pytorch.deploy.predict import predict
+from albert_pytorch.serving.app import ServeOptions, create_app
+from albert_pytorch.serving.engine import Engine, EngineOptions
+from albert_pytorch.train import TrainConfig, run
+
+SENTENCES = ["a joy to watch .", "dull", "the acting shines from start to finish , warm and funny and smart .",
+             "i was bored", "a small masterpiece", "the plot drags and the jokes fall flat , sappy and shallow ."]
+
+
+@pytest.fixture(scope="module")
+def trained_model(tiny_task_dir, tiny_model_dir, tmp_path_factory) -> Path:
+    """A tiny SST-2 classifier, as `train` leaves it (negative/positive labels, weights, tokenizer)."""
+    out = tmp_path_factory.mktemp("served") / "sst2-tiny"
+    run(TrainConfig(data_dir=str(tiny_task_dir), model_name_or_path=str(tiny_model_dir), from_scratch=True,
+                    output_dir=str(out), max_steps=20, learning_rate=2e-3, max_seq_length=48, do_eval=False,
+                    progress=False, device="cpu", report_to="none"))
+    return out
+
+
+@contextlib.contextmanager
+def running(app, port: int | None = None):
+    """The app under uvicorn on a free loopback port, in a thread; stopped on exit. Yields its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port or 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        time.sleep(0.1)
+    else:
+        raise TimeoutError("the server did not become ready")
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def app_for(model_dir: Path, load=None, **settings):
+    engine_settings = {k: settings.pop(k) for k in list(settings) if k in EngineOptions.__dataclass_fields__}
+    options = ServeOptions(EngineOptions(str(model_dir), **engine_settings), **settings)
+    return create_app(options, load or (lambda metrics: Engine(options.engine, metrics)))
+
+
+@pytest.fixture(scope="module")
+def server(trained_model):
+    with running(app_for(trained_model)) as url:
+        yield url
+
+
+# -- scores ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_scores_are_the_same_alone_or_in_a_batch_of_64_and_equal_predicts(trained_model, backend):
+    engine = Engine(EngineOptions(str(trained_model), backend=backend, max_batch_requests=64))
+    texts = [SENTENCES[i % len(SENTENCES)] + " " + "word " * (i % 9) for i in range(64)]
+
+    async def scores():
+        engine.start()
+
+        async def never_gone():
+            return False
+
+        async def one(text):
+            encoded, _ = await engine.tokenize([(text, None)], truncate=False)
+            return (await engine.infer(encoded, never_gone))[0][0]
+
+        alone = [await one(text) for text in texts]  # one at a time: a batch each
+        together = await asyncio.gather(*(one(text) for text in texts))  # queued at once: batched
+        await engine.stop()
+        return np.array(alone), np.array(together)
+
+    alone, together = asyncio.run(scores())
+    assert np.abs(alone - together).max() < 1e-5
+    expected = [record["probabilities"] for record in predict(trained_model, [(t, None) for t in texts])]
+    softmax = np.exp(alone - alone.max(1, keepdims=True))
+    softmax /= softmax.sum(1, keepdims=True)
+    assert np.abs(softmax - np.array([[p["negative"], p["positive"]] for p in expected])).max() < 1e-5
+
+
+def test_tei_predict_answers_as_tei_does(server):
+    single = httpx.post(f"{server}/predict", json={"inputs": SENTENCES[0]})
+    assert single.status_code == 200
+    body = single.json()
+    assert [r["label"] for r in body] in (["negative", "positive"], ["positive", "negative"])
+    assert body[0]["score"] >= body[1]["score"] and abs(sum(r["score"] for r in body) - 1) < 1e-5
+    for header in ("x-total-time", "x-tokenization-time", "x-queue-time", "x-inference-time"):
+        assert single.headers[header].isdigit()
+    pair = httpx.post(f"{server}/predict", json={"inputs": ["a joy", "to watch"]}).json()
+    assert isinstance(pair[0], dict)  # [a, b] is one pair, as TEI reads it
+    batch = httpx.post(f"{server}/predict", json={"inputs": [[SENTENCES[0]], ["a joy", "to watch"]]}).json()
+    assert len(batch) == 2 and batch[0] == body and batch[1] == pair
+    raw = httpx.post(f"{server}/predict", json={"inputs": SENTENCES[0], "raw_scores": True}).json()
+    logits = {r["label"]: r["score"] for r in raw}
+    shifted = np.exp(np.array(list(logits.values())) - max(logits.values()))
+    assert abs(max(shifted / shifted.sum()) - body[0]["score"]) < 1e-5  # raw scores are the logits
+
+
+def test_a_regression_model_answers_its_raw_value_never_squashed(tiny_model_dir, tmp_path):
+    rows = "".join(f'"{SENTENCES[i % 6]} {i}",{(i % 5) * 1.25}\n' for i in range(60))
+    (tmp_path / "train.csv").write_text("text,label\n" + rows)
+    out = tmp_path / "regressor"
+    run(TrainConfig(train_file=str(tmp_path / "train.csv"), model_name_or_path=str(tiny_model_dir), from_scratch=True,
+                    output_dir=str(out), max_steps=5, learning_rate=5e-3, max_seq_length=48, do_eval=False,
+                    progress=False, device="cpu", report_to="none"))
+    expected = next(predict(out, [("a joy to watch .", None)]))["score"]
+    with running(app_for(out, backend="torch")) as url:
+        (answer,) = httpx.post(f"{url}/predict", json={"inputs": "a joy to watch ."}).json()
+        info = httpx.get(f"{url}/info").json()
+    assert answer["label"] == "score" and abs(answer["score"] - expected) < 1e-5
+    assert info["problem_type"] == "regression"
+
+
+# -- the Open Inference Protocol, through Triton's own client -------------------------------------------------
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_triton_http_client_infers_logits_and_probabilities(server, trained_model, binary):
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(server.removeprefix("http://"))
+    name = trained_model.name
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(name)
+    metadata = client.get_model_metadata(name)
+    assert [o["name"] for o in metadata["outputs"]] == ["logits", "probabilities"]
+    text = triton.InferInput("TEXT", [3], "BYTES")
+    text.set_data_from_numpy(np.array([s.encode() for s in SENTENCES[:3]], dtype=object), binary_data=binary)
+    outputs = [triton.InferRequestedOutput(n, binary_data=binary) for n in ("logits", "probabilities")]
+    result = client.infer(name, [text], outputs=outputs)
+    probabilities = result.as_numpy("probabilities")
+    assert result.as_numpy("logits").shape == (3, 2) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    tei = httpx.post(f"{server}/predict", json={"inputs": [[s] for s in SENTENCES[:3]]}).json()
+    for row, scores in zip(probabilities, tei, strict=True):
+        assert abs(row[1] - next(s["score"] for s in scores if s["label"] == "positive")) < 1e-5
+    with pytest.raises(triton.InferenceServerException, match="unknown model"):
+        client.infer("another-model", [text])
+
+
+# -- bad requests ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, status, message", [
+    (b'{"inputs": ', 400, "malformed JSON"),
+    (b'{"inputs": []}', 400, "empty"),
+    (b'{"inputs": "   "}', 400, "empty"),
+    (b'{"text": "a"}', 422, 'expected a JSON object with "inputs"'),
+    (b'{"inputs": 7}', 422, '"inputs" must be a text'),
+    (b'{"inputs": [["a", "b", "c"]]}', 422, "each input is a text"),
+    (b'{"inputs": "a", "truncate": "yes"}', 422, '"truncate" must be true or false'),
+    (b'{"inputs": "\xff\xfe"}', 422, "not UTF-8"),
+    (json.dumps({"inputs": [["a"]] * 33}).encode(), 413, "more than the 32 one request may carry"),
+    (json.dumps({"inputs": "word " * 200}).encode(), 422, "tokens, over the limit of"),
+])
+def test_every_bad_request_gets_its_status_and_a_tei_error_body(server, body, status, message):
+    response = httpx.post(f"{server}/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status and message in response.json()["error"]
+    assert set(response.json()) == {"error", "error_type"}
+    assert httpx.post(f"{server}/predict", json={"inputs": "fine"}).status_code == 200  # it cost nothing
+
+
+def test_an_over_long_input_is_cut_when_the_request_says_truncate(server):
+    assert httpx.post(f"{server}/predict", json={"inputs": "word " * 200, "truncate": True}).status_code == 200
+
+
+def test_v2_errors_have_v2_bodies(server, trained_model):
+    url = f"{server}/v2/models/{trained_model.name}/infer"
+    cases = [({"inputs": [{"name": "TEXT", "shape": [1], "datatype": "INT64", "data": [1]}]}, 422, "expected BYTES"),
+             ({"inputs": [{"name": "TEXT", "shape": [2], "datatype": "BYTES", "data": ["a"]}]}, 422, "1 elements"),
+             ({"inputs": [{"name": "IMAGE", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}, 422, "unknown input"),
+             ({"inputs": []}, 422, "no TEXT input")]
+    for body, status, message in cases:
+        response = httpx.post(url, json=body)
+        assert response.status_code == status and message in response.json()["error"]
+        assert set(response.json()) == {"error"}
+    assert httpx.get(f"{server}/v2/models/nope").status_code == 404
+
+
+def test_a_body_over_the_payload_limit_is_refused_before_it_is_read(trained_model):
+    with running(app_for(trained_model, payload_limit=1000)) as url:
+        response = httpx.post(f"{url}/predict", json={"inputs": "x" * 2000})
+        assert response.status_code == 413 and "over the payload limit of 1000" in response.json()["error"]
+
+
+def test_requests_over_the_concurrency_limit_are_refused_at_once_with_retry_after(trained_model):
+    release = threading.Event()
+
+    def slow_engine(metrics):
+        engine = Engine(EngineOptions(str(trained_model), backend="torch"), metrics)
+        real = engine.backend.logits
+        engine.backend.logits = lambda inputs: (release.wait(30), real(inputs))[1]
+        return engine
+
+    with running(app_for(trained_model, load=slow_engine, max_concurrent_requests=2)) as url:
+        results: list[httpx.Response] = []
+        threads = [threading.Thread(target=lambda: results.append(httpx.post(f"{url}/predict", json={"inputs": "a"},
+                                                                             timeout=60))) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)  # both in flight, blocked in the model
+        start = time.perf_counter()
+        refused = httpx.post(f"{url}/predict", json={"inputs": "a"})
+        assert time.perf_counter() - start < 1.0  # refused at once, not queued
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        assert refused.json()["error_type"] == "overloaded"
+        release.set()
+        for thread in threads:
+            thread.join()
+        assert [r.status_code for r in results] == [200, 200]
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'te_request_failure_total{err="overloaded"} 1.0' in metrics
+
+
+def test_a_failing_model_answers_424_and_the_server_goes_on(trained_model):
+    def failing(metrics):
+        engine = Engine(EngineOptions(str(trained_model), backend="torch"), metrics)
+        engine.backend.logits = lambda inputs: (_ for _ in ()).throw(RuntimeError("out of memory"))
+        return engine
+
+    with running(app_for(trained_model, load=failing)) as url:
+        response = httpx.post(f"{url}/predict", json={"inputs": "a"})
+        assert response.status_code == 424 and "out of memory" in response.json()["error"]
+        assert "Traceback" not in response.text
+        assert httpx.get(f"{url}/health").status_code == 200
+
+
+def test_503_while_the_model_loads(trained_model):
+    loaded = threading.Event()
+
+    def late(metrics):
+        loaded.wait(30)
+        return Engine(EngineOptions(str(trained_model), backend="torch"), metrics)
+
+    app = app_for(trained_model, load=late)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        assert httpx.get(f"{url}/health").status_code == 503
+        loading = httpx.post(f"{url}/predict", json={"inputs": "a"})
+        assert loading.status_code == 503 and loading.json()["error_type"] == "unhealthy"
+        assert httpx.get(f"{url}/v2/health/ready").status_code == 503 and httpx.get(
+            f"{url}/v2/health/live").status_code == 200
+        loaded.set()
+        while httpx.get(f"{url}/health").status_code != 200 and time.time() < deadline:
+            time.sleep(0.05)
+        assert httpx.post(f"{url}/predict", json={"inputs": "a"}).status_code == 200
+    finally:
+        loaded.set()
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+# -- access, metrics, info ----------------------------------------------------------------------------------
+
+def test_an_api_key_guards_every_route_but_health_and_the_page(trained_model):
+    with running(app_for(trained_model, api_key="s3cret")) as url:
+        assert httpx.get(f"{url}/health").status_code == 200 and httpx.get(f"{url}/").status_code == 200
+        for method, path in (("post", "/predict"), ("get", "/info"), ("get", "/metrics"), ("get", "/v2")):
+            response = getattr(httpx, method)(f"{url}{path}", **({"json": {"inputs": "a"}} if method == "post" else {}))
+            assert response.status_code == 401, path
+        wrong = httpx.post(f"{url}/predict", json={"inputs": "a"}, headers={"Authorization": "Bearer s3cres"})
+        assert wrong.status_code == 401
+        right = httpx.post(f"{url}/predict", json={"inputs": "a"}, headers={"Authorization": "Bearer s3cret"})
+        assert right.status_code == 200
+
+
+def test_metrics_and_info_say_what_tei_says(server, trained_model):
+    httpx.post(f"{server}/predict", json={"inputs": "a joy"})
+    metrics = httpx.get(f"{server}/metrics").text
+    for name in ("te_request_count_total", "te_request_success_total", "te_request_duration_bucket",
+                 "te_request_tokenization_duration_bucket", "te_request_queue_duration_bucket",
+                 "te_request_inference_duration_bucket", "te_batch_next_size_bucket", "te_batch_next_tokens_bucket",
+                 "te_queue_size"):
+        assert name in metrics, name
+    info = httpx.get(f"{server}/info").json()
+    assert info["model_id"] == trained_model.name
+    assert info["model_type"]["classifier"]["id2label"] == {"0": "negative", "1": "positive"}
+    assert info["max_input_length"] == 128 and info["problem_type"] == "single_label_classification"
+    assert httpx.get(f"{server}/docs").status_code == 200
+    assert "/predict" in httpx.get(f"{server}/openapi.json").json()["paths"]
+
+
+# -- the command line: ready line, SIGTERM under load -----------------------------------------------------------
+
+def start_serve(model_dir: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    command = [sys.executable, "-m", "albert_pytorch", "serve", "--model_dir", str(model_dir), "--port", "0", *extra]
+    process = subprocess.Popen(command, env=child_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    deadline = time.time() + 120
+    for line in process.stdout:
+        match = re.search(r"serving .* at (http://127\.0\.0\.1:\d+) ", line)
+        if match:
+            threading.Thread(target=process.stdout.read, daemon=True).start()  # keep the pipe drained
+            return process, match.group(1)
+        assert time.time() < deadline, "no ready line"
+    raise AssertionError(f"serve exited with {process.wait()} before it was ready")
+
+
+def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(trained_model, tmp_path):
+    process, url = start_serve(trained_model, tmp_path, "--backend", "torch", "--shutdown_timeout", "20")
+    statuses, errors = [], []
+
+    def client(index: int):
+        try:  # a fresh connection each: refused once the server stops accepting
+            with httpx.Client(timeout=30) as session:
+                for _ in range(40):
+                    statuses.append(session.post(f"{url}/predict", json={"inputs": [[s] for s in SENTENCES]})
+                                    .status_code)
+        except httpx.ConnectError:
+            pass  # not accepted: what a stopped server does
+        except httpx.HTTPError as err:  # accepted and not answered: what must never happen
+            errors.append(repr(err))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    started = time.time()
+    assert process.wait(timeout=30) == 0 and time.time() - started < 20
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors, errors[:3]
+    assert statuses and set(statuses) <= {200, 503}  # 503 only for requests that arrived while draining
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/health")
+
+
+# -- the page, in a real browser --------------------------------------------------------------------------------
+
+def test_the_page_classifies_a_sentence_in_headless_chromium(server):
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(driver), options=options)
+    try:
+        browser.get(server + "/")
+        box = browser.find_element(By.ID, "text")
+        box.clear()
+        box.send_keys(SENTENCES[0])
+        browser.find_element(By.ID, "go").click()
+        rows = WebDriverWait(browser, 20).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#scores .row"))
+        shown = {row.get_attribute("data-label"): float(row.find_element(By.CLASS_NAME, "score").text) for row in rows}
+        assert "ms" in browser.find_element(By.ID, "latency").text
+    finally:
+        browser.quit()
+    expected = {r["label"]: r["score"] for r in httpx.post(f"{server}/predict", json={"inputs": SENTENCES[0]}).json()}
+    assert shown.keys() == expected.keys() and all(abs(shown[k] - expected[k]) < 1e-4 for k in shown)
