@@ -4,6 +4,7 @@ bad request's status, the limits, the API key, metrics, SIGTERM under load, and 
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -315,18 +316,19 @@ def test_metrics_and_info_say_what_tei_says(server, trained_model):
 
 # -- the command line: ready line, SIGTERM under load -----------------------------------------------------------
 
-def start_serve(model_dir: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+def start_serve(model_dir: Path, tmp_path: Path, *extra: str, **env: str) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "albert_pytorch", "serve", "--model_dir", str(model_dir), "--port", "0", *extra]
-    process = subprocess.Popen(command, env=child_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
-    deadline = time.time() + 120
+    process = subprocess.Popen(command, env=child_env(tmp_path, **env), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    deadline, seen = time.time() + 120, []
     for line in process.stdout:
+        seen.append(line)
         match = re.search(r"serving .* at (http://127\.0\.0\.1:\d+) ", line)
         if match:
             threading.Thread(target=process.stdout.read, daemon=True).start()  # keep the pipe drained
             return process, match.group(1)
         assert time.time() < deadline, "no ready line"
-    raise AssertionError(f"serve exited with {process.wait()} before it was ready")
+    raise AssertionError(f"serve exited with {process.wait()} before it was ready: {''.join(seen)[-3000:]}")
 
 
 def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(trained_model, tmp_path):
@@ -389,3 +391,67 @@ def test_the_page_classifies_a_sentence_in_headless_chromium(server):
         browser.quit()
     expected = {r["label"]: r["score"] for r in httpx.post(f"{server}/predict", json={"inputs": SENTENCES[0]}).json()}
     assert shown.keys() == expected.keys() and all(abs(shown[k] - expected[k]) < 1e-4 for k in shown)
+
+
+# -- Ray Serve ---------------------------------------------------------------------------------------------------
+
+def replica_pids() -> list[int]:
+    """The processes of the model replicas Ray Serve runs (their titles name the deployment)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and b"ServeReplica:albert:ModelReplica" in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds Ray's replica processes through /proc")
+def test_ray_replicas_answer_as_one_engine_and_survive_a_killed_replica(trained_model, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # Ray's socket paths must stay short: its session folder goes under /tmp, not the test's long folder
+    process, url = start_serve(trained_model, tmp_path, "--backend", "torch", "--threads", "1", "--ray",
+                               "--num_replicas", "2", "--port", str(port), TMPDIR="/tmp")
+    try:
+        expected = [r["probabilities"]["positive"] for r in predict(trained_model, [(s, None) for s in SENTENCES])]
+        for _ in range(3):  # requests spread over both replicas: each answers as a single engine does
+            for sentence, positive in zip(SENTENCES, expected, strict=True):
+                scores = httpx.post(f"{url}/predict", json={"inputs": sentence}, timeout=30).json()
+                assert abs(next(s["score"] for s in scores if s["label"] == "positive") - positive) < 1e-5
+        assert len(replica_pids()) == 2
+        outcomes, stop = [], threading.Event()
+
+        def client():
+            with httpx.Client(timeout=30) as session:
+                while not stop.is_set():
+                    for _attempt in range(20):  # a 503 is answered by a retry
+                        response = session.post(f"{url}/predict", json={"inputs": SENTENCES[0]})
+                        if response.status_code != 503:
+                            break
+                        time.sleep(float(response.headers.get("retry-after", "1")) / 4)
+                    outcomes.append(response.status_code)
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        victim = replica_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(3.0)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)  # none hangs
+            assert not thread.is_alive()
+        assert outcomes and set(outcomes) == {200}
+        deadline = time.time() + 90
+        while not (len(replica_pids()) == 2 and victim not in replica_pids()) and time.time() < deadline:
+            time.sleep(1)
+        assert len(replica_pids()) == 2 and victim not in replica_pids()  # Ray brought the replica back
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)

@@ -271,7 +271,7 @@ def _add_tei_routes(app: FastAPI, state: ServerState) -> None:
                                               "label2id": {v: int(k) for k, v in (id2label or {}).items()}}},
                 "problem_type": ("regression" if engine.is_regression else "single_label_classification")
                 if engine else None,
-                "backend": engine.backend.name if engine else None, "phase": state.phase,
+                "backend": options.engine.backend, "phase": state.phase,
                 "max_input_length": engine.max_input_length if engine else None,
                 "max_concurrent_requests": options.max_concurrent_requests,
                 "max_batch_tokens": options.engine.max_batch_tokens,
@@ -288,14 +288,13 @@ def _add_tei_routes(app: FastAPI, state: ServerState) -> None:
         async with admitted(state) as engine:
             body = await read_json(request, options.payload_limit)
             sequences, batched, truncate, raw_scores = parse_tei_request(body, options.max_client_batch_size)
-            encoded, tokenization = await engine.tokenize(sequences, truncate)
-            logits, timings = await engine.infer(encoded, request.is_disconnected)
-            state.metrics.tokenization.observe(tokenization)
+            logits, timings = await engine.predict(sequences, truncate, request.is_disconnected)
+            state.metrics.tokenization.observe(timings.tokenization)
             state.metrics.queue.observe(timings.queue)
             state.metrics.inference.observe(timings.inference)
             results = [_tei_scores(row, engine, raw_scores) for row in logits]
-            total = tokenization + timings.queue + timings.inference
-            headers = {"x-total-time": _ms(total), "x-tokenization-time": _ms(tokenization),
+            total = timings.tokenization + timings.queue + timings.inference
+            headers = {"x-total-time": _ms(total), "x-tokenization-time": _ms(timings.tokenization),
                        "x-queue-time": _ms(timings.queue), "x-inference-time": _ms(timings.inference)}
             return JSONResponse(results if batched else results[0], headers=headers)
 
@@ -397,8 +396,7 @@ def _add_v2_routes(app: FastAPI, state: ServerState) -> None:
             header, tensors = await read_v2_request(request, options.payload_limit)
             texts, pairs = v2_texts(header, tensors, options.max_client_batch_size)
             sequences = [(t, p) for t, p in zip(texts, pairs or [None] * len(texts), strict=True)]
-            encoded, _ = await engine.tokenize(sequences, truncate=False)
-            logits, _ = await engine.infer(encoded, request.is_disconnected)
+            logits, _ = await engine.predict(sequences, False, request.is_disconnected)
             exp = np.exp(logits - logits.max(axis=1, keepdims=True))
             outputs = {"logits": logits, "probabilities": (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)}
             return v2_response(header, options.model_name, outputs)

@@ -239,6 +239,14 @@ class Engine:
     def queue_size(self) -> int:
         return self._queue.qsize() if self._queue is not None else 0
 
+    async def predict(self, sequences: list[tuple[str, str | None]], truncate: bool,
+                      gone: Callable[[], Awaitable[bool]]) -> tuple[np.ndarray, Timings]:
+        """Tokenize, then take a place in a batch: this request's logits, [rows, labels] float32."""
+        encoded, tokenization = await self.tokenize(sequences, truncate)
+        logits, timings = await self.infer(encoded, gone)
+        timings.tokenization = tokenization
+        return logits, timings
+
     async def infer(self, encoded: Encoded, gone: Callable[[], Awaitable[bool]]) -> tuple[np.ndarray, Timings]:
         """This request's logits, [rows, labels] float32, from whichever batch it joins."""
         future = asyncio.get_running_loop().create_future()

@@ -12,13 +12,15 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import uvicorn
 
-from .app import Metrics, ServeOptions, ServerState, create_app
-from .engine import Engine
+from ..config import AlbertConfig
+from .app import Metrics, ServeError, ServeOptions, ServerState, create_app
+from .engine import Engine, EngineOptions, Timings
 
 logger = logging.getLogger("albert_pytorch.serving")
 
@@ -86,26 +88,78 @@ class RayOptions:
     max_replicas: int | None = None
 
 
+class RemoteEngine:
+    """The model replicas of a Ray Serve deployment, seen by the HTTP app as one engine: each replica tokenizes
+    and batches what it is sent. A replica that dies while answering makes its request a 503 (retry: another
+    replica answers) rather than the 500 Ray's own proxy would send."""
+
+    def __init__(self, options: EngineOptions, handle):
+        config = AlbertConfig.from_pretrained(options.model_dir)
+        self.handle, self.is_regression = handle, config.is_regression
+        self.labels = [config.id2label[i] for i in range(config.num_labels)]
+        self.max_input_length = options.max_input_length or config.max_position_embeddings
+
+    def start(self) -> None:
+        """The replicas run their own batchers."""
+
+    async def stop(self) -> None:
+        """Ray stops the replicas."""
+
+    async def predict(self, sequences: list[tuple[str, str | None]], truncate: bool,
+                      gone: Callable[[], Awaitable[bool]]) -> tuple[np.ndarray, Timings]:
+        import ray.exceptions
+
+        try:
+            return await self.handle.predict.remote(sequences, truncate)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as err:
+            raise ServeError(503, f"a model replica stopped while answering ({type(err).__name__}); retry",
+                             "unhealthy", {"Retry-After": "1"}) from None
+
+
+class ModelReplica:
+    """One Ray Serve replica of the model: an `Engine` with its own batcher."""
+
+    def __init__(self, options: EngineOptions):
+        self.engine = Engine(options)
+        self.started = False
+
+    async def predict(self, sequences: list[tuple[str, str | None]], truncate: bool) -> tuple[np.ndarray, Timings]:
+        if not self.started:
+            self.engine.start()
+            self.started = True
+        return await self.engine.predict(sequences, truncate, _never_gone)
+
+
+async def _never_gone() -> bool:
+    return False  # the HTTP front watches the client; a replica answers what it was sent
+
+
 def ray_application(options: ServeOptions, scale: RayOptions):
-    """The app as a Ray Serve deployment: every replica loads the model and runs its own batcher."""
+    """The app on Ray Serve: model replicas (each loading the model and batching on its own; a fixed count or
+    autoscaling bounds) behind HTTP front replicas that parse, check and answer requests."""
     from ray import serve as ray_serve
 
     @ray_serve.ingress()
-    class AlbertReplica:
-        def __init__(self, serve_options: ServeOptions):
-            self.options = serve_options
+    class Front:
+        def __init__(self, serve_options: ServeOptions, model):
+            self.options, self.model = serve_options, model
 
         def __serve_build_asgi_app__(self):
-            return create_app(self.options, lambda metrics: Engine(self.options.engine, metrics), load_now=True)
+            return create_app(self.options, lambda metrics: RemoteEngine(self.options.engine, self.model),
+                              load_now=True)
 
     if scale.min_replicas is not None or scale.max_replicas is not None:
         low = scale.min_replicas if scale.min_replicas is not None else 1
         high = scale.max_replicas if scale.max_replicas is not None else max(low, scale.num_replicas)
-        deployment = ray_serve.deployment(AlbertReplica, autoscaling_config={"min_replicas": low,
-                                                                             "max_replicas": high})
+        width = {"autoscaling_config": {"min_replicas": low, "max_replicas": high}}
     else:
-        deployment = ray_serve.deployment(AlbertReplica, num_replicas=scale.num_replicas)
-    return deployment.bind(options)
+        width = {"num_replicas": scale.num_replicas}
+    # enough requests per replica in flight for its batcher to fill a batch
+    model = ray_serve.deployment(ModelReplica, max_ongoing_requests=4 * options.engine.max_batch_requests, **width)
+    # the fronts only parse and forward: they reserve no CPU, which the model replicas' batchers use
+    front = ray_serve.deployment(Front, max_ongoing_requests=options.max_concurrent_requests,
+                                 ray_actor_options={"num_cpus": 0}, **width)
+    return front.bind(options, model.bind(options.engine))
 
 
 def serve_on_ray(options: ServeOptions, scale: RayOptions, announce: Callable[[str], None] = print) -> int:
@@ -114,7 +168,7 @@ def serve_on_ray(options: ServeOptions, scale: RayOptions, announce: Callable[[s
     import ray
     from ray import serve as ray_serve
 
-    ray.init(address=scale.address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    ray.init(address=scale.address or "local", include_dashboard=False, log_to_driver=False)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
