@@ -7,9 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import SHARED, TEXTS
+from hypothesis import settings
 
 from albert_pytorch import AlbertConfig
 from albert_pytorch.tokenization import load_tokenizer, train_sentencepiece
+
+# no example database in the checkout: tests write under their temporary folders only
+settings.register_profile("no-database", database=None)
+settings.load_profile("no-database")
 
 
 @pytest.fixture(scope="session", autouse=True)

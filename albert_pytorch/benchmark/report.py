@@ -28,6 +28,7 @@ from .harness import (
 )
 from .inference import benchmark_inference
 from .pretraining import benchmark_pretraining
+from .serving import SERVING_PLANS, benchmark_serving, serving_summary, serving_table
 from .training import benchmark_training, training_memory
 
 # --quick: more, shorter training rounds than the full run, so that even it yields a spread per ratio
@@ -41,7 +42,7 @@ RATIOS = {
     "pretrain_ratio_demo": ("pretraining_demo", "ours", "transformers_full_logits"),
     "pretrain_ratio_albert_base": ("pretraining_albert_base", "ours", "transformers_full_logits"),
 }
-SECTIONS = ("training", "inference", "pretraining")
+SECTIONS = ("training", "inference", "pretraining", "serving")
 
 
 PRETRAIN_PLANS = {"quick": (PretrainPlan("demo", DEMO_SHAPE, 64, 3, 2),),
@@ -98,6 +99,10 @@ def main(argv: list[str] | None = None) -> None:
             for pretrain_plan in PRETRAIN_PLANS["quick" if args.quick else "full"]:
                 sections[f"pretraining_{pretrain_plan.name}"] = benchmark_pretraining(
                     pretrain_plan, Path(tmp) / pretrain_plan.name, device, precision, args.shared_dir)
+        if "serving" in args.sections:
+            for serving_plan in SERVING_PLANS["quick" if args.quick else "full"]:
+                sections[f"serving_{serving_plan.name}"] = benchmark_serving(serving_plan, Path(tmp),
+                                                                              args.shared_dir, torch.get_num_threads())
     report = summarize(sections, checks, ceiling, work, device)
     report["ort_matmul_gflops"] = ort_rate
     report["quick"] = args.quick
@@ -125,7 +130,11 @@ def summarize(sections: dict[str, dict], checks: dict, ceiling: float, work: Wor
             table(f"pretraining, {name.removeprefix('pretraining_')} config (batch "
                   f"{next(iter(rows.values()))['batch_size']}, <= 64 tokens)", rows, "transformers_full_logits",
                   "tokens_per_s")
-    report = {"device": str(device), "matmul_ceiling_gflops": ceiling, **sections, **checks}
+    for name, rows in sections.items():
+        if name.startswith("serving_"):
+            serving_table(name.removeprefix("serving_"), rows)
+    report = {"device": str(device), "matmul_ceiling_gflops": ceiling, **sections, **checks,
+              **serving_summary(sections)}
     for name, (section, variant, base) in RATIOS.items():
         if section not in sections:
             continue
