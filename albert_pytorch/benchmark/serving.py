@@ -120,6 +120,7 @@ def run_pipeline_server(model_dir: str, threads: int) -> None:
 
     listening = socket.socket()
     listening.bind(("127.0.0.1", 0))
+    listening.listen(2048)  # connections wait in the backlog until uvicorn accepts them
     print(f"pipeline at http://127.0.0.1:{listening.getsockname()[1]} ", flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[listening])
 

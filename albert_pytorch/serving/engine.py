@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 
 from ..config import AlbertConfig
 from ..data import INPUT_NAMES
@@ -182,6 +183,14 @@ class Engine:
             raise UsageError(f"--max_input_length {self.max_input_length} exceeds the model's "
                              f"max_position_embeddings ({self.config.max_position_embeddings})")
         self.backend = load_backend(options, self.config)
+        # The Rust tokenizer itself, twice: transformers' wrapper costs a request more than the encoding does,
+        # and it sets truncation on its shared tokenizer per call, which concurrent calls must never see.
+        definition = self.tokenizer.backend_tokenizer.to_str()
+        self._whole, self._truncating = Tokenizer.from_str(definition), Tokenizer.from_str(definition)
+        self._whole.no_truncation()
+        self._truncating.enable_truncation(self.max_input_length, strategy="longest_first")
+        for encoder in (self._whole, self._truncating):
+            encoder.no_padding()
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task | None = None
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="albert-model")
@@ -195,23 +204,13 @@ class Engine:
 
     def encode(self, sequences: list[tuple[str, str | None]], truncate: bool) -> Encoded:
         """Token ids of each (text, pair or None); an input over the limit is cut (truncate) or refused."""
-        ids: list[list[int] | None] = [None] * len(sequences)
-        types: list[list[int] | None] = [None] * len(sequences)
-        for is_pair in (False, True):
-            indices = [i for i, (_, b) in enumerate(sequences) if (b is not None) == is_pair]
-            if not indices:
-                continue
-            texts_a = [sequences[i][0] for i in indices]
-            texts_b = [sequences[i][1] for i in indices] if is_pair else None
-            encoded = self.tokenizer(texts_a, texts_b, truncation="longest_first" if truncate else False,
-                                     max_length=self.max_input_length if truncate else None,
-                                     return_token_type_ids=True, return_attention_mask=False)
-            for i, row_ids, row_types in zip(indices, encoded["input_ids"], encoded["token_type_ids"], strict=True):
-                if len(row_ids) > self.max_input_length:
-                    raise InputTooLong(f"input {i} has {len(row_ids)} tokens, over the limit of "
-                                       f"{self.max_input_length}; shorten it or send \"truncate\": true")
-                ids[i], types[i] = row_ids, row_types
-        return Encoded(ids, types)
+        encoder = self._truncating if truncate else self._whole
+        encodings = encoder.encode_batch([text if pair is None else (text, pair) for text, pair in sequences])
+        for i, encoding in enumerate(encodings):
+            if len(encoding.ids) > self.max_input_length:
+                raise InputTooLong(f"input {i} has {len(encoding.ids)} tokens, over the limit of "
+                                   f"{self.max_input_length}; shorten it or send \"truncate\": true")
+        return Encoded([e.ids for e in encodings], [e.type_ids for e in encodings])
 
     async def tokenize(self, sequences: list[tuple[str, str | None]], truncate: bool) -> tuple[Encoded, float]:
         """`encode` off the event loop; returns its seconds too."""
