@@ -178,7 +178,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .deploy.predict import predict, read_inputs
 
     pairs = read_inputs(args.texts, args.input)
-    for record in predict(args.model_dir, pairs, args.onnx, args.batch_size, args.max_seq_length, args.provider):
+    for record in predict(args.model_dir, pairs, args.onnx, args.batch_size, args.max_seq_length, args.provider,
+                          args.bf16):
         print(to_json(record, indent=None))
     return 0
 
@@ -195,7 +196,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
     engine = EngineOptions(args.model_dir, args.backend, args.onnx, args.quantize, args.provider,
-                           args.max_batch_requests, args.max_batch_tokens, args.max_input_length, args.threads)
+                           args.max_batch_requests, args.max_batch_tokens, args.max_input_length, args.threads,
+                           args.bf16)
     options = ServeOptions(engine, args.host, args.port, args.served_model_name,
                            args.api_key or os.environ.get("ALBERT_PYTORCH_API_KEY"), args.payload_limit,
                            args.max_client_batch_size, args.max_concurrent_requests, args.shutdown_timeout)
@@ -349,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     option(pred, "--max_seq_length", type=int, default=128, help="longer inputs are cut to this many tokens")
     option(pred, "--provider", choices=("cpu", "cuda", "tensorrt", "cann"), default="cpu",
            help="ONNX Runtime provider for --onnx, with its fallback chain (tensorrt -> cuda -> cpu)")
+    option(pred, "--bf16", action="store_true", help="PyTorch in bfloat16 (fast on CPUs with bf16 units)")
     pred.set_defaults(func=cmd_predict)
 
     srv = command("serve", help="serve a trained model over HTTP: TEI's /predict and Triton's v2 API, dynamic batching",
@@ -361,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
            help="onnx: ONNX Runtime, the directory exported once into a cache; torch: our PyTorch model")
     option(srv, "--onnx", help="run this exported model instead of exporting the directory's weights")
     option(srv, "--quantize", choices=("int8",), help="ONNX Runtime's dynamic int8 quantization of the export")
+    option(srv, "--bf16", action="store_true", help="with --backend torch: compute in bfloat16 (fast on CPUs "
+                                                   "with bf16 units)")
     option(srv, "--provider", choices=("cpu", "cuda", "tensorrt", "cann"), default="cpu",
            help="ONNX Runtime provider, with its fallback chain down to the CPU")
     option(srv, "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 opens it to the network)")

@@ -141,6 +141,25 @@ class Precision:
         return torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
 
 
+CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx_vnni")
+
+
+def cpu_features() -> list[str]:
+    """The CPU's features that decide each number format's speed, from /proc/cpuinfo (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            line = next(line for line in handle if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    present = set(line.split(":", 1)[1].split())
+    return [flag for flag in CPU_FEATURES if flag in present]
+
+
+def has_native_bf16(features: list[str]) -> bool:
+    """bf16 units (AVX512-BF16 or AMX): without them bf16 is emulated and slower than fp32."""
+    return "avx512_bf16" in features or "amx_bf16" in features
+
+
 def default_pad_multiple(device: torch.device) -> int:
     """Batches padded to a multiple of 8 suit tensor cores (GPU) and cube units (NPU); CPUs gain nothing."""
     return 1 if device.type == "cpu" else 8

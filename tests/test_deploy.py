@@ -186,6 +186,11 @@ def test_predict_from_pytorch_and_from_onnx_agree(model_dir, tmp_path):
                                                                                                 strict=True))
     assert [r["text"] for r in eager] == [p[0] for p in pairs]
     assert sum(eager[0]["probabilities"].values()) == pytest.approx(1.0)
+    in_bf16 = list(predict(model_dir, pairs, bf16=True))  # bf16 units where the CPU has them, emulated elsewhere
+    assert all(abs(a["probabilities"]["1"] - b["probabilities"]["1"]) < 0.02 for a, b in zip(eager, in_bf16,
+                                                                                            strict=True))
+    with pytest.raises(ValueError, match="--bf16 is PyTorch's precision"):
+        list(predict(model_dir, pairs, onnx_file=str(onnx_file), bf16=True))
 
 
 def test_int8_quantizes_the_fused_graph(model_dir, tmp_path):

@@ -133,6 +133,18 @@ def test_early_stopping_stops_after_patience_evaluations_without_a_better_one(tm
     assert summary["step"] == 8 and summary["best_step"] == 4 and summary["best_metric"] == 0.9
 
 
+def test_bf16_training_learns_as_fp32_does_with_fp32_weights(tmp_path):
+    torch.manual_seed(0)
+    fp32, fp32_summary = toy_fit(tmp_path / "fp32", max_steps=30)
+    torch.manual_seed(0)
+    bf16, bf16_summary = toy_fit(tmp_path / "bf16", max_steps=30, bf16=True)  # emulated on CPUs without bf16 units
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())  # autocast: the weights stay fp32
+    losses = {name: [json.loads(line)["loss"] for line in (tmp_path / name / "train_log.jsonl").read_text()
+                     .splitlines() if '"train"' in line] for name in ("fp32", "bf16")}
+    assert losses["bf16"][-1] < losses["bf16"][0] - 1.0  # it learns
+    assert abs(losses["bf16"][-1] - losses["fp32"][-1]) < 0.1 * losses["fp32"][-1]  # and about as fp32 does
+
+
 def test_fp16_overflow_steps_are_skipped_and_counted(tiny_task_dir, tiny_model_dir, tmp_path, monkeypatch):
     make_loss_overflow_at(monkeypatch, 3)
     run(TrainConfig(data_dir=str(tiny_task_dir), model_name_or_path=str(tiny_model_dir), output_dir=str(tmp_path),

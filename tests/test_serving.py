@@ -18,9 +18,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 import uvicorn
 from helpers import child_env
 
+from albert_pytorch.data.padding import model_inputs
 from albert_pytorch.deploy.predict import predict
 from albert_pytorch.serving.app import ServeOptions, create_app
 from albert_pytorch.serving.engine import Engine, EngineOptions
@@ -460,3 +462,16 @@ def test_ray_replicas_answer_as_one_engine_and_survive_a_killed_replica(trained_
         if process.poll() is None:
             process.kill()
             subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+
+
+def test_bf16_serves_what_fp32_serves_up_to_bf16_rounding(trained_model):
+    engine_fp32 = Engine(EngineOptions(str(trained_model), backend="torch"))
+    engine_bf16 = Engine(EngineOptions(str(trained_model), backend="torch", bf16=True))  # emulated where no units
+    encoded = engine_fp32.encode([(s, None) for s in SENTENCES], truncate=False)
+    padded = model_inputs([torch.tensor(r) for r in encoded.ids], [torch.tensor(r) for r in encoded.types], 0)
+    inputs = {k: v.numpy() for k, v in padded.items()}
+    fp32, bf16 = engine_fp32.backend.logits(inputs), engine_bf16.backend.logits(inputs)
+    assert bf16.dtype == np.float32 and np.abs(fp32 - bf16).max() < 0.1  # bf16 keeps 8 bits of mantissa
+    assert (fp32.argmax(1) == bf16.argmax(1)).mean() >= 5 / 6
+    with pytest.raises(ValueError, match="--backend torch"):
+        Engine(EngineOptions(str(trained_model), backend="onnx", bf16=True))

@@ -15,7 +15,7 @@ import torch
 from ..config import AlbertConfig
 from ..data import Features, get_task, read_split
 from ..data.features import build_features
-from ..device import Precision, synchronize
+from ..device import Precision, cpu_features, has_native_bf16, synchronize
 from ..loop import optimizer_step, train_step
 from ..modeling import AlbertForSequenceClassification
 from ..optim import build_optimizer, linear_schedule
@@ -96,9 +96,11 @@ def forward_flops(config: AlbertConfig, lengths: torch.Tensor) -> float:
     return tokens * per_token + attention + len(lengths) * 2 * h * (h + config.num_labels)  # + pooler, classifier
 
 
-def matmul_ceiling(device: torch.device, seconds: float = 1.0) -> float:
-    """GFLOP/s of a 2048x2048 fp32 matmul: the most this machine's cores do on dense work."""
-    a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
+def matmul_ceiling(device: torch.device, dtype: torch.dtype = torch.float32, seconds: float = 1.0) -> float:
+    """GFLOP/s of a 2048x2048 matmul in `dtype` (bf16 through oneDNN on a CPU): the most this machine's cores
+    do on dense work in that format."""
+    a = torch.randn(2048, 2048, device=device).to(dtype)
+    b = torch.randn(2048, 2048, device=device).to(dtype)
     for _ in range(2):
         a @ b
     synchronize(device)
@@ -110,25 +112,66 @@ def matmul_ceiling(device: torch.device, seconds: float = 1.0) -> float:
     return count * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
 
 
-def ort_matmul_rate(seconds: float = 1.0) -> float:
-    """GFLOP/s of the same matmul in ONNX Runtime (MLAS), which can beat torch's BLAS on some CPUs."""
+def ort_matmul_rate(int8: bool = False, seconds: float = 1.0) -> float:
+    """GFLOP/s (GOP/s for int8) of the same matmul in ONNX Runtime: fp32 through MLAS's SGEMM, which beats
+    torch's BLAS on some CPUs; or int8 (uint8 x int8 -> int32, `MatMulInteger`), the integer GEMM that dynamic
+    quantization runs."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    n = 2048
-    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [weight])
+    n, rng = 2048, np.random.default_rng(0)
+    if int8:
+        weight = numpy_helper.from_array(rng.integers(-127, 128, (n, n), dtype=np.int8), "w")
+        node = helper.make_node("MatMulInteger", ["x", "w"], ["y"])
+        x_type, y_type = TensorProto.UINT8, TensorProto.INT32
+        x = rng.integers(0, 256, (n, n), dtype=np.uint8)
+    else:
+        weight = numpy_helper.from_array(rng.standard_normal((n, n), dtype=np.float32), "w")
+        node = helper.make_node("MatMul", ["x", "w"], ["y"])
+        x_type, y_type = TensorProto.FLOAT, TensorProto.FLOAT
+        x = rng.standard_normal((n, n), dtype=np.float32)
+    graph = helper.make_graph([node], "matmul", [helper.make_tensor_value_info("x", x_type, [n, n])],
+                              [helper.make_tensor_value_info("y", y_type, [n, n])], [weight])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
     session.run(None, {"x": x})
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         session.run(None, {"x": x})
         count += 1
     return count * 2 * n**3 / (time.perf_counter() - start) / 1e9
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    """The most this machine's cores do per number format, measured: fp32 the better of torch and ONNX Runtime,
+    bf16 torch's (oneDNN) where the CPU has bf16 units, int8 ONNX Runtime's integer GEMM."""
+
+    cpu_flags: list[str]
+    fp32_torch: float
+    fp32_ort: float | None
+    bf16: float | None
+    int8: float | None
+
+    @classmethod
+    def measure(cls, device: torch.device) -> Ceilings:
+        flags = cpu_features() if device.type == "cpu" else []
+        on_cpu = device.type == "cpu"
+        bf16 = matmul_ceiling(device, torch.bfloat16) if (not on_cpu or has_native_bf16(flags)) else None
+        return cls(flags, matmul_ceiling(device), ort_matmul_rate() if on_cpu else None, bf16,
+                   ort_matmul_rate(int8=True) if on_cpu else None)
+
+    @property
+    def fp32(self) -> float:
+        return max(self.fp32_torch, self.fp32_ort or 0.0)
+
+    def of(self, number_format: str) -> float | None:
+        return {"fp32": self.fp32, "bf16": self.bf16, "int8": self.int8}[number_format]
+
+    def report(self) -> dict:
+        return {"cpu_flags": self.cpu_flags, "matmul_ceiling_gflops_fp32": self.fp32,
+                "matmul_ceiling_gflops_fp32_torch": self.fp32_torch, "matmul_ceiling_gflops_fp32_ort": self.fp32_ort,
+                "matmul_ceiling_gflops_bf16": self.bf16, "matmul_ceiling_gflops_int8": self.int8}
 
 
 class TimedVariant:

@@ -21,7 +21,9 @@ from .reference import TransformersAlbert
 
 @torch.no_grad()
 def benchmark_inference(work: Workload, device: torch.device, precision: Precision, rounds: int,
-                        work_dir: Path, batch_size: int = 32) -> tuple[dict[str, dict], dict]:
+                        work_dir: Path, with_bf16: bool, batch_size: int = 32) -> tuple[dict[str, dict], dict]:
+    """Samples/s over the dev rows per variant, each with the number format it computes in; and the argmax
+    agreement of each cheaper format with fp32 (`--model_dir` with a trained model makes it meaningful)."""
     torch.manual_seed(0)
     ours = AlbertForSequenceClassification.from_config(work.config)
     if work.weights is not None:
@@ -44,11 +46,11 @@ def benchmark_inference(work: Workload, device: torch.device, precision: Precisi
     flops = forward_flops(work.config, dev.lengths)
     outputs: dict[str, np.ndarray] = {}
 
-    def torch_runner(model, collator, batches):
+    def torch_runner(model, collator, batches, in_precision=precision):
         def run_once():
             logits = np.zeros((n, 2), dtype=np.float32)
             for rows in batches:
-                logits[rows] = batch_logits(model, collator([dev[i] for i in rows]), device, precision).numpy()
+                logits[rows] = batch_logits(model, collator([dev[i] for i in rows]), device, in_precision).numpy()
             return logits
         return run_once
 
@@ -69,32 +71,39 @@ def benchmark_inference(work: Workload, device: torch.device, precision: Precisi
         return run_once
 
     pad_multiple = default_pad_multiple(device)
-    runners = {  # key: (label, run once over the dev rows)
-        "transformers_padded": ("transformers eager, padded to 128",
+    torch_format = "bf16" if precision.dtype == torch.bfloat16 else "fp32"
+    runners = {  # key: (label, number format, run once over the dev rows)
+        "transformers_padded": ("transformers eager, padded to 128", torch_format,
                                 torch_runner(reference, Collator(0, PADDED), in_order)),
-        "ours_pytorch": ("ours, PyTorch (length-sorted)", torch_runner(ours, Collator(0, pad_multiple), by_length)),
-        "ours_ort_fp32": ("ours, ONNX Runtime fp32", ort_runner(fp32)),
-        "ours_ort_int8": ("ours, ONNX Runtime int8", ort_runner(int8)),
+        "ours_pytorch": (f"ours, PyTorch {torch_format} (length-sorted)", torch_format,
+                         torch_runner(ours, Collator(0, pad_multiple), by_length)),
+        "ours_ort_fp32": ("ours, ONNX Runtime fp32", "fp32", ort_runner(fp32)),
+        "ours_ort_int8": ("ours, ONNX Runtime int8", "int8", ort_runner(int8)),
     }
+    if with_bf16 and torch_format == "fp32":
+        runners["ours_pytorch_bf16"] = ("ours, PyTorch bf16 (length-sorted)", "bf16", torch_runner(
+            ours, Collator(0, pad_multiple), by_length, Precision(torch.bfloat16)))
     per_round: dict[str, list[float]] = {key: [] for key in runners}
-    for key, (_, runner) in runners.items():
+    for key, (_, _, runner) in runners.items():
         outputs[key] = runner()  # warm-up, and the logits compared below
     for round_number in range(1, rounds + 1):
-        for key, (label, runner) in runners.items():
+        for key, (label, _, runner) in runners.items():
             logger.info("inference round %d/%d: %s", round_number, rounds, label)
             synchronize(device)
             start = time.perf_counter()
             runner()
             synchronize(device)
             per_round[key].append(time.perf_counter() - start)
-    results = {key: {"label": label, "samples_per_s": n * rounds / sum(per_round[key]),
+    results = {key: {"label": label, "format": number_format, "samples_per_s": n * rounds / sum(per_round[key]),
                      "gflops": flops * rounds / sum(per_round[key]) / 1e9,
                      "per_round_samples_per_s": [n / s for s in per_round[key]]}
-               for key, (label, _) in runners.items()}
+               for key, (label, number_format, _) in runners.items()}
     fp32_pred = outputs["ours_ort_fp32"].argmax(-1)
     checks = {"int8_argmax_agreement": float((outputs["ours_ort_int8"].argmax(-1) == fp32_pred).mean()),
               "fp32_max_abs_diff_vs_transformers": float(np.abs(outputs["ours_ort_fp32"]
                                                                 - outputs["transformers_padded"]).max())}
+    if "ours_pytorch_bf16" in outputs:
+        checks["bf16_argmax_agreement"] = float((outputs["ours_pytorch_bf16"].argmax(-1) == fp32_pred).mean())
     return results, checks
 
 

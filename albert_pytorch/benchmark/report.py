@@ -16,6 +16,7 @@ from ..io import atomic_write_json
 from . import __doc__ as DESCRIPTION
 from .harness import (
     DEMO_SHAPE,
+    Ceilings,
     Plan,
     PretrainPlan,
     Workload,
@@ -23,8 +24,6 @@ from .harness import (
     forward_flops,
     load_workload,
     logger,
-    matmul_ceiling,
-    ort_matmul_rate,
 )
 from .inference import benchmark_inference
 from .pretraining import benchmark_pretraining
@@ -80,11 +79,12 @@ def main(argv: list[str] | None = None) -> None:
     checks: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = load_workload(args.model_dir, args.data_dir, plan.train_rows, plan.dev_rows, Path(tmp), args.shared_dir)
-        ceiling = matmul_ceiling(device)
-        ort_rate = ort_matmul_rate() if device.type == "cpu" else None
-        logger.info("workload: %s; %d threads; torch matmul ceiling %.0f GFLOP/s%s", work.source,
-                    torch.get_num_threads(), ceiling,
-                    f" (ONNX Runtime's matmul: {ort_rate:.0f} GFLOP/s)" if ort_rate else "")
+        ceilings = Ceilings.measure(device)
+        logger.info("workload: %s; %d threads; CPU features %s; matmul ceilings (GFLOP/s): fp32 %.0f (torch %.0f, "
+                    "ONNX Runtime %s), bf16 %s, int8 %s", work.source, torch.get_num_threads(),
+                    " ".join(ceilings.cpu_flags) or "unknown", ceilings.fp32, ceilings.fp32_torch,
+                    _figure(ceilings.fp32_ort), _figure(ceilings.bf16, "none: no bf16 units"),
+                    _figure(ceilings.int8))
         if "training" in args.sections:
             sections["training"], variants = benchmark_training(work, device, precision, plan.train_rounds,
                                                                 plan.train_steps)
@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> None:
             checks.update(training_memory(variants))
             del variants  # three models and their optimizer states: free them before inference
         if "inference" in args.sections:
-            sections["inference"], inference_checks = benchmark_inference(work, device, precision, plan.infer_rounds,
-                                                                          Path(tmp))
+            sections["inference"], inference_checks = benchmark_inference(
+                work, device, precision, plan.infer_rounds, Path(tmp), with_bf16=ceilings.bf16 is not None)
             checks.update(inference_checks)
         if "pretraining" in args.sections:
             for pretrain_plan in PRETRAIN_PLANS["quick" if args.quick else "full"]:
@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> None:
             for serving_plan in SERVING_PLANS["quick" if args.quick else "full"]:
                 sections[f"serving_{serving_plan.name}"] = benchmark_serving(serving_plan, Path(tmp),
                                                                               args.shared_dir, torch.get_num_threads())
-    report = summarize(sections, checks, ceiling, work, device)
-    report["ort_matmul_gflops"] = ort_rate
+    report = summarize(sections, checks, ceilings, work, device, precision)
     report["quick"] = args.quick
     if args.quick:
         logger.info("--quick: %d training and %d dev rows, short rounds: the figures are indicative only (see the "
@@ -113,12 +112,23 @@ def main(argv: list[str] | None = None) -> None:
         atomic_write_json(args.json, report)
 
 
-def summarize(sections: dict[str, dict], checks: dict, ceiling: float, work: Workload, device: torch.device) -> dict:
+def _figure(value: float | None, missing: str = "n/a") -> str:
+    return f"{value:.0f}" if value is not None else missing
+
+
+def summarize(sections: dict[str, dict], checks: dict, ceilings: Ceilings, work: Workload, device: torch.device,
+              precision: Precision) -> dict:
+    """Print the tables and ratios; each variant's GFLOP/s is judged against the ceiling of its own number
+    format. Returns the JSON report."""
     def table(title: str, rows: dict, base: str, unit: str) -> None:
-        logger.info("\n%s\n%-50s %12s %8s %10s %9s", title, "variant", unit.replace("_per_s", "/s"), "ratio",
-                    "GFLOP/s", "of ceil")
+        logger.info("\n%s\n%-50s %12s %8s %10s %15s", title, "variant", unit.replace("_per_s", "/s"), "ratio",
+                    "GFLOP/s", "of its ceiling")
         for r in rows.values():
-            flops = f"{r['gflops']:10.1f} {100 * r['gflops'] / ceiling:8.0f}%" if "gflops" in r else ""
+            flops = ""
+            if "gflops" in r:
+                fraction = _fraction(r, ceilings)
+                flops = f"{r['gflops']:10.1f} {'n/a' if fraction is None else f'{100 * fraction:.0f}%':>9} " \
+                        f"{r['format']}"
             logger.info("%-50s %12.1f %7.2fx %s", r["label"], r[unit], r[unit] / rows[base][unit], flops)
 
     if "training" in sections:
@@ -133,8 +143,10 @@ def summarize(sections: dict[str, dict], checks: dict, ceiling: float, work: Wor
     for name, rows in sections.items():
         if name.startswith("serving_"):
             serving_table(name.removeprefix("serving_"), rows)
-    report = {"device": str(device), "matmul_ceiling_gflops": ceiling, **sections, **checks,
-              **serving_summary(sections)}
+    report = {"device": str(device), **ceilings.report(), **sections, **checks, **serving_summary(sections)}
+    for section in ("training", "inference"):
+        for row in sections.get(section, {}).values():
+            row["fraction_of_ceiling"] = _fraction(row, ceilings)
     for name, (section, variant, base) in RATIOS.items():
         if section not in sections:
             continue
@@ -146,9 +158,11 @@ def summarize(sections: dict[str, dict], checks: dict, ceiling: float, work: Wor
         report[f"{name}_spread"] = {"min": min(per_round), "median": float(np.median(per_round)),
                                     "max": max(per_round), "rounds": len(per_round)}
     if "training" in sections:
+        ours = sections["training"]["ours"]
         train_flops_per_sample = 3 * forward_flops(work.config, work.train.lengths) / len(work.train)
+        ceiling = ceilings.of(ours["format"])
         report.update({"train_physical_limit_samples_per_s": ceiling * 1e9 / train_flops_per_sample,
-                       "train_fraction_of_limit": sections["training"]["ours"]["gflops"] / ceiling})
+                       "train_fraction_of_limit": ours["gflops"] / ceiling})
         logger.info("\npeak training memory, batch 32 padded to 128 (%s): %s", report["memory_measure"],
                     ", ".join(f"{name} {mb:.0f} MB" for name, mb in report["peak_train_memory_mb"].items()))
     for name in RATIOS:
@@ -162,3 +176,8 @@ def summarize(sections: dict[str, dict], checks: dict, ceiling: float, work: Wor
                     "fine-tuned model for a meaningful one")
     return report
 
+
+def _fraction(row: dict, ceilings: Ceilings) -> float | None:
+    """A variant's GFLOP/s over the ceiling of the number format it computes in."""
+    ceiling = ceilings.of(row["format"])
+    return row["gflops"] / ceiling if ceiling else None

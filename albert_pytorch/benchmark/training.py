@@ -57,7 +57,9 @@ def benchmark_training(work: Workload, device: torch.device, precision: Precisio
         for variant in variants.values():
             logger.info("training round %d/%d: %s", round_number, rounds, variant.label)
             variant.timed_round(steps)
-    results = {v.key: {"label": v.label, "samples_per_s": v.count / v.seconds, "gflops": v.flops / v.seconds / 1e9,
+    number_format = "bf16" if precision.dtype == torch.bfloat16 else "fp32"
+    results = {v.key: {"label": v.label, "format": number_format, "samples_per_s": v.count / v.seconds,
+                       "gflops": v.flops / v.seconds / 1e9,
                        "per_round_samples_per_s": v.per_round} for v in variants.values()}
     return results, variants
 

@@ -38,8 +38,13 @@ def read_inputs(texts: list[str], input_file: str | os.PathLike | None) -> list[
 
 
 def predict(model_dir: str | os.PathLike, pairs: list[tuple[str, str | None]], onnx_file: str | None = None,
-            batch_size: int = 32, max_seq_length: int = 128, provider: str = "cpu") -> Iterator[dict]:
-    """One record per input, in input order; batches are length-sorted so they pad little."""
+            batch_size: int = 32, max_seq_length: int = 128, provider: str = "cpu",
+            bf16: bool = False) -> Iterator[dict]:
+    """One record per input, in input order; batches are length-sorted so they pad little. `bf16`: PyTorch
+    computes in bfloat16 (autocast; fast on CPUs with bf16 units), where no ONNX file is given."""
+    if bf16 and onnx_file is not None:
+        raise UsageError("--bf16 is PyTorch's precision; an ONNX model runs as it was exported (see opt_onnx.py "
+                         "--fp16/--int8)")
     if not Path(model_dir).is_dir():
         raise UsageError(f"--model_dir {model_dir}: no such folder (a model directory that train wrote)")
     config = AlbertConfig.from_pretrained(model_dir)  # the labels; the weights are the export's with --onnx
@@ -63,7 +68,8 @@ def predict(model_dir: str | os.PathLike, pairs: list[tuple[str, str | None]], o
             logits[rows] = session.run(None, feed)[0][: len(rows)]
         else:
             with torch.no_grad():
-                logits[rows] = batch_logits(model, batch, torch.device("cpu"), Precision()).numpy()
+                logits[rows] = batch_logits(model, batch, torch.device("cpu"),
+                                            Precision(torch.bfloat16 if bf16 else None)).numpy()
     labels = config.id2label
     for (text_a, text_b), row in zip(pairs, logits, strict=True):
         record = {"text": text_a} | ({"text_b": text_b} if text_b is not None else {})

@@ -26,6 +26,7 @@ from tokenizers import Tokenizer
 from ..config import AlbertConfig
 from ..data import INPUT_NAMES
 from ..data.padding import model_inputs
+from ..device import Precision
 from ..errors import UsageError
 from ..io import cache_root, sha256_file
 from ..modeling import AlbertForSequenceClassification
@@ -50,6 +51,7 @@ class EngineOptions:
     max_batch_tokens: int = 16384  # padded tokens (longest row x rows) in one model call
     max_input_length: int | None = None  # tokens per input, [CLS] and [SEP] included; default the model's limit
     threads: int | None = None  # the model's intra-op threads; default the library's
+    bf16: bool = False  # the PyTorch backend in bfloat16 autocast
 
 
 class Backend:
@@ -64,14 +66,17 @@ class Backend:
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, model_dir: Path, config: AlbertConfig, threads: int | None):
+    def __init__(self, model_dir: Path, config: AlbertConfig, threads: int | None, bf16: bool):
         if threads:
             torch.set_num_threads(threads)
         self.model = AlbertForSequenceClassification.from_pretrained(model_dir, config=config).eval()
+        self.precision = Precision(torch.bfloat16 if bf16 else None)
 
     @torch.no_grad()
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        return self.model(*(torch.from_numpy(inputs[name]) for name in INPUT_NAMES)).logits.float().numpy()
+        with self.precision.autocast(torch.device("cpu")):
+            out = self.model(*(torch.from_numpy(inputs[name]) for name in INPUT_NAMES))
+        return out.logits.float().numpy()
 
 
 class OnnxBackend(Backend):
@@ -120,7 +125,10 @@ def exported_model(model_dir: Path, quantize: str | None) -> Path:
 def load_backend(options: EngineOptions, config: AlbertConfig) -> Backend:
     model_dir = Path(options.model_dir)
     if options.backend == "torch":
-        return TorchBackend(model_dir, config, options.threads)
+        return TorchBackend(model_dir, config, options.threads, options.bf16)
+    if options.bf16:
+        raise UsageError("--bf16 is the PyTorch backend's precision: add --backend torch (ONNX Runtime runs fp32, "
+                         "or int8 with --quantize int8)")
     onnx_file = Path(options.onnx) if options.onnx else None
     if onnx_file is None and (model_dir / "model.onnx").is_file() and not (model_dir / WEIGHTS_NAME).is_file():
         onnx_file = model_dir / "model.onnx"  # an optimum-layout export folder

@@ -27,8 +27,8 @@ logger = logging.getLogger("albert_pytorch.serving")
 
 def ready_line(options: ServeOptions, host: str, port: int, where: str = "") -> str:
     engine = options.engine
-    backend = "PyTorch" if engine.backend == "torch" else f"ONNX Runtime ({engine.provider}" + (
-        ", int8)" if engine.quantize == "int8" else ")")
+    backend = ("PyTorch" + (" bf16" if engine.bf16 else "") if engine.backend == "torch"
+               else f"ONNX Runtime ({engine.provider}" + (", int8)" if engine.quantize == "int8" else ")"))
     return (f"serving {options.model_name} at http://{host}:{port} ({backend}{where}): POST /predict, "
             f"POST /v2/models/{options.model_name}/infer, GET / to try it, /docs for the API")
 
