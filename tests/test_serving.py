@@ -475,3 +475,15 @@ def test_bf16_serves_what_fp32_serves_up_to_bf16_rounding(trained_model):
     assert (fp32.argmax(1) == bf16.argmax(1)).mean() >= 5 / 6
     with pytest.raises(ValueError, match="--backend torch"):
         Engine(EngineOptions(str(trained_model), backend="onnx", bf16=True))
+
+
+def test_a_batch_runs_in_groups_of_similar_length_that_cover_every_row_once():
+    from albert_pytorch.serving.engine import length_groups
+
+    lengths = [12, 60, 13, 58, 30, 11, 47, 29]
+    groups = length_groups(lengths)
+    assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
+    for group in groups:
+        longest = max(lengths[i] for i in group)
+        assert all(lengths[i] >= 0.75 * longest for i in group)  # padding stays within a quarter of the work
+    assert len(groups) < len(lengths)  # and rows still share model calls
