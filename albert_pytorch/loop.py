@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .data.samplers import step_seed
-from .device import DistContext, Precision, barrier, synchronize
+from .device import DistContext, Precision, barrier, cpu_features, has_native_bf16, synchronize
 from .io import atomic_write_json
 from .optim import build_optimizer, linear_schedule
 from .run_config import LoopConfig
@@ -196,6 +196,9 @@ def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext,
     logger.info("training: %d examples, %d steps (%d per epoch), batch %d x %d devices x %d accumulation",
                 len(loader.dataset), total_steps, steps_per_epoch, cfg.batch_size, ctx.world_size,
                 cfg.gradient_accumulation_steps)
+    advice = bf16_advice(precision, device, getattr(getattr(model, "config", None), "hidden_size", 0), cpu_features())
+    if advice and ctx.is_main:
+        logger.info("%s", advice)
     window = LogWindow.open(device)
     bar = tqdm(total=total_steps, initial=state.step, desc="train", disable=not (cfg.progress and ctx.is_main))
     while state.step < total_steps and not run.stopped_early():
@@ -231,6 +234,27 @@ def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext,
             "train_samples_per_second": state.train_samples / max(state.train_seconds, 1e-9),
             "train_seconds": state.train_seconds, "skipped_steps": state.skipped_steps,
             "best_metric": state.best_metric, "best_step": state.best_step or None}
+
+
+# From this width up, bf16 autocast trains faster than fp32 on a CPU with bf16 units (AMX or AVX512-BF16); at
+# hidden 128 it gains nothing (the measurements: docs/benchmarks.md, "bf16 on a CPU with bf16 units").
+BF16_WINS_FROM_HIDDEN = 256
+
+
+def bf16_advice(precision: Precision, device: torch.device, hidden_size: int, features: list[str]) -> str | None:
+    """One line on what bf16 would do for this run on this CPU, where it matters."""
+    if device.type != "cpu":
+        return None
+    native = has_native_bf16(features)
+    units = " ".join(f for f in features if "bf16" in f)
+    if precision.dtype == torch.bfloat16 and not native:
+        return "--bf16 on a CPU without bf16 units: bf16 is emulated here and trains slower than fp32"
+    if precision.dtype is None and native and hidden_size >= BF16_WINS_FROM_HIDDEN:
+        return (f"this CPU has bf16 units ({units}): --bf16 trains a model this wide (hidden {hidden_size}) "
+                "1.3x to 2.1x faster (docs/benchmarks.md)")
+    if precision.dtype == torch.bfloat16 and native and hidden_size < BF16_WINS_FROM_HIDDEN:
+        return f"--bf16 gains nothing at hidden {hidden_size} on this CPU; fp32 trains as fast"
+    return None
 
 
 @dataclass

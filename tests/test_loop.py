@@ -153,3 +153,16 @@ def test_fp16_overflow_steps_are_skipped_and_counted(tiny_task_dir, tiny_model_d
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [r["skipped_steps"] for r in log] == [1, 1]  # counted once, and training went on to step 6
     assert log[-1]["step"] == 6
+
+
+def test_bf16_advice_says_what_bf16_does_for_this_size_on_this_cpu():
+    from albert_pytorch.device import Precision
+    from albert_pytorch.loop import bf16_advice
+
+    cpu, amx, avx2 = torch.device("cpu"), ["avx512f", "amx_bf16"], ["avx2"]
+    bf16, fp32 = Precision(torch.bfloat16), Precision()
+    assert "faster" in bf16_advice(fp32, cpu, 768, amx) and "amx_bf16" in bf16_advice(fp32, cpu, 768, amx)
+    assert bf16_advice(fp32, cpu, 128, amx) is None  # nothing to gain: nothing said
+    assert "gains nothing" in bf16_advice(bf16, cpu, 128, amx)
+    assert "emulated" in bf16_advice(bf16, cpu, 768, avx2)
+    assert bf16_advice(fp32, cpu, 768, avx2) is None and bf16_advice(bf16, torch.device("cuda"), 768, []) is None
