@@ -2,17 +2,22 @@
 (What tests share besides fixtures is in helpers.py.)"""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import SHARED, TEXTS
 from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from albert_pytorch import AlbertConfig
 from albert_pytorch.tokenization import load_tokenizer, train_sentencepiece
 
-# no example database in the checkout: tests write under their temporary folders only
+# nothing of hypothesis's in the checkout (no example database, its caches in a folder removed at exit): tests
+# write under their temporary folders only
+_HYPOTHESIS_HOME = tempfile.TemporaryDirectory(prefix="hypothesis-")
+set_hypothesis_home_dir(_HYPOTHESIS_HOME.name)
 settings.register_profile("no-database", database=None)
 settings.load_profile("no-database")
 
