@@ -232,15 +232,20 @@ async def admitted(state: ServerState) -> AsyncIterator[Engine]:
         state.in_flight -= 1
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The body as JSON: 413 over `limit` bytes (before reading it, when the length is declared), 400 if malformed."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body; 413 over `limit` bytes (before reading it, when the length is declared)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ServeError(413, f"the body has {declared} bytes, over the payload limit of {limit}", "payload_too_large")
     body = await request.body()
     if len(body) > limit:
         raise ServeError(413, f"the body has {len(body)} bytes, over the payload limit of {limit}", "payload_too_large")
-    return parse_json(body)
+    return body
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON: 413 over `limit` bytes, 400 if malformed."""
+    return parse_json(await read_body(request, limit))
 
 
 def parse_json(body: bytes) -> Any:
@@ -413,12 +418,7 @@ def _add_v2_routes(app: FastAPI, state: ServerState) -> None:
 
 async def read_v2_request(request: Request, limit: int) -> tuple[dict, dict[str, bytes]]:
     """The JSON header and, with the binary tensor extension, each input's raw bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ServeError(413, f"the body has {declared} bytes, over the payload limit of {limit}", "payload_too_large")
-    body = await request.body()
-    if len(body) > limit:
-        raise ServeError(413, f"the body has {len(body)} bytes, over the payload limit of {limit}", "payload_too_large")
+    body = await read_body(request, limit)
     json_size = request.headers.get("inference-header-content-length")
     size = int(json_size) if json_size and json_size.isdigit() else len(body)
     header = parse_json(body[:size])
