@@ -95,6 +95,8 @@ class ServerState:
     phase: str = "loading"  # loading, ready, draining, failed
     engine: Engine | None = None
     in_flight: int = 0
+    received: int = 0  # inference requests that reached the app
+    answered: int = 0  # of those, the ones answered (any status)
     started: set = field(default_factory=set)  # event loops the engine's batcher runs on
 
     def ready_engine(self) -> Engine:
@@ -129,6 +131,8 @@ def create_app(options: ServeOptions, load: Callable[[Metrics], Engine], load_no
                 await loading
         if state.engine is not None:
             await state.engine.stop()
+        logger.info("stopped: answered %d of the %d inference requests that reached it", state.answered,
+                    state.received)
 
     app = FastAPI(title="albert_pytorch serve", version=__version__, lifespan=lifespan,
                   description="ALBERT text classification: TEI's /predict and the Open Inference Protocol (v2).")
@@ -201,6 +205,16 @@ def _error_response(request: Request, err: ServeError) -> JSONResponse:
 async def admitted(state: ServerState) -> AsyncIterator[Engine]:
     """An inference request's slot: the engine if it is ready and a slot is free (else 503 or 429 at once);
     the outcome counted in the metrics."""
+    state.received += 1
+    try:
+        async with _counted(state) as engine:
+            yield engine
+    finally:
+        state.answered += 1
+
+
+@contextlib.asynccontextmanager
+async def _counted(state: ServerState) -> AsyncIterator[Engine]:
     metrics = state.metrics
     metrics.requests.inc()
     start = time.perf_counter()
