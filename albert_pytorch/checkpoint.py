@@ -113,11 +113,6 @@ def verify(checkpoint: Path) -> dict[str, Any]:
     return record
 
 
-def load_state(checkpoint: Path) -> dict[str, Any]:
-    verify(checkpoint)
-    return torch.load(checkpoint / STATE_NAME, map_location="cpu", weights_only=True)
-
-
 def resolve_resume(output_dir: Path, resume: str) -> list[Path]:
     """Checkpoints to try, best first: `latest` means every checkpoint in output_dir, newest first."""
     if resume == "latest":
@@ -187,9 +182,9 @@ def save_training_checkpoint(output_dir: Path, step: int, write_model_files, opt
 
 
 def resume_training(checkpoint: Path, model, optimizer, scheduler, scaler, world_size: int) -> dict[str, Any]:
-    """Load a checkpoint (found by `checkpoint_to_resume`) into the model and optimizer objects; returns its
-    saved train state."""
-    saved = load_state(checkpoint)
+    """Load a checkpoint (found, and its checksums verified, by `checkpoint_to_resume`) into the model and
+    optimizer objects; returns its saved train state."""
+    saved = torch.load(checkpoint / STATE_NAME, map_location="cpu", weights_only=True)
     weights = load_model_weights(checkpoint, model)
     if saved.get("world_size") != world_size:
         logger.warning("%s was written with world size %s, now %s: the data order will differ", checkpoint,
