@@ -55,8 +55,9 @@ class LoopConfig:
 
     output_dir: str = setting("outputs/run", "where the model, checkpoints and logs go; training refuses a "
                                              "non-empty one unless --overwrite_output_dir or resuming")
-    overwrite_output_dir: bool = setting(False, "clear --output_dir first when it holds an earlier run "
-                                                "(train_config.json); other non-empty folders are never cleared")
+    overwrite_output_dir: bool = setting(False, "replace the files of an earlier run in --output_dir (one that "
+                                                "holds a train_config.json) once every input is checked; your own "
+                                                "files there stay, and other non-empty folders are refused")
     num_train_epochs: float = setting(3.0, "epochs to train (fractions allowed)", defines_run=True)
     max_steps: int = setting(-1, "optimizer steps to train; > 0 overrides --num_train_epochs", defines_run=True)
     batch_size: int = setting(32, "training batch size per device",

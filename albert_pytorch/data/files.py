@@ -114,7 +114,7 @@ def _labels_of(path: Path, columns: list[str], label_column: str, task_type: str
     if task_type == "auto":
         words = [line for line, kind in kinds.items() if kind == "word"]
         if words and len(words) < len(values):
-            numbers = [line for line in kinds if line not in words]
+            numbers = [line for line, kind in kinds.items() if kind != "word"]
             odd, kind, rest = (words, "word", "numbers") if len(words) <= len(numbers) else (numbers, "number", "words")
             lines = ", ".join(map(str, odd[:3])) + (" ..." if len(odd) > 3 else "")
             raise DataError(path, odd[0], f"label {dict(values)[odd[0]]!r} is a {kind} in a column of {rest} "
