@@ -57,15 +57,11 @@ class EngineOptions:
 class Backend:
     """Logits for a padded batch of int64 model inputs; subclasses run it in ONNX Runtime or PyTorch."""
 
-    name = "backend"
-
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
 
 class TorchBackend(Backend):
-    name = "torch"
-
     def __init__(self, model_dir: Path, config: AlbertConfig, threads: int | None, bf16: bool):
         if threads:
             torch.set_num_threads(threads)
@@ -80,8 +76,6 @@ class TorchBackend(Backend):
 
 
 class OnnxBackend(Backend):
-    name = "onnx"
-
     def __init__(self, onnx_file: Path, provider: str, threads: int | None):
         from ..deploy.runtime import open_session, static_dims
 
@@ -241,10 +235,6 @@ class Engine:
                 await self._worker
         self._model_thread.shutdown(wait=True)
         self._tokenizer_threads.shutdown(wait=True)
-
-    @property
-    def queue_size(self) -> int:
-        return self._queue.qsize() if self._queue is not None else 0
 
     async def predict(self, sequences: list[tuple[str, str | None]], truncate: bool,
                       gone: Callable[[], Awaitable[bool]]) -> tuple[np.ndarray, Timings]:
