@@ -60,16 +60,24 @@ class Workload:
     weights: dict | None  # a fine-tuned model's, when --model_dir has them; else random init
 
 
+def albert_base_dir(shared_dir: Path, work_dir: Path) -> Path:
+    """albert-base-v2's config and tokenizer from the shared data; without them, the embedded sample's."""
+    shared = shared_dir / "albert_base_v2"
+    return shared if (shared / "config.json").is_file() else prepare_sample_model(work_dir / "sample_model")
+
+
+def sst2_dir(shared_dir: Path) -> Path:
+    """GLUE's SST-2 from the shared data; without it, the embedded sample."""
+    shared = shared_dir / "glue" / "SST-2"
+    return shared if shared.is_dir() else sample_data_dir()
+
+
 def load_workload(model_dir: str | None, data_dir: str | None, train_rows: int, dev_rows: int, work: Path,
                   shared_dir: Path) -> Workload:
     """albert-base-v2's config and tokenizer with real SST-2 (from `shared_dir`) when present, else the embedded
     sample."""
-    if model_dir is None and (shared_dir / "albert_base_v2" / "config.json").is_file():
-        model_dir = str(shared_dir / "albert_base_v2")
-    if data_dir is None and (shared_dir / "glue" / "SST-2").is_dir():
-        data_dir = str(shared_dir / "glue" / "SST-2")
-    model_dir = model_dir or str(prepare_sample_model(work / "sample_model"))
-    data_dir = data_dir or str(sample_data_dir())
+    model_dir = model_dir or str(albert_base_dir(shared_dir, work))
+    data_dir = data_dir or str(sst2_dir(shared_dir))
     config = AlbertConfig.from_pretrained(model_dir)
     config.set_labels(["0", "1"])
     tokenizer = load_tokenizer(model_dir)

@@ -14,9 +14,9 @@ from ..data.masking import MaskingCollator, MaskingSpec
 from ..device import Precision, default_pad_multiple
 from ..io import text_files
 from ..modeling import AlbertForPreTraining
-from ..sample import prepare_sample_model, sample_data_dir
+from ..sample import sample_data_dir
 from ..tokenization import load_tokenizer
-from .harness import PretrainPlan, TimedVariant, logger
+from .harness import PretrainPlan, TimedVariant, albert_base_dir, logger
 
 
 class PretrainVariant(TimedVariant):
@@ -52,8 +52,7 @@ def benchmark_pretraining(plan: PretrainPlan, work_dir: Path, device: torch.devi
     import transformers
     from transformers import DataCollatorForLanguageModeling
 
-    model_dir = shared_dir / "albert_base_v2" if (shared_dir / "albert_base_v2").is_dir() else \
-        prepare_sample_model(work_dir / "sample_model")
+    model_dir = albert_base_dir(shared_dir, work_dir)
     tokenizer = load_tokenizer(model_dir)
     config = AlbertConfig.from_pretrained(model_dir)
     if plan.config_overrides:

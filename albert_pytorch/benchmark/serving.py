@@ -21,10 +21,9 @@ from ..config import AlbertConfig
 from ..data import Collator, EvalShardSampler, get_task, read_split
 from ..data.features import build_features
 from ..modeling import AlbertForSequenceClassification
-from ..sample import prepare_sample_model, sample_data_dir
 from ..serving.engine import exported_model
 from ..tokenization import load_tokenizer, save_tokenizer_files
-from .harness import DEMO_SHAPE, logger
+from .harness import DEMO_SHAPE, albert_base_dir, logger, sst2_dir
 
 CONCURRENCY = (1, 16, 64)
 
@@ -45,8 +44,7 @@ SERVING_PLANS = {"quick": (ServingPlan("demo", DEMO_SHAPE, 400, 20, 10),),
 
 def serving_model(plan: ServingPlan, work_dir: Path, shared_dir: Path) -> Path:
     """A model directory of the plan's shape (random init: speed does not depend on the weights)."""
-    source = shared_dir / "albert_base_v2"
-    source = source if (source / "config.json").is_file() else prepare_sample_model(work_dir / "sample_model")
+    source = albert_base_dir(shared_dir, work_dir)
     config = AlbertConfig.from_pretrained(source)
     if plan.config_overrides:
         config = config.with_overrides(plan.config_overrides)
@@ -58,8 +56,7 @@ def serving_model(plan: ServingPlan, work_dir: Path, shared_dir: Path) -> Path:
 
 
 def dev_sentences(shared_dir: Path) -> list[str]:
-    data_dir = shared_dir / "glue" / "SST-2"
-    examples, _ = read_split(get_task("SST-2"), data_dir if data_dir.is_dir() else sample_data_dir(), "dev")
+    examples, _ = read_split(get_task("SST-2"), sst2_dir(shared_dir), "dev")
     return [e.text_a for e in examples]
 
 
