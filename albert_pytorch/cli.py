@@ -111,7 +111,6 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def require(path: str | None, flag: str, folder: bool = False) -> None:
     """A missing input is a bad argument (exit 2), named with its flag, before any work is done."""
-
     if path is not None and not (Path(path).is_dir() if folder else Path(path).is_file()):
         raise UsageError(f"{flag} {path}: no such {'folder' if folder else 'file'}")
 
