@@ -12,10 +12,10 @@ the differences named, before anything is written.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,14 +24,14 @@ from typing import Any
 import torch
 
 from .errors import UsageError
-from .io import atomic_write_text, publish_directory, sha256_file, to_json
+from .io import atomic_write_text, publish_directory, published_files, sha256_file, to_json, write_failure
+from .rundir import list_checkpoints
 from .weights import load_state_dict
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "checkpoint.json"
 STATE_NAME = "training_state.pt"
-_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
 class CheckpointError(RuntimeError):
@@ -45,29 +45,46 @@ def save_checkpoint(output_dir: Path, step: int, write_files, state: dict[str, A
 
     Of the older checkpoints, `keep` are kept, and checkpoint-<protect> (the best) whatever its age.
     """
-    from safetensors import SafetensorError
-
     output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / f"checkpoint-{step}"
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}.", dir=output_dir))
         _write_checkpoint(tmp, final, step, write_files, state, run)
-    # A full disk, a quota, a read-only mount: torch.save reports a failed write as a RuntimeError and
-    # safetensors as its own error. The half-written copy is already gone.
-    except (OSError, RuntimeError, SafetensorError) as err:
+    # A full disk, a quota, a read-only mount: every file is written by Python (tensors serialized in
+    # memory first), so the failure is an OSError that says what it is. The half-written copy is gone.
+    except OSError as err:
         good = list_checkpoints(output_dir)
-        raise CheckpointError(f"cannot write {final} ({err}); nothing of it was kept. The last good checkpoint is "
-                              f"{good[-1] if good else 'none'}: free space, then resume with "
-                              "--resume_from_checkpoint latest") from err
+        then = (f"The last good checkpoint is {good[-1]}: free space, then resume with --resume_from_checkpoint "
+                "latest" if good else "No checkpoint was saved before it: free space, then run the same command "
+                "again")
+        raise CheckpointError(f"cannot write {final}: {write_failure(err, output_dir)}; nothing of it was kept. "
+                              f"{then}.") from err
     _prune(output_dir, keep, protect)
     return final
+
+
+def save_model_files(output_dir: Path, write_files) -> None:
+    """The run's final model files (`write_files(dir)` writes them), published into `output_dir` as a whole: a
+    full disk leaves what the folder held, never a half-written tokenizer beside a complete-looking model."""
+    try:
+        with published_files(output_dir) as tmp:
+            write_files(tmp)
+    except OSError as err:
+        good = list_checkpoints(output_dir)
+        then = (f"Its last checkpoint, {good[-1]}, holds the trained weights: free space, then run the same command "
+                "with --resume_from_checkpoint latest to save the model" if good else
+                "No checkpoint was saved: free space, then run the same command again")
+        raise CheckpointError(f"cannot save the model in {output_dir}: {write_failure(err, output_dir)}; nothing of "
+                              f"it was kept. {then}.") from err
 
 
 def _write_checkpoint(tmp: Path, final: Path, step: int, write_files, state: dict[str, Any],
                       run: dict[str, Any] | None) -> None:
     try:
         write_files(tmp)
-        torch.save(state, tmp / STATE_NAME)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)  # in memory, so a full disk is a plain OSError, not torch's internals
+        (tmp / STATE_NAME).write_bytes(buffer.getbuffer())
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         for name in files:
             with open(tmp / name, "rb") as handle:
@@ -88,12 +105,6 @@ def _prune(output_dir: Path, keep: int, protect: int) -> None:
             shutil.rmtree(stale, ignore_errors=True)
     for leftover in output_dir.glob(".checkpoint-*"):  # from a run killed mid-save
         shutil.rmtree(leftover, ignore_errors=True)
-
-
-def list_checkpoints(output_dir: Path) -> list[Path]:
-    """`checkpoint-<step>` directories, oldest first."""
-    found = [(int(m.group(1)), p) for p in output_dir.glob("checkpoint-*") if (m := _PATTERN.match(p.name))]
-    return [p for _, p in sorted(found)]
 
 
 def verify(checkpoint: Path) -> dict[str, Any]:

@@ -6,14 +6,37 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import sys
+import threading
 import types
 import typing
 from pathlib import Path
 
 from .errors import UsageError
 from .io import to_json
+from .ranges import COUNT, PORT, POSITIVE, POSITIVE_INT, SEQUENCE_LENGTH, VOCAB_SIZE, Range
 from .run_config import LoopConfig, PretrainConfig, TrainConfig
+
+# the opsets torch's TorchScript exporter writes
+OPSET = Range(int, "an ONNX opset in [9, 20]", low=9, high=20)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, whose error is one line (the usage of a command with 60 flags is a screenful): what is wrong,
+    and where the flags are listed."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class Terminated(BaseException):
+    """SIGTERM (kill, timeout, a scheduler's preemption), raised where the process stands so that a run stops as
+    it does on Ctrl-C: its folder left as the run rules say, one line naming what is left."""
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    raise Terminated()
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
@@ -38,7 +61,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, title: str)
         elif typing.get_origin(kind) is list:
             group.add_argument(*names, nargs="+", type=typing.get_args(kind)[0], **common)
         else:
-            group.add_argument(*names, type=kind, choices=f.metadata.get("choices"), **common)
+            group.add_argument(*names, type=f.metadata.get("range") or kind, choices=f.metadata.get("choices"),
+                               **common)
 
 
 def option(parser: argparse.ArgumentParser, *names: str, help: str, **kwargs) -> None:
@@ -190,10 +214,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     require(args.model_dir, "--model_dir", folder=True)
     require(args.onnx, "--onnx")
-    for name in ("max_batch_requests", "max_batch_tokens", "max_client_batch_size", "max_concurrent_requests",
-                 "payload_limit", "num_replicas"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
     engine = EngineOptions(args.model_dir, args.backend, args.onnx, args.quantize, args.provider,
                            args.max_batch_requests, args.max_batch_tokens, args.max_input_length, args.threads,
                            args.bf16)
@@ -224,10 +244,10 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
 
-    parser = argparse.ArgumentParser(prog="python3 -m albert_pytorch",
+    parser = Parser(prog="python3 -m albert_pytorch",
                                      description="Fine-tune ALBERT on GLUE (or your data), pretrain it on raw text, "
                                                  "and ship it through ONNX.")
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="on an error, show the Python traceback too")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -261,9 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     option(ev, "--text_column", help="its text column (default: as train picks it)")
     option(ev, "--text_pair_column", help="its second text column, for pairs")
     option(ev, "--label_column", help="its label column (default: label)")
-    option(ev, "--max_seq_length", type=int, help="longer inputs are cut (default: 128)")
-    option(ev, "--eval_batch_size", type=int, help="batch size per device (default: 64)")
-    option(ev, "--max_eval_samples", type=int, help="score the first N examples only")
+    option(ev, "--max_seq_length", type=SEQUENCE_LENGTH, help="longer inputs are cut (default: 128)")
+    option(ev, "--eval_batch_size", type=POSITIVE_INT, help="batch size per device (default: 64)")
+    option(ev, "--max_eval_samples", type=POSITIVE_INT, help="score the first N examples only")
     option(ev, "--device", choices=("auto", "cpu", "cuda", "npu"), help="default: auto")
     option(ev, "--output_dir", help="also write eval_config.json, eval_results.json and all_results.json here")
     option(ev, "--overwrite_output_dir", action="store_true", default=None,
@@ -283,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     option(pre, "--pth_dir", required=True, help="fine-tuned model directory (config.json + tokenizer)")
     option(pre, "--data_dir", required=True, help="the task's folder of GLUE TSVs")
     option(pre, "--save_dir", required=True, help="where input_ids/, attention_mask/, token_type_ids/ go")
-    option(pre, "--max_seq_length", type=int, default=128, help="every sample is padded to this length")
+    option(pre, "--max_seq_length", type=SEQUENCE_LENGTH, default=128, help="every sample is padded to this length")
     option(pre, "--task_name", default="SST-2", help="GLUE task")
     option(pre, "--split", default="dev", help="which file of the task folder (dev, test, train, dev_matched ...)")
     option(pre, "--prefix_dir", help="accepted for ModelZoo compatibility and ignored")
@@ -292,12 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp = command("pth2onnx", help="export to ONNX, checked against PyTorch (Albert_pth2onnx.py)")
     option(exp, "--pth_dir", required=True, help="fine-tuned model directory")
     option(exp, "--onnx_dir", default="./outputs/", help="where albert_seq<L>_bs<B>.onnx is written")
-    option(exp, "--batch_size", type=int, default=16, help="the static batch size of the export")
-    option(exp, "--max_seq_length", type=int, default=128, help="the static sequence length of the export")
+    option(exp, "--batch_size", type=POSITIVE_INT, default=16, help="the static batch size of the export")
+    option(exp, "--max_seq_length", type=SEQUENCE_LENGTH, default=128, help="the static sequence length of the export")
     option(exp, "--dynamic", action="store_true", help="dynamic batch and sequence axes (albert_dynamic.onnx)")
     option(exp, "--data_dir", help="the task's folder: check the export on its dev sentences")
     option(exp, "--task_name", default="SST-2", help="GLUE task of --data_dir")
-    option(exp, "--opset", type=int, default=14, help="ONNX opset (14 keeps LayerNorm decomposed, for ATC)")
+    option(exp, "--opset", type=OPSET, default=14, help="ONNX opset (14 keeps LayerNorm decomposed, for ATC)")
     option(exp, "--layout", choices=("modelzoo", "optimum"), default="modelzoo",
            help="modelzoo: one .onnx file named by shape; optimum: --onnx_dir becomes a folder (model.onnx with "
                 "dynamic axes, config.json, tokenizer) that optimum's ORTModelForSequenceClassification loads")
@@ -321,12 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     option(inf, "--output_dirname", help="subfolder of --output for the outputs (default: a timestamp, as "
                                          "ais_bench)")
     option(inf, "--outfmt", choices=("NPY", "BIN", "TXT"), default="NPY", help="output file format")
-    option(inf, "--batchsize", type=int, default=1, help="samples per run (a static model's own batch)")
-    option(inf, "--device", type=int, default=0, help="device id for the cuda, tensorrt and cann providers")
+    option(inf, "--batchsize", type=POSITIVE_INT, default=1, help="samples per run (a static model's own batch)")
+    option(inf, "--device", type=COUNT, default=0, help="device id for the cuda, tensorrt and cann providers")
     option(inf, "--provider", choices=("cpu", "cuda", "tensorrt", "cann"), default="cpu",
            help="ONNX Runtime execution provider")
-    option(inf, "--loop", type=int, default=1, help="passes over the inputs (timings cover all)")
-    option(inf, "--warmup_count", type=int, default=1, help="untimed runs before timing")
+    option(inf, "--loop", type=POSITIVE_INT, default=1, help="passes over the inputs (timings cover all)")
+    option(inf, "--warmup_count", type=COUNT, default=1, help="untimed runs before timing")
     inf.set_defaults(func=cmd_infer)
 
     post = command("postprocess", help="metrics from runtime outputs (Albert_postprocess.py)")
@@ -346,8 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     option(pred, "--model_dir", required=True, help="fine-tuned model directory (labels, tokenizer)")
     option(pred, "--onnx", help="run this exported model instead of PyTorch")
     option(pred, "--input", help="a file with one sentence (or tab-separated pair) per line")
-    option(pred, "--batch_size", type=int, default=32, help="sentences per forward pass")
-    option(pred, "--max_seq_length", type=int, default=128, help="longer inputs are cut to this many tokens")
+    option(pred, "--batch_size", type=POSITIVE_INT, default=32, help="sentences per forward pass")
+    option(pred, "--max_seq_length", type=SEQUENCE_LENGTH, default=128,
+           help="longer inputs are cut to this many tokens")
     option(pred, "--provider", choices=("cpu", "cuda", "tensorrt", "cann"), default="cpu",
            help="ONNX Runtime provider for --onnx, with its fallback chain (tensorrt -> cuda -> cpu)")
     option(pred, "--bf16", action="store_true", help="PyTorch in bfloat16 (fast on CPUs with bf16 units)")
@@ -368,49 +389,51 @@ def build_parser() -> argparse.ArgumentParser:
     option(srv, "--provider", choices=("cpu", "cuda", "tensorrt", "cann"), default="cpu",
            help="ONNX Runtime provider, with its fallback chain down to the CPU")
     option(srv, "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 opens it to the network)")
-    option(srv, "--port", type=int, default=8080, help="port to listen on (0: any free one, printed when ready)")
+    option(srv, "--port", type=PORT, default=8080, help="port to listen on (0: any free one, printed when ready)")
     option(srv, "--served_model_name", help="the model's name on the v2 routes (default: the model folder's name)")
     option(srv, "--api_key", help="require 'Authorization: Bearer <key>' on every route but health and the page "
                                   "(default: $ALBERT_PYTORCH_API_KEY)")
-    option(srv, "--max_batch_requests", type=int, default=32, help="rows (inputs) in one model call")
-    option(srv, "--max_batch_tokens", type=int, default=16384,
+    option(srv, "--max_batch_requests", type=POSITIVE_INT, default=32, help="rows (inputs) in one model call")
+    option(srv, "--max_batch_tokens", type=POSITIVE_INT, default=16384,
            help="padded tokens (longest input x inputs) in one model call")
-    option(srv, "--max_client_batch_size", type=int, default=32, help="inputs one request may carry (413 above)")
-    option(srv, "--max_concurrent_requests", type=int, default=512,
+    option(srv, "--max_client_batch_size", type=POSITIVE_INT, default=32,
+           help="inputs one request may carry (413 above)")
+    option(srv, "--max_concurrent_requests", type=POSITIVE_INT, default=512,
            help="requests in flight; more are refused at once with 429 and Retry-After")
-    option(srv, "--payload_limit", type=int, default=2_000_000, help="bytes of a request body (413 above)")
-    option(srv, "--max_input_length", type=int, help="tokens of one input (default: the model's position limit); "
-                                                     "longer ones are refused unless the request says truncate")
-    option(srv, "--threads", type=int, help="the model's intra-op threads (default: the runtime's)")
-    option(srv, "--shutdown_timeout", type=float, default=30.0,
+    option(srv, "--payload_limit", type=POSITIVE_INT, default=2_000_000, help="bytes of a request body (413 above)")
+    option(srv, "--max_input_length", type=SEQUENCE_LENGTH,
+           help="tokens of one input (default: the model's position limit); longer ones are refused unless the "
+                "request says truncate")
+    option(srv, "--threads", type=POSITIVE_INT, help="the model's intra-op threads (default: the runtime's)")
+    option(srv, "--shutdown_timeout", type=POSITIVE, default=30.0,
            help="seconds SIGTERM waits for accepted requests before exiting")
     srv.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                      help="deploy on Ray Serve: a local Ray instance, or the cluster at ADDRESS (ray start --head "
                           "prints it)")
-    option(srv, "--num_replicas", type=int, default=1, help="with --ray: replicas, each with its own batcher")
-    option(srv, "--min_replicas", type=int, help="with --ray: autoscale from this many replicas")
-    option(srv, "--max_replicas", type=int, help="with --ray: autoscale up to this many replicas")
+    option(srv, "--num_replicas", type=POSITIVE_INT, default=1, help="with --ray: replicas, each with its own batcher")
+    option(srv, "--min_replicas", type=COUNT, help="with --ray: autoscale from this many replicas")
+    option(srv, "--max_replicas", type=POSITIVE_INT, help="with --ray: autoscale up to this many replicas")
     srv.set_defaults(func=cmd_serve)
 
     tok = command("tokenizer", help="train a SentencePiece tokenizer with ALBERT's conventions on raw text")
     tok.add_argument("--input", nargs="+", required=True,
                      help="text files, or folders of .txt files; blank lines are skipped")
-    option(tok, "--vocab_size", type=int, default=30000, help="pieces, special ones included (fewer if the text "
+    option(tok, "--vocab_size", type=VOCAB_SIZE, default=30000, help="pieces, special ones included (fewer if the text "
                                                                 "is too small for that many)")
     option(tok, "--output_dir", required=True, help="where spiece.model and the tokenizer files go (a new or empty "
                                                      "folder)")
     option(tok, "--overwrite_output_dir", action="store_true",
            help="replace the tokenizer files of a used --output_dir (its other files stay)")
-    option(tok, "--max_sentences", type=int, default=0, help="train on this many lines sampled from the input "
+    option(tok, "--max_sentences", type=COUNT, default=0, help="train on this many lines sampled from the input "
                                                              "(0: all)")
-    option(tok, "--seed", type=int, default=42, help="seed for that sampling")
+    option(tok, "--seed", type=COUNT, default=42, help="seed for that sampling")
     tok.set_defaults(func=cmd_tokenizer)
 
     down = command("download", help="fetch GLUE task archives (checksummed, safely unpacked)")
     option(down, "--tasks", default="SST-2,STS-B", help="comma-separated GLUE task names")
     option(down, "--data_dir", default="dataset", help="each task lands in <data_dir>/<task>/")
     option(down, "--base_url", help="a mirror holding the same archives (default: GLUE's own)")
-    option(down, "--retries", type=int, default=3, help="attempts per archive")
+    option(down, "--retries", type=POSITIVE_INT, default=3, help="attempts per archive")
     down.set_defaults(func=cmd_download)
     return parser
 
@@ -423,30 +446,28 @@ def main(argv: list[str] | None = None) -> None:
     if int(os.environ.get("RANK", 0)) != 0:
         logging.getLogger().setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
+    _stop_on_signals()
     try:
         code = args.func(args)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as stop:
         if args.debug:
             raise
-        logging.getLogger("albert_pytorch").error("interrupted. %s", _where_to_resume(args))
-        code = 130  # the shell's code for a process ended by Ctrl-C
+        terminated = isinstance(stop, Terminated)
+        logging.getLogger("albert_pytorch").error("%s. %s", "terminated (SIGTERM)" if terminated else "interrupted",
+                                                  " ".join(getattr(stop, "__notes__", ["Nothing was written."])))
+        code = 143 if terminated else 130  # the shell's codes for a process ended by SIGTERM and by Ctrl-C
     except (ValueError, OSError, RuntimeError) as err:
         if args.debug:
             raise
-
-        logging.getLogger("albert_pytorch").error("%s", err)
+        logging.getLogger("albert_pytorch").error("%s", " ".join([str(err), *getattr(err, "__notes__", [])]))
         code = 2 if isinstance(err, UsageError) else 1
     sys.exit(code)
 
 
-def _where_to_resume(args: argparse.Namespace) -> str:
-    """What an interrupted command leaves: the last checkpoint of a training run."""
-    if args.command not in ("train", "pretrain"):
-        return "Nothing was written."
-    from .checkpoint import list_checkpoints
-
-    output_dir = Path(getattr(args, "output_dir", None) or "")
-    saved = list_checkpoints(output_dir) if output_dir.is_dir() else []
-    if not saved:
-        return "No checkpoint was saved, so the output folder was left as it was."
-    return f"The last checkpoint is {saved[-1]}: continue with --resume_from_checkpoint latest."
+def _stop_on_signals() -> None:
+    """SIGTERM stops a command as Ctrl-C does; and Ctrl-C works in a background job (`cmd &` in a script), whose
+    shell starts it with SIGINT ignored."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)

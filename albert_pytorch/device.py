@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 
@@ -32,17 +34,18 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "npu" if npu_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+            raise UsageError("--device cuda was asked for, but torch sees no CUDA device (--device cpu, or auto)")
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     if name == "npu":
         if not npu_available():
-            raise RuntimeError("--device npu was asked for, but torch_npu is not installed or sees no NPU")
+            raise UsageError("--device npu was asked for, but torch_npu is not installed or sees no NPU "
+                             "(--device cpu, or auto)")
         torch.npu.set_device(local_rank)
         return torch.device("npu", local_rank)
     if name == "cpu":
         return torch.device("cpu")
-    raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or npu")
+    raise UsageError(f"--device {name!r}: use auto, cpu, cuda or npu")
 
 
 @dataclass
@@ -50,6 +53,12 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> DistContext:
+        """This process's place in the job, as torchrun's RANK, WORLD_SIZE and LOCAL_RANK say (one process: 0/1/0)."""
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                   int(os.environ.get("LOCAL_RANK", 0)))
 
     @property
     def is_main(self) -> bool:
@@ -66,8 +75,7 @@ def init_distributed(device_name: str, timeout_s: float = 600.0) -> tuple[DistCo
     The timeout bounds every collective: if a rank dies, the others fail with an error after
     `timeout_s` instead of hanging forever.
     """
-    ctx = DistContext(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                      int(os.environ.get("LOCAL_RANK", 0)))
+    ctx = DistContext.from_env()
     device = resolve_device(device_name, ctx.local_rank)
     if ctx.enabled and not dist.is_initialized():
         backend = {"cuda": "nccl", "npu": "hccl"}.get(device.type, "gloo")

@@ -10,11 +10,13 @@ be readable by another user or a serving container, as an ordinary write would l
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -35,6 +37,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
+    except OSError as err:
+        err.filename = str(path)  # the file the user knows, not the temporary one (or none)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_directory(path.parent)
@@ -108,6 +113,39 @@ def umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def write_failure(err: OSError, directory: str | os.PathLike) -> str:
+    """A failed write said plainly: a full disk or quota as such, with what is left free."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = f"{shutil.disk_usage(directory).free / 2**20:.1f} MiB free"
+        except OSError:
+            free = "free space unknown"
+        return f"No space left on device ({free} on the disk holding {directory})"
+    return f"{err.strerror or err} ({getattr(err, 'filename', None) or directory})"
+
+
+@contextlib.contextmanager
+def published_files(directory: str | os.PathLike, last: str = "config.json") -> Iterator[Path]:
+    """A private folder inside `directory` to write a set of files into; when the block ends, each is fsynced
+    and renamed into `directory` (`last` renamed last, so its presence means the rest is there). If the block
+    fails (a full disk), nothing of the set replaces what `directory` held."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=directory))
+    try:
+        yield tmp
+        made = sorted(tmp.iterdir(), key=lambda p: p.name == last)
+        for path in made:
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.chmod(path, 0o666 & ~umask())
+        for path in made:
+            os.replace(path, directory / path.name)
+        _fsync_directory(directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def publish_directory(directory: Path) -> None:

@@ -221,6 +221,7 @@ class AlbertPreTrainedModel(nn.Module):
     def __init__(self, config: AlbertConfig):
         super().__init__()
         self.config = config
+        self.newly_initialized: list[str] = []  # keys `from_pretrained` started fresh (a head the weights lack)
 
     @contextlib.contextmanager
     def implementation(self, name: str) -> Iterator[AlbertPreTrainedModel]:
@@ -256,12 +257,14 @@ class AlbertPreTrainedModel(nn.Module):
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write config.json and model.safetensors with Hugging Face's names, each atomically."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if k not in self.tied_keys}
-        atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+        # serialized in memory and written by Python, so a full disk is a plain OSError
+        data = save(state, metadata={"format": "pt"})
+        atomic_write(directory / WEIGHTS_NAME, lambda tmp: tmp.write_bytes(data))
         self.config.extra["architectures"] = [self.architecture]
         self.config.save_pretrained(directory)
 
@@ -322,6 +325,7 @@ class AlbertPreTrainedModel(nn.Module):
             raise WeightsError(f"{source}: the weights do not fit this ALBERT config; " + "; ".join(problems))
         for key in reinit_heads + fresh:
             state.pop(key, None)
+        self.newly_initialized = sorted(set(reinit_heads + fresh))
         if reinit_heads or fresh:
             logger.warning("%s: newly initialized (train them before use): %s", source,
                            ", ".join(sorted(set(reinit_heads + fresh))))

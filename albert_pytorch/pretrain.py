@@ -45,17 +45,17 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     """Pretrain as `cfg` says; returns the summary (on every process). Every input is read and checked
     before the output folder is touched, as `train.run` does."""
     cfg.validate()
-    folder = OutputFolder.check(cfg.output_dir, TRAINING, cfg.overwrite_output_dir,
-                                resume=bool(cfg.resume_from_checkpoint),
-                                sources=(cfg.model_name_or_path, cfg.tokenizer_name))
-    ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
-    try:
-        built = build_pretraining(cfg, ctx, device)
-        with folder.opened(ctx.is_main):
-            barrier(ctx)
-            return _pretrain(cfg, ctx, device, built)
-    finally:
-        shutdown_distributed()
+    with OutputFolder.claimed(cfg.output_dir, TRAINING, cfg.overwrite_output_dir, cfg.resume_from_checkpoint,
+                              sources=(cfg.model_name_or_path, cfg.tokenizer_name),
+                              holder=DistContext.from_env().is_main) as folder:
+        ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
+        try:
+            built = build_pretraining(cfg, ctx, device)
+            with folder.opened(ctx.is_main):
+                barrier(ctx)
+                return _pretrain(cfg, ctx, device, built)
+        finally:
+            shutdown_distributed()
 
 
 @dataclass
@@ -143,7 +143,7 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext, device: torch.device, built
         results.update({f"eval_{k}": v for k, v in final.items()})
         summary.update({k: final[k] for k in ("mlm_accuracy", "sop_accuracy")})
     if ctx.is_main:
-        write_model_files(model, output_dir)
+        ckpt.save_model_files(output_dir, lambda directory: write_model_files(model, directory))
         atomic_write_json(output_dir / "all_results.json", results)
         write_trainer_state(cfg, summary, run_log)
         run_log.plot("eval_mlm_accuracy", "eval_sop_accuracy", evaluated_on="held-out")

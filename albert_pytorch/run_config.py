@@ -19,6 +19,19 @@ from .data.glue import get_task
 from .device import Precision
 from .errors import UsageError
 from .metrics import resolve_metric
+from .ranges import (
+    COUNT,
+    FRACTION,
+    NON_NEGATIVE,
+    OPEN_PROBABILITY,
+    POSITIVE,
+    POSITIVE_INT,
+    PRETRAINING_SEQUENCE_LENGTH,
+    PROBABILITY,
+    SEQUENCE_LENGTH,
+    STEPS_OR_UNSET,
+    Range,
+)
 
 
 def run_model_config(config: AlbertConfig, overrides: str, max_seq_length: int) -> AlbertConfig:
@@ -34,14 +47,16 @@ def run_model_config(config: AlbertConfig, overrides: str, max_seq_length: int) 
 
 
 def setting(default: Any, help: str, choices: tuple[str, ...] | None = None, aliases: tuple[str, ...] = (),
-            shown_default: str | None = None, defines_run: bool = False) -> Any:
-    """A run-config field with its command-line help; `choices` are checked here and by the parser.
+            shown_default: str | None = None, defines_run: bool = False, range: Range | None = None) -> Any:
+    """A run-config field with its command-line help; `choices` and a numeric field's `range` are checked here
+    and by the parser.
 
     `defines_run`: the setting shapes what is trained (data, schedule, precision ...), so a run resumed from a
     checkpoint must have the value the checkpoint was trained with (`run_settings`).
     """
     return field(default=default, metadata={"help": help, "choices": choices, "aliases": aliases,
-                                            "shown_default": shown_default, "defines_run": defines_run})
+                                            "shown_default": shown_default, "defines_run": defines_run,
+                                            "range": range})
 
 
 def run_settings(config: Any) -> dict[str, Any]:
@@ -58,25 +73,32 @@ class LoopConfig:
     overwrite_output_dir: bool = setting(False, "replace the files of an earlier run in --output_dir (one that "
                                                 "holds a train_config.json) once every input is checked; your own "
                                                 "files there stay, and other non-empty folders are refused")
-    num_train_epochs: float = setting(3.0, "epochs to train (fractions allowed)", defines_run=True)
-    max_steps: int = setting(-1, "optimizer steps to train; > 0 overrides --num_train_epochs", defines_run=True)
+    num_train_epochs: float = setting(3.0, "epochs to train (fractions allowed)", defines_run=True, range=NON_NEGATIVE)
+    max_steps: int = setting(-1, "optimizer steps to train; > 0 overrides --num_train_epochs", defines_run=True,
+                             range=STEPS_OR_UNSET)
     batch_size: int = setting(32, "training batch size per device",
-                              aliases=("--batch-size", "--per_device_train_batch_size"), defines_run=True)
-    eval_batch_size: int = setting(64, "evaluation batch size per device", aliases=("--per_device_eval_batch_size",))
-    learning_rate: float = setting(2e-5, "peak learning rate", defines_run=True)
+                              aliases=("--batch-size", "--per_device_train_batch_size"), defines_run=True,
+                              range=POSITIVE_INT)
+    eval_batch_size: int = setting(64, "evaluation batch size per device", aliases=("--per_device_eval_batch_size",),
+                                   range=POSITIVE_INT)
+    learning_rate: float = setting(2e-5, "peak learning rate", defines_run=True, range=POSITIVE)
     weight_decay: float = setting(0.01, "decoupled weight decay on weight matrices (not biases or LayerNorm)",
-                                  defines_run=True)
+                                  defines_run=True, range=NON_NEGATIVE)
     warmup_proportion: float = setting(0.1, "fraction of the steps spent warming the learning rate up; then "
-                                            "it decays linearly to 0", aliases=("--warmup_ratio",), defines_run=True)
-    gradient_accumulation_steps: int = setting(1, "micro-batches per optimizer step", defines_run=True)
-    max_grad_norm: float = setting(1.0, "clip the gradient norm to this (<= 0: no clipping)", defines_run=True)
-    seed: int = setting(42, "seed for initialization, shuffling and dropout", defines_run=True)
-    logging_steps: int = setting(50, "write a train_log.jsonl line every N steps")
-    save_steps: int = setting(0, "write checkpoint-<step>/ every N steps (0: only at the end)")
-    save_total_limit: int = setting(2, "checkpoints kept; older ones are deleted (never the best one)")
+                                            "it decays linearly to 0", aliases=("--warmup_ratio",), defines_run=True,
+                                            range=FRACTION)
+    gradient_accumulation_steps: int = setting(1, "micro-batches per optimizer step", defines_run=True,
+                                               range=POSITIVE_INT)
+    max_grad_norm: float = setting(1.0, "clip the gradient norm to this (0: no clipping)", defines_run=True,
+                                   range=NON_NEGATIVE)
+    seed: int = setting(42, "seed for initialization, shuffling and dropout", defines_run=True, range=COUNT)
+    logging_steps: int = setting(50, "write a train_log.jsonl line every N steps", range=POSITIVE_INT)
+    save_steps: int = setting(0, "write checkpoint-<step>/ every N steps (0: only at the end)", range=COUNT)
+    save_total_limit: int = setting(2, "checkpoints kept; older ones are deleted (never the best one)",
+                                    range=POSITIVE_INT)
     save_strategy: str = setting("steps", "when to checkpoint: every --save_steps, at each epoch's end, or "
                                           "never", choices=("steps", "epoch", "no"))
-    eval_steps: int = setting(0, "evaluate every N steps (0: only at the end)")
+    eval_steps: int = setting(0, "evaluate every N steps (0: only at the end)", range=COUNT)
     eval_strategy: str = setting("steps", "when to evaluate during training: every --eval_steps, at each "
                                           "epoch's end, or never", choices=("steps", "epoch", "no"))
     load_best_model_at_end: bool = setting(False, "end with the best evaluated checkpoint's weights instead of "
@@ -84,7 +106,7 @@ class LoopConfig:
     metric_for_best_model: str | None = setting(None, "what ranks evaluations: a metric (acc, mcc, corr, f1, "
                                                       "pearson, ... or transformers' names) or loss",
                                                 shown_default="the task's main metric", defines_run=True)
-    early_stopping_patience: int = setting(0, "stop after N evaluations without improvement (0: never)")
+    early_stopping_patience: int = setting(0, "stop after N evaluations without improvement (0: never)", range=COUNT)
     optimizer: str = setting("adamw", "adamw, or lamb (ALBERT's optimizer; apex's fused LAMB on CUDA/NPU "
                                       "when installed)", choices=("adamw", "lamb"), defines_run=True)
     fp16: bool = setting(False, "mixed precision in float16 with dynamic loss scaling", defines_run=True)
@@ -95,9 +117,9 @@ class LoopConfig:
                                   "error", choices=("auto", "cpu", "cuda", "npu"))
     resume_from_checkpoint: str | None = setting(None, "'latest' (newest good checkpoint in --output_dir) or a "
                                                        "checkpoint directory")
-    num_workers: int = setting(0, "DataLoader worker processes for training batches")
+    num_workers: int = setting(0, "DataLoader worker processes for training batches", range=COUNT)
     torch_compile: bool = setting(False, "run the training step through torch.compile")
-    dist_timeout: float = setting(600.0, "seconds a process waits for a dead peer before failing")
+    dist_timeout: float = setting(600.0, "seconds a process waits for a dead peer before failing", range=POSITIVE)
     progress: bool = setting(True, "progress bars", shown_default="on when stderr is a terminal and CI is unset")
     report_to: str = setting("tensorboard", "also log to TensorBoard (one folder per run under "
                                             "<output_dir>/tensorboard), or not", choices=("tensorboard", "none"))
@@ -117,14 +139,10 @@ class LoopConfig:
             choices, value = f.metadata.get("choices"), getattr(self, f.name)
             if choices and value not in choices:
                 raise UsageError(f"--{f.name} {value!r}: choose from {', '.join(choices)}")
-        for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps",
-                     "save_total_limit"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
+            if f.metadata.get("range") is not None:
+                f.metadata["range"].check(f"--{f.name}", value)
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise UsageError("--num_train_epochs must be positive (or give --max_steps)")
-        if not 0 <= self.warmup_proportion < 1:
-            raise UsageError(f"--warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
         if self.fp16 and self.bf16:
             raise UsageError("choose one of --fp16 and --bf16")
         for name in ("load_best_model_at_end", "early_stopping_patience"):
@@ -182,15 +200,18 @@ class TrainConfig(LoopConfig):
     do_predict: bool = setting(False, "write test-set predictions in GLUE submission format (independent of "
                                       "--do_train and --do_eval)")
     max_seq_length: int = setting(128, "longest input in tokens; longer ones are cut (pairs longest-first)",
-                                  defines_run=True)
-    max_train_samples: int | None = setting(None, "train on the first N examples only", defines_run=True)
-    max_eval_samples: int | None = setting(None, "evaluate on the first N examples only", defines_run=True)
+                                  defines_run=True, range=SEQUENCE_LENGTH)
+    max_train_samples: int | None = setting(None, "train on the first N examples only", defines_run=True,
+                                            range=POSITIVE_INT)
+    max_eval_samples: int | None = setting(None, "evaluate on the first N examples only", defines_run=True,
+                                           range=POSITIVE_INT)
     from_scratch: bool = setting(False, "random init from the model directory's config.json instead of loading "
                                         "weights")
     config_overrides: str = setting("", "comma-separated config changes, e.g. hidden_size=256,num_hidden_layers=4")
     group_by_length: bool = setting(True, "batch sentences of similar length together, which cuts padding",
                                     defines_run=True)
-    pad_to_multiple_of: int = setting(0, "pad each batch's length to a multiple of N (0: 8 on GPU/NPU, 1 on CPU)")
+    pad_to_multiple_of: int = setting(0, "pad each batch's length to a multiple of N (0: 8 on GPU/NPU, 1 on CPU)",
+                                      range=COUNT)
     skip_bad_rows: bool = setting(False, "skip malformed TSV rows (counted and reported) instead of stopping at "
                                          "the first")
     cache_dir: str | None = setting(None, "feature cache folder", shown_default="$ALBERT_PYTORCH_CACHE or "
@@ -198,11 +219,6 @@ class TrainConfig(LoopConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.max_seq_length < 2:
-            raise UsageError(f"--max_seq_length must be at least 2, got {self.max_seq_length}")
-        for name in ("max_train_samples", "max_eval_samples"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if not (self.do_train or self.do_eval or self.do_predict):
             raise UsageError("nothing to do: --no-do_train, --no-do_eval and no --do_predict")
         if self.from_scratch and not self.do_train:
@@ -301,22 +317,28 @@ class PretrainConfig(LoopConfig):
                                         "otherwise documents end at blank lines and WikiText title lines",
                                  defines_run=True)
     max_seq_length: int = setting(128, "tokens per pretraining sequence, [CLS] and both [SEP] included",
-                                  defines_run=True)
-    short_seq_prob: float = setting(0.1, "probability of a shorter target length for a sequence", defines_run=True)
-    mlm_probability: float = setting(0.15, "share of the (non-special) tokens predicted", defines_run=True)
-    max_ngram: int = setting(3, "longest masked n-gram, in whole words (p(n) proportional to 1/n)", defines_run=True)
-    max_predictions_per_seq: int = setting(20, "cap on the predicted tokens of one sequence", defines_run=True)
-    max_eval_samples: int | None = setting(None, "evaluate on the first N held-out pairs only", defines_run=True)
+                                  defines_run=True, range=PRETRAINING_SEQUENCE_LENGTH)
+    short_seq_prob: float = setting(0.1, "probability of a shorter target length for a sequence", defines_run=True,
+                                    range=PROBABILITY)
+    mlm_probability: float = setting(0.15, "share of the (non-special) tokens predicted", defines_run=True,
+                                     range=OPEN_PROBABILITY)
+    max_ngram: int = setting(3, "longest masked n-gram, in whole words (p(n) proportional to 1/n)", defines_run=True,
+                             range=POSITIVE_INT)
+    max_predictions_per_seq: int = setting(20, "cap on the predicted tokens of one sequence", defines_run=True,
+                                           range=POSITIVE_INT)
+    max_eval_samples: int | None = setting(None, "evaluate on the first N held-out pairs only", defines_run=True,
+                                           range=POSITIVE_INT)
     group_by_length: bool = setting(True, "batch sequences of similar length together, which cuts padding",
                                     defines_run=True)
-    pad_to_multiple_of: int = setting(0, "pad each batch's length to a multiple of N (0: 8 on GPU/NPU, 1 on CPU)")
+    pad_to_multiple_of: int = setting(0, "pad each batch's length to a multiple of N (0: 8 on GPU/NPU, 1 on CPU)",
+                                      range=COUNT)
     cache_dir: str | None = setting(None, "token shard cache folder", shown_default="$ALBERT_PYTORCH_CACHE's "
                                                                                     "pretraining/")
     output_dir: str = setting("outputs/pretrain", "where the model, checkpoints and logs go")
     optimizer: str = setting("lamb", "lamb (ALBERT's optimizer; apex's fused LAMB on CUDA/NPU when installed) or "
                                      "adamw", choices=("adamw", "lamb"), defines_run=True)
     learning_rate: float = setting(8e-3, "peak learning rate (for LAMB at batch 64; 2e-3 lowered the MLM loss "
-                                         "4x less in 250 steps, see docs/results.md)", defines_run=True)
+                                         "4x less in 250 steps, see docs/results.md)", defines_run=True, range=POSITIVE)
     batch_size: int = field(default=64, metadata=LoopConfig.__dataclass_fields__["batch_size"].metadata)
     metric_for_best_model: str | None = setting(None, "what ranks evaluations: " + ", ".join(PRETRAINING_METRICS),
                                                 shown_default="loss", defines_run=True)
@@ -330,12 +352,6 @@ class PretrainConfig(LoopConfig):
         if self.model_name_or_path is None and self.tokenizer_name is None:
             raise UsageError("--from_scratch without --model_name_or_path needs --tokenizer_name (a directory the "
                              "tokenizer command wrote)")
-        if self.max_seq_length < 5:
-            raise UsageError(f"--max_seq_length must be at least 5 ([CLS] A [SEP] B [SEP]), got {self.max_seq_length}")
-        if not 0 < self.mlm_probability < 1 or not 0 <= self.short_seq_prob <= 1:
-            raise UsageError("--mlm_probability must be in (0, 1) and --short_seq_prob in [0, 1]")
-        if self.max_ngram < 1 or self.max_predictions_per_seq < 1:
-            raise UsageError("--max_ngram and --max_predictions_per_seq must be at least 1")
         if self.metric_for_best_model not in (None, *PRETRAINING_METRICS):
             raise UsageError(f"--metric_for_best_model {self.metric_for_best_model!r}: choose from "
                              f"{', '.join(PRETRAINING_METRICS)}")

@@ -1,23 +1,32 @@
-"""A run's output folder: checked before any work, filled only once every input has been checked.
+"""A run's output folder: held by one run at a time, checked before any work, filled only once every input
+has been checked, and never left without the last finished run.
 
-Every command that fills a folder (`train`, `pretrain`, `evaluate`, `tokenizer`) goes through one
-`OutputFolder`, in three moves:
+Every command that fills a folder (`train`, `pretrain`, `evaluate --output_dir`, `tokenizer`) goes through
+one `OutputFolder`:
 
-1. `OutputFolder.check(...)`, before anything is read or built: a used folder is refused unless the
-   run resumes from it, or --overwrite_output_dir names an earlier run of the same kind in it;
-2. the command reads and checks every input (data, labels, tokenizer, config, the checkpoint it
-   resumes from), writing nothing;
-3. `with folder.opened(is_main):` only then the earlier run's files move aside into `.previous-run/`
-   (just the files such a run writes: a user's own files stay where they are) and the new run writes.
-   When the block ends, the earlier run is deleted if the new one finished or saved something it can
-   resume from; if it failed before that (an error, Ctrl-C), what it wrote is removed and the earlier
-   run moved back, so the folder is as the user left it and a corrected rerun is not refused.
+1. `with OutputFolder.claimed(...) as folder:` before anything is read or built, the folder is locked for
+   this run (a second run into it is refused, naming the holder's pid) and checked: a used folder is refused
+   unless the run resumes a checkpoint in it, or --overwrite_output_dir names an earlier run of the same kind
+   in it;
+2. the command reads and checks every input (data, labels, tokenizer, config, the checkpoint it resumes
+   from), writing nothing;
+3. `with folder.opened(is_main):` only then the earlier run's files move aside into `.previous-run/` (just
+   the files such a run writes: a user's own files stay where they are) and the new run writes. The earlier
+   run is deleted only when the new one finishes. If the new run fails (an error, Ctrl-C, SIGTERM) having
+   saved a checkpoint, both stay: its checkpoints to resume, the earlier run in `.previous-run/`; if it fails
+   before that, what it wrote is removed and the earlier run moved back, so the folder is as the user left it.
+
+A `.previous-run/` found at step 3 was left by a run killed before it finished: the files beside it are that
+unfinished run's, which --overwrite_output_dir replaces, while the finished run in `.previous-run/` stays.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
+import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,8 +37,10 @@ from .errors import UsageError
 logger = logging.getLogger("albert_pytorch")
 
 PREVIOUS_RUN = ".previous-run"
-_MODEL_FILES = ("config.json", "model.safetensors", "model-*.safetensors", "model.safetensors.index.json",
-                "pytorch_model.bin")
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+LOCK_NAME = ".albert_pytorch.lock"
+MODEL_FILES = ("config.json", "model.safetensors", "model-*.safetensors", "model.safetensors.index.json",
+               "pytorch_model.bin")
 TOKENIZER_OUTPUTS = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                      "added_tokens.json")
 _GLUE_SUBMISSIONS = ("CoLA.tsv", "SST-2.tsv", "MRPC.tsv", "STS-B.tsv", "QQP.tsv", "MNLI-m.tsv", "MNLI-mm.tsv",
@@ -42,51 +53,83 @@ class RunKind:
 
     name: str
     marker: str | None  # the file that shows a folder holds such a run; None: any of `outputs`
+    finished: str  # the file such a run writes last: a folder without it holds an unfinished run
     outputs: tuple[str, ...]  # glob patterns of every file and folder it writes
-    resumable: tuple[str, ...] = ()  # patterns of what a failed run leaves to resume from
 
 
-TRAINING = RunKind("training run", "train_config.json", (
+TRAINING = RunKind("training run", "train_config.json", "trainer_state.json", (
     "train_config.json", "train_log.jsonl", "trainer_state.json", "eval_results.json", "all_results.json",
-    "training_curves.png", "tensorboard", "checkpoint-*", ".checkpoint-*", "sample_model", *_MODEL_FILES,
-    *TOKENIZER_OUTPUTS, *_GLUE_SUBMISSIONS), resumable=("checkpoint-*",))
-EVALUATION = RunKind("evaluation", "eval_config.json",
+    "training_curves.png", "tensorboard", "checkpoint-*", ".checkpoint-*", ".model-*", "sample_model",
+    *MODEL_FILES, *TOKENIZER_OUTPUTS, *_GLUE_SUBMISSIONS))
+EVALUATION = RunKind("evaluation", "eval_config.json", "all_results.json",
                      ("eval_config.json", "eval_results.json", "all_results.json", *_GLUE_SUBMISSIONS))
-TOKENIZER = RunKind("tokenizer", None, TOKENIZER_OUTPUTS)
+TOKENIZER = RunKind("tokenizer", None, "spiece.model", TOKENIZER_OUTPUTS)
 
 
 @dataclass
 class OutputFolder:
-    """An output folder a run has been cleared to use; see the module's docstring."""
+    """An output folder a run holds and has been cleared to use; see the module's docstring."""
 
     path: Path
     kind: RunKind
     earlier_run: list[str] = field(default_factory=list)  # names to move aside when the folder opens
 
     @classmethod
-    def check(cls, path: str | Path, kind: RunKind, overwrite: bool = False, resume: bool = False,
-              sources: tuple[str | Path | None, ...] = ()) -> OutputFolder:
-        """Refuse (UsageError) a folder this run must not write into; reads, never writes.
-
-        `sources` are folders the run reads from (the model it loads): clearing one of them is refused.
-        """
+    @contextlib.contextmanager
+    def claimed(cls, path: str | os.PathLike, kind: RunKind, overwrite: bool = False, resume: str | None = None,
+                sources: tuple[str | os.PathLike | None, ...] = (), holder: bool = True) -> Iterator[OutputFolder]:
+        """The folder, locked for this run (`holder`: the process that writes; others only check) and checked;
+        unlocked when the block ends, and removed again if it was made for the lock and holds nothing."""
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise UsageError(f"--output_dir {path} is a file; give a folder (new or empty)")
-        entries = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+        if not holder:
+            yield cls.check(path, kind, overwrite, resume, sources)
+            return
+        created = not path.exists()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"--output_dir {path}: cannot create it ({err.strerror})") from None
+        try:
+            with FolderLock(path):
+                yield cls.check(path, kind, overwrite, resume, sources)
+        finally:
+            if created and path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+
+    @classmethod
+    def check(cls, path: Path, kind: RunKind, overwrite: bool = False, resume: str | None = None,
+              sources: tuple[str | os.PathLike | None, ...] = ()) -> OutputFolder:
+        """Refuse (UsageError) a folder this run must not write into; reads, never writes.
+
+        A run resumes into a folder only when it holds a training run with a checkpoint to resume; resuming
+        where there is none is a fresh run under a fresh run's rules. `sources` are folders the run reads
+        from (the model it loads): clearing one of them is refused.
+        """
+        entries = sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME) if path.is_dir() else []
         if kind is EVALUATION and (path / TRAINING.marker).is_file():
             raise UsageError(f"--output_dir {path} holds a training run; an evaluation writes its results into a "
                              "folder of its own, so that run's results and settings stay as they are. Choose "
                              "another --output_dir.")
-        if not entries or (resume and kind is not TOKENIZER):
+        if kind is TOKENIZER and any(_matches(name, MODEL_FILES) for name in entries):
+            raise UsageError(f"--output_dir {path} holds a model (config.json or weights): a new tokenizer there "
+                             "would no longer match its embeddings. Write the tokenizer into a folder of its own.")
+        if not entries or (resume and kind is TRAINING and _checkpoints(path)):
             return cls(path, kind)
+        state = describe(path, kind)
         if not overwrite:
-            hint = (", or --resume_from_checkpoint latest to continue that run" if kind is TRAINING else "")
-            raise UsageError(f"--output_dir {path} is not empty: it may hold another run, whose files this "
-                             f"{kind.name} would mix with its own. Choose a new folder, add --overwrite_output_dir "
-                             f"to replace the earlier {kind.name}'s files{hint}.")
+            if resume:
+                raise UsageError(f"--resume_from_checkpoint {resume}: --output_dir {path} holds no checkpoint to "
+                                 f"resume (it holds {state}). Choose a new folder, or add --overwrite_output_dir to "
+                                 "start this run afresh in its place.")
+            hint = (", or --resume_from_checkpoint latest to continue it" if kind is TRAINING and _checkpoints(path)
+                    else "")
+            raise UsageError(f"--output_dir {path} is not empty: it holds {state}, whose files this {kind.name} "
+                             f"would mix with its own. Choose a new folder, add --overwrite_output_dir to replace "
+                             f"the earlier {kind.name}'s files{hint}.")
         earlier = [name for name in entries if _is_output(name, kind)]
-        if kind.marker is not None and kind.marker not in entries:
+        if kind.marker is not None and kind.marker not in entries and PREVIOUS_RUN not in entries:
             raise UsageError(f"--output_dir {path} is not empty and holds no earlier {kind.name} (no {kind.marker}); "
                              "--overwrite_output_dir replaces only such a run's files. Choose a new or empty folder.")
         resolved = path.resolve()
@@ -98,50 +141,140 @@ class OutputFolder:
 
     @contextlib.contextmanager
     def opened(self, is_main: bool = True) -> Iterator[Path]:
-        """The folder, ready to write (on the main process: created, the earlier run moved aside); on leaving,
-        the earlier run is deleted or, if this run failed before saving anything, restored."""
+        """The folder, ready to write (on the main process: the earlier run moved aside); on leaving, the earlier
+        run is deleted if this run finished, kept if it failed having saved a checkpoint, else restored."""
         if not is_main:
             yield self.path
             return
-        created = not self.path.exists()
         aside = self.path / PREVIOUS_RUN
         if self.earlier_run:
-            logger.info("--overwrite_output_dir: the earlier %s's files in %s move aside to %s and are deleted once "
-                        "this run saves", self.kind.name, self.path, aside)
-            if aside.exists():  # left by a run killed while it had the earlier one aside: that one was replaced
-                shutil.rmtree(aside)
-            aside.mkdir()
-            for name in self.earlier_run:
-                if name != PREVIOUS_RUN:
-                    (self.path / name).rename(aside / name)
+            self._move_earlier_run_aside(aside)
         self.path.mkdir(parents=True, exist_ok=True)
         before = {p.name for p in self.path.iterdir()}
         try:
             yield self.path
-        except BaseException:
-            if not self._left_something_to_resume(before):
-                self._restore(before, aside, created)
-            elif aside.exists():
-                shutil.rmtree(aside)
+        except BaseException as err:
+            left = self._left_to_resume(before)
+            if left:
+                outcome = f"This run's last checkpoint is {left[-1]}: continue with --resume_from_checkpoint latest."
+            else:
+                outcome = self._restore(before, aside)
+                earlier = list_checkpoints(self.path) if (self.path / TRAINING.marker).is_file() else []
+                if earlier and not (self.path / self.kind.finished).is_file():
+                    outcome += f" The last checkpoint is {earlier[-1]}: continue with --resume_from_checkpoint latest."
+            if aside.exists():
+                outcome += f" The earlier finished run stays in {aside} until a run there finishes."
+            # said on the command's one error line, whatever stopped the run (an error, Ctrl-C, SIGTERM)
+            err.__notes__ = [*getattr(err, "__notes__", []), outcome]
             raise
         if aside.exists():
             shutil.rmtree(aside)
 
-    def _left_something_to_resume(self, before: set[str]) -> bool:
-        return any(_matches(p.name, self.kind.resumable) for p in self.path.iterdir() if p.name not in before)
+    def _move_earlier_run_aside(self, aside: Path) -> None:
+        if aside.exists():  # left by a run killed before it finished: the files beside it are that run's
+            logger.info("--overwrite_output_dir: replacing the unfinished run in %s; the earlier finished run "
+                        "stays in %s until this run finishes", self.path, aside)
+            for name in self.earlier_run:
+                if name != PREVIOUS_RUN:
+                    _remove(self.path / name)
+            return
+        logger.info("--overwrite_output_dir: the earlier %s's files in %s move aside to %s and are deleted once "
+                    "this run finishes", self.kind.name, self.path, aside)
+        aside.mkdir()
+        for name in self.earlier_run:
+            (self.path / name).rename(aside / name)
 
-    def _restore(self, before: set[str], aside: Path, created: bool) -> None:
-        """Remove what this run wrote and move the earlier run back."""
+    def _left_to_resume(self, before: set[str]) -> list[Path]:
+        """What this run saved that a rerun can resume from (its checkpoints, oldest first)."""
+        return [p for p in list_checkpoints(self.path) if p.name not in before]
+
+    def _restore(self, before: set[str], aside: Path) -> str:
+        """Remove what this run wrote and, where no other run's files are left, move the earlier run back;
+        returns what the folder holds now, in words."""
         for child in self.path.iterdir():
-            if child.name not in before and child.name != PREVIOUS_RUN:
+            if child.name not in before and child.name not in (PREVIOUS_RUN, LOCK_NAME):
                 _remove(child)
-        if aside.exists():
-            for child in aside.iterdir():
-                if not (self.path / child.name).exists():
-                    child.rename(self.path / child.name)
-            shutil.rmtree(aside)
-        if created and not any(self.path.iterdir()):
-            self.path.rmdir()
+        if not aside.exists():
+            return "Nothing of this run was kept, so the output folder is as it was."
+        if any(_is_output(p.name, self.kind) and p.name != PREVIOUS_RUN for p in self.path.iterdir()):
+            return "Nothing of this run was kept."
+        for child in aside.iterdir():
+            child.rename(self.path / child.name)
+        aside.rmdir()
+        return f"Nothing of this run was kept; the earlier {self.kind.name} is back in place in {self.path}."
+
+
+def describe(path: Path, kind: RunKind) -> str:
+    """What a used folder holds, in words: a finished or unfinished run (and its last checkpoint), or files of
+    its own; and a finished run waiting in .previous-run."""
+    names = {p.name for p in path.iterdir()} - {LOCK_NAME}
+    checkpoints = _checkpoints(path)
+    held = next((k for k in (kind, TRAINING, EVALUATION) if k.marker is not None and k.marker in names), None)
+    if held is not None and held.finished in names:
+        what = f"a finished {held.name}"
+    elif held is not None and checkpoints:
+        what = f"an unfinished {held.name} (its last checkpoint: {checkpoints[-1].name})"
+    elif held is not None:
+        what = f"an unfinished {held.name} with no checkpoint to resume"
+    elif kind.marker is None and any(_is_output(name, kind) for name in names - {PREVIOUS_RUN}):
+        what = f"a {kind.name}'s files"
+    elif names - {PREVIOUS_RUN}:
+        shown = sorted(names - {PREVIOUS_RUN})
+        what = f"files of its own ({', '.join(shown[:3])}{' ...' if len(shown) > 3 else ''})"
+    else:
+        what = "nothing else"
+    if PREVIOUS_RUN in names:
+        what += f", and an earlier finished run kept in {path / PREVIOUS_RUN} (deleted once a run there finishes)"
+    return what
+
+
+class FolderLock:
+    """An exclusive lock on a folder, held by one process: `.albert_pytorch.lock` inside it, with the holder's
+    pid. The kernel drops the lock when the process ends, so a crashed run leaves no stale lock."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.file = folder, folder / LOCK_NAME
+        self.fd: int | None = None
+
+    def __enter__(self) -> FolderLock:
+        for _ in range(100):
+            fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise UsageError(f"--output_dir {self.folder} is in use by another run (pid {holder}); two runs in "
+                                 "one folder would mix their files. Wait for it, or choose another folder.") from None
+            if _same_file(fd, self.file):  # not a lock file its last holder removed while this one opened it
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                self.fd = fd
+                return self
+            os.close(fd)
+        raise UsageError(f"--output_dir {self.folder}: could not lock it (its lock file keeps changing)")
+
+    def __exit__(self, *exc) -> None:
+        with contextlib.suppress(OSError):
+            self.file.unlink()  # before unlocking: a waiter that opened this file sees it gone and retries
+        os.close(self.fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """`checkpoint-<step>` directories, oldest first."""
+    found = [(int(m.group(1)), p) for p in output_dir.glob("checkpoint-*") if (m := _CHECKPOINT.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def _checkpoints(path: Path) -> list[Path]:
+    return list_checkpoints(path) if path.is_dir() else []
 
 
 def _is_output(name: str, kind: RunKind) -> bool:

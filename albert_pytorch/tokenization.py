@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -11,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from .errors import UsageError
-from .io import text_files
+from .io import atomic_write_text, text_files
 from .rundir import TOKENIZER, OutputFolder
 
 SPIECE_NAME = "spiece.model"
@@ -30,12 +31,37 @@ def load_tokenizer(model_dir: str | os.PathLike):
     if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
         raise TokenizerError(f"{model_dir}: no tokenizer found (looked for {', '.join(TOKENIZER_FILES)}). "
                              "A model directory needs the tokenizer it was trained with.")
+    _check_tokenizer_files(model_dir)
     return AlbertTokenizer.from_pretrained(str(model_dir))
+
+
+def _check_tokenizer_files(model_dir: Path) -> None:
+    """Each tokenizer file there, read on its own: a damaged one is named, not reported as whatever transformers
+    tried next (it suggests installing tiktoken)."""
+    import sentencepiece as spm
+    from tokenizers import Tokenizer
+
+    spiece, definition = model_dir / SPIECE_NAME, model_dir / "tokenizer.json"
+    if spiece.is_file():
+        try:
+            spm.SentencePieceProcessor(model_file=str(spiece))
+        except (RuntimeError, OSError) as err:
+            raise TokenizerError(f"{spiece}: not a SentencePiece model ({str(err).strip()}); replace it with the "
+                                 "spiece.model the model was trained with") from None
+    if definition.is_file():
+        try:
+            Tokenizer.from_file(str(definition))
+        except Exception as err:  # the Rust library raises its own Exception for any unreadable file
+            raise TokenizerError(f"{definition}: not a tokenizers definition ({err}); replace it, or delete it to "
+                                 f"rebuild it from {SPIECE_NAME}") from None
 
 
 def save_tokenizer_files(tokenizer, source_dir: str | os.PathLike, directory: str | os.PathLike) -> None:
     """The tokenizer's files in `directory`, with the source's spiece.model for slow (SentencePiece) loaders."""
     tokenizer.save_pretrained(str(directory))
+    # the definition as trained, without the truncation and padding of the last call (a transformers user
+    # loading it would otherwise cut every input at this run's training length)
+    atomic_write_text(Path(directory) / "tokenizer.json", definition(tokenizer))
     spiece = Path(source_dir) / SPIECE_NAME
     if spiece.is_file():
         shutil.copyfile(spiece, Path(directory) / SPIECE_NAME)
@@ -55,9 +81,17 @@ def encode(tokenizer, texts_a: Sequence[str], texts_b: Sequence[str] | None,
     return {"input_ids": encoded["input_ids"], "token_type_ids": encoded["token_type_ids"]}
 
 
+def definition(tokenizer) -> str:
+    """The tokenizer's tokenizer.json: its vocabulary, normalizer and pre/post-processing, without the truncation
+    and padding that transformers sets on it per call."""
+    data = json.loads(tokenizer.backend_tokenizer.to_str())
+    data["truncation"] = data["padding"] = None
+    return json.dumps(data, ensure_ascii=False, indent=2)
+
+
 def fingerprint(tokenizer) -> str:
-    """A hash of the tokenizer's full definition: feature caches are keyed on it."""
-    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+    """A hash of the tokenizer's definition: feature caches are keyed on it."""
+    return hashlib.sha256(definition(tokenizer).encode()).hexdigest()[:16]
 
 
 def train_sentencepiece(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size: int = 1000,
@@ -127,20 +161,20 @@ def build_tokenizer(inputs: Sequence[str | os.PathLike], output_dir: str | os.Pa
     The whole set of files is made in a temporary folder, then moved in: a used --output_dir is refused
     unless `overwrite`, which replaces an earlier tokenizer's files (and only those) there.
     """
-    folder = OutputFolder.check(output_dir, TOKENIZER, overwrite)
-    try:
-        files = text_files(inputs)
-    except FileNotFoundError as err:
-        raise UsageError(str(err)) from None
     if vocab_size < 6:
         raise UsageError(f"--vocab_size {vocab_size}: ALBERT's five special pieces alone take 5")
-    with tempfile.TemporaryDirectory() as tmp:
-        train_sentencepiece(text_lines(files), tmp, vocab_size, max_sentences, seed)
-        tokenizer = load_tokenizer(tmp)
-        tokenizer.save_pretrained(tmp)
-        with folder.opened() as directory:
-            for made in Path(tmp).iterdir():
-                shutil.move(made, directory / made.name)
+    with OutputFolder.claimed(output_dir, TOKENIZER, overwrite) as folder:
+        try:
+            files = text_files(inputs)
+        except FileNotFoundError as err:
+            raise UsageError(str(err)) from None
+        with tempfile.TemporaryDirectory() as tmp:
+            train_sentencepiece(text_lines(files), tmp, vocab_size, max_sentences, seed)
+            tokenizer = load_tokenizer(tmp)
+            tokenizer.save_pretrained(tmp)
+            with folder.opened() as directory:
+                for made in Path(tmp).iterdir():
+                    shutil.move(made, directory / made.name)
     specials = {token: tokenizer.convert_tokens_to_ids(token) for token in ("<pad>", "<unk>", "[CLS]", "[SEP]",
                                                                             "[MASK]")}
     return {"output_dir": str(output_dir), "vocab_size": len(tokenizer), "special_ids": specials}

@@ -85,17 +85,18 @@ def run(cfg: TrainConfig, model_factory: ModelFactory = sequence_classifier) -> 
     output folder is touched; a run that fails before saving anything leaves the folder as it found it.
     """
     cfg.validate()
-    folder = OutputFolder.check(cfg.output_dir, TRAINING if cfg.do_train else EVALUATION, cfg.overwrite_output_dir,
-                                resume=bool(cfg.resume_from_checkpoint), sources=(cfg.model_name_or_path,))
-    ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
-    try:
-        with tempfile.TemporaryDirectory(prefix="albert-sample-model-") as scratch:
-            built = build_run(cfg, ctx, device, model_factory, Path(scratch))
-            with folder.opened(ctx.is_main):
-                barrier(ctx)
-                return _finetune(cfg, ctx, device, built)
-    finally:
-        shutdown_distributed()
+    with OutputFolder.claimed(cfg.output_dir, TRAINING if cfg.do_train else EVALUATION, cfg.overwrite_output_dir,
+                              cfg.resume_from_checkpoint, sources=(cfg.model_name_or_path,),
+                              holder=DistContext.from_env().is_main) as folder:
+        ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
+        try:
+            with tempfile.TemporaryDirectory(prefix="albert-sample-model-") as scratch:
+                built = build_run(cfg, ctx, device, model_factory, Path(scratch))
+                with folder.opened(ctx.is_main):
+                    barrier(ctx)
+                    return _finetune(cfg, ctx, device, built)
+        finally:
+            shutdown_distributed()
 
 
 def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, built: FinetuneRun) -> dict[str, Any]:
@@ -150,7 +151,7 @@ def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, built: F
         if ctx.is_main:
             write_submission(task, examples, logits, output_dir / task.submission_name(split))
     if ctx.is_main and cfg.do_train:
-        write_model_files(model, output_dir)
+        ckpt.save_model_files(output_dir, lambda directory: write_model_files(model, directory))
         logger.info("model saved to %s (loads in transformers too)", output_dir)
         write_trainer_state(cfg, summary, run_log)
         run_log.plot(f"eval_{task.metric}")
@@ -172,6 +173,8 @@ def build_run(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
         data_dir, model_dir, from_scratch = _resolve_inputs(cfg, task, scratch)
     tokenizer = load_tokenizer(model_dir)
     config = run_model_config(AlbertConfig.from_pretrained(model_dir), cfg.config_overrides, cfg.max_seq_length)
+    if not cfg.do_train:
+        _check_head_fits(config, task, model_dir)
     config.set_labels(None if task.is_regression else list(task.names))
     config.finetuning_task = task.name
     train_set = _features(cfg, task, data_dir, "train", tokenizer, cfg.max_train_samples)[0] if cfg.do_train else None
@@ -189,11 +192,31 @@ def build_run(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
         resume_from = ckpt.checkpoint_to_resume(Path(cfg.output_dir), cfg.resume_from_checkpoint, identity)
     torch.manual_seed(cfg.seed)
     model = model_factory(config, None if from_scratch else model_dir).to(device)
+    fresh = getattr(model, "newly_initialized", [])
+    if not cfg.do_train and fresh:
+        raise UsageError(f"{model_dir} holds no trained classifier for {task.name} ({', '.join(fresh[:2])} would "
+                         f"start random, and so would its scores): fine-tune it first, with train "
+                         f"--model_name_or_path {model_dir}")
     logger.info("%s: %s parameters, %s on %s, world size %d", task.name, f"{count_parameters(model):,}",
                 cfg.precision.name, device, ctx.world_size)
     collator = Collator(tokenizer.pad_token_id, cfg.pad_to_multiple_of or default_pad_multiple(device))
     return FinetuneRun(task, data_dir, model_dir, tokenizer, model, collator, train_set, eval_sets, test_sets,
                        identity, resume_from)
+
+
+def _check_head_fits(model_config: AlbertConfig, task: Task, model_dir: Path) -> None:
+    """An evaluation scores the model's own head, so it must be one for this task: a regressor for a regression
+    task, a classifier with the task's number of classes otherwise (else the head would start random and its
+    metrics mean nothing)."""
+    def head(regression: bool, classes: int) -> str:
+        return "a regression" if regression else f"a {classes}-class"
+
+    task_classes = 1 if task.is_regression else len(task.names)
+    if (model_config.is_regression, model_config.num_labels) != (task.is_regression, task_classes):
+        trained_on = f" (trained on {model_config.finetuning_task})" if model_config.finetuning_task else ""
+        raise UsageError(f"{model_dir} has {head(model_config.is_regression, model_config.num_labels)} head"
+                         f"{trained_on}, but {task.name} is {head(task.is_regression, task_classes)} task: evaluate "
+                         f"it on the task it was trained for, or fine-tune it on {task.name} first")
 
 
 def _own_data_task(cfg: TrainConfig, model_dir: Path) -> Task:

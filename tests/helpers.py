@@ -3,6 +3,7 @@ injection and the resume-parity check. (Fixtures live in conftest.py.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -51,6 +52,27 @@ def train_command(tiny_task_dir, tiny_model_dir, output_dir, *extra) -> list[str
             "--do_train", "--learning_rate", "2e-3", "--batch_size", "8", "--max_seq_length", "48",
             "--max_steps", "40", "--save_steps", "2", "--logging_steps", "2", "--device", "cpu", "--seed", "3",
             *extra]
+
+
+def tiny_run(tiny_task_dir, tiny_model_dir, output_dir, **overrides):
+    """The tiny task's TrainConfig, in process: 4 steps, a checkpoint and a log line every 2."""
+    from albert_pytorch.train import TrainConfig
+
+    values = dict(data_dir=str(tiny_task_dir), model_name_or_path=str(tiny_model_dir), output_dir=str(output_dir),
+                  from_scratch=True, learning_rate=2e-3, batch_size=16, max_seq_length=48, max_steps=4, save_steps=2,
+                  logging_steps=2, do_eval=False, progress=False, device="cpu")
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def log_steps(output_dir: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (output_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (its lock aside) by relative path, with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".albert_pytorch.lock"}
 
 
 def make_loss_overflow_at(monkeypatch, call_number: int) -> None:

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from albert_pytorch.cli import main
 from albert_pytorch.run_config import SAMPLE_RECIPE, TrainConfig
@@ -112,14 +113,14 @@ def test_modelzoo_launchers_keep_their_flags():
 @pytest.mark.parametrize("flags,message", [
     (["--optimizer", "sgd"], "invalid choice: 'sgd'"),
     (["--device", "tpu"], "invalid choice: 'tpu'"),
-    (["--warmup_proportion", "1.5"], "warmup_proportion must be in"),
-    (["--batch_size", "0"], "batch_size must be at least 1"),
+    (["--warmup_proportion", "1.5"], "--warmup_proportion/--warmup_ratio: must be a number in [0, 1), got 1.5"),
+    (["--batch_size", "0"], "must be an integer >= 1, got 0"),
     (["--task_name", "SST-3"], "unknown GLUE task"),
     (["--data_dir", "somewhere"], "--model_name_or_path is missing"),
     (["--fp16", "--bf16"], "choose one of --fp16 and --bf16"),
     (["--task_name", "CoLA"], "the embedded sample is SST-2"),
-    (["--max_train_samples", "0"], "--max_train_samples must be at least 1, got 0"),
-    (["--max_eval_samples", "-5"], "--max_eval_samples must be at least 1, got -5"),
+    (["--max_train_samples", "0"], "--max_train_samples: must be an integer >= 1, got 0"),
+    (["--max_eval_samples", "-5"], "--max_eval_samples: must be an integer >= 1, got -5"),
     (["--data_dir", "no/such/folder", "--model_name_or_path", "m"], "--data_dir no/such/folder: no such folder"),
     (["--train_file", "no/such.csv", "--model_name_or_path", "."], "--train_file no/such.csv: no such file"),
 ])
@@ -209,7 +210,7 @@ def test_ctrl_c_prints_one_line_naming_the_last_checkpoint_and_exits_130(tiny_ta
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
-    assert "interrupted. The last checkpoint is" in err and "--resume_from_checkpoint latest" in err
+    assert "interrupted. This run's last checkpoint is" in err and "--resume_from_checkpoint latest" in err
 
 
 @pytest.mark.parametrize("command", [
@@ -285,3 +286,47 @@ def test_resuming_a_finished_run_keeps_its_loss_and_every_json_file_is_strict(ti
     for path in [*tmp_path.rglob("*.json"), *tmp_path.rglob("*.jsonl")]:
         for line in (path.read_text().splitlines() if path.suffix == ".jsonl" else [path.read_text()]):
             json.loads(line, parse_constant=refuse)  # NaN, Infinity: refused, as jq and strict parsers do
+
+
+def test_evaluate_refuses_a_head_that_does_not_fit_the_task(tiny_task_dir, tiny_model_dir, tmp_path, caplog):
+    from glue_fixtures import FIXTURES
+    from helpers import tiny_config, tiny_run
+
+    from albert_pytorch import AlbertForPreTraining
+    from albert_pytorch.tokenization import load_tokenizer, save_tokenizer_files
+    from albert_pytorch.train import run
+
+    classifier = tmp_path / "sst2"
+    run(tiny_run(tiny_task_dir, tiny_model_dir, classifier, report_to="none"))
+    stsb = tmp_path / "STS-B"
+    stsb.mkdir()
+    (stsb / "dev.tsv").write_text(FIXTURES["STS-B"]["train.tsv"])
+    with pytest.raises(SystemExit) as done:
+        main(["evaluate", "--model_dir", str(classifier), "--task_name", "STS-B", "--data_dir", str(stsb),
+              "--device", "cpu"])
+    assert done.value.code == 2
+    assert "has a 2-class head (trained on SST-2), but STS-B is a regression task" in caplog.text
+    encoder = tmp_path / "pretrained"  # pretraining's output: an encoder with no classifier at all
+    AlbertForPreTraining.from_config(tiny_config(vocab_size=len(load_tokenizer(tiny_model_dir)))).save_pretrained(
+        encoder)
+    save_tokenizer_files(load_tokenizer(tiny_model_dir), tiny_model_dir, encoder)
+    with pytest.raises(SystemExit) as done:
+        main(["evaluate", "--model_dir", str(encoder), "--data_dir", str(tiny_task_dir), "--device", "cpu",
+              "--max_seq_length", "48"])
+    assert done.value.code == 2 and "holds no trained classifier for SST-2" in caplog.text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this host has CUDA")
+@pytest.mark.parametrize("command", ["train", "benchmark"])
+def test_device_cuda_on_a_host_without_cuda_is_a_bad_argument(command, tmp_path, capsys, caplog, monkeypatch):
+    from albert_pytorch.benchmark.report import main as benchmark
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        if command == "train":
+            main(["train", "--device", "cuda", "--output_dir", str(tmp_path / "out")])
+        else:
+            benchmark(["--device", "cuda", "--sections", "training"])
+    assert done.value.code == 2
+    assert "--device cuda was asked for, but torch sees no CUDA device" in capsys.readouterr().err + caplog.text
+    assert list(tmp_path.iterdir()) == []

@@ -273,3 +273,12 @@ def test_providers_fall_back_in_onnx_runtimes_order(monkeypatch, model_dir, tmp_
         open_session(path, "cuda")
     assert opened["providers"] == ["CPUExecutionProvider"]  # the chain, down to what this build has
     assert [r.getMessage() for r in caplog.records if "lacks CUDAExecutionProvider" in r.getMessage()]
+
+
+def test_opt_onnx_on_a_file_that_is_not_onnx_is_one_line_and_exit_2(tmp_path, caplog):
+    garbage = tmp_path / "model.onnx"
+    garbage.write_bytes(b"not an onnx model" * 10)
+    with pytest.raises(SystemExit) as done:
+        main(["opt_onnx", "--input_file", str(garbage), "--output_file", str(tmp_path / "out.onnx")])
+    assert done.value.code == 2 and f"--input_file {garbage}: not an ONNX model" in caplog.text
+    assert not (tmp_path / "out.onnx").exists()

@@ -7,26 +7,14 @@ import stat
 import subprocess
 
 import pytest
-from helpers import child_env, make_loss_overflow_at, train_command
+from helpers import child_env, log_steps, make_loss_overflow_at, max_weight_difference, tiny_run, train_command
 
 from albert_pytorch import checkpoint
 from albert_pytorch.checkpoint import CheckpointError
 from albert_pytorch.cli import main
 from albert_pytorch.errors import UsageError
 from albert_pytorch.loop import TrainingDiverged
-from albert_pytorch.train import TrainConfig, run
-
-
-def tiny_run(tiny_task_dir, tiny_model_dir, output_dir, **overrides) -> TrainConfig:
-    values = dict(data_dir=str(tiny_task_dir), model_name_or_path=str(tiny_model_dir), output_dir=str(output_dir),
-                  from_scratch=True, learning_rate=2e-3, batch_size=16, max_seq_length=48, max_steps=4, save_steps=2,
-                  logging_steps=2, do_eval=False, progress=False, device="cpu")
-    values.update(overrides)
-    return TrainConfig(**values)
-
-
-def log_steps(output_dir):
-    return [json.loads(line)["step"] for line in (output_dir / "train_log.jsonl").read_text().splitlines()]
+from albert_pytorch.train import run
 
 
 def test_a_second_run_into_a_used_folder_is_refused_until_overwrite_clears_it(tiny_task_dir, tiny_model_dir,
@@ -255,12 +243,44 @@ def test_a_full_disk_while_saving_names_the_last_good_checkpoint_which_resumes(t
     monkeypatch.setattr(checkpoint, "_prune", fill_the_disk_after_the_first_checkpoint)
     out = small_tmpfs / "run"
     cfg = tiny_run(tiny_task_dir, tiny_model_dir, out, max_steps=6, report_to="none")
-    with pytest.raises(CheckpointError, match=r"cannot write .*checkpoint-4 \(.*No space left on device.*last good "
-                                              r"checkpoint is .*checkpoint-2"):
+    with pytest.raises(CheckpointError, match=r"cannot write .*checkpoint-4: No space left on device .*The last "
+                                              r"good checkpoint is .*checkpoint-2") as failure:
         run(cfg)
+    assert "inline_container" not in str(failure.value)  # the OS's words, not torch's internals
     assert [p.name for p in out.iterdir() if "checkpoint" in p.name] == ["checkpoint-2"]  # no half copy
     filler.unlink()  # room again
     monkeypatch.setattr(checkpoint, "_prune", real_prune)
     cfg.resume_from_checkpoint = "latest"
     run(cfg)
     assert log_steps(out) == [2, 4, 6]
+
+
+def test_a_full_disk_while_saving_the_final_model_keeps_no_half_model_and_resumes(tiny_task_dir, tiny_model_dir,
+                                                                                   small_tmpfs, monkeypatch):
+    filler = small_tmpfs / "filler"
+    real_prune = checkpoint._prune
+
+    def fill_the_disk_after_the_last_checkpoint(output_dir, keep, protect):
+        real_prune(output_dir, keep, protect)
+        if (output_dir / "checkpoint-4").is_dir() and not filler.exists():
+            with open(filler, "wb") as handle:
+                with contextlib.suppress(OSError):
+                    while True:
+                        handle.write(b"\0" * 65536)
+                        handle.flush()
+                handle.truncate(max(0, handle.tell() - 32768))  # room for the small JSON files, not the model
+
+    monkeypatch.setattr(checkpoint, "_prune", fill_the_disk_after_the_last_checkpoint)
+    out = small_tmpfs / "run"
+    cfg = tiny_run(tiny_task_dir, tiny_model_dir, out, report_to="none")
+    with pytest.raises(CheckpointError, match=r"cannot save the model in .*: No space left on device .*Its last "
+                                              r"checkpoint, .*checkpoint-4, holds the trained weights"):
+        run(cfg)
+    assert not [p.name for p in out.iterdir() if p.name in ("config.json", "model.safetensors", "tokenizer.json",
+                                                            "spiece.model") or p.name.startswith(".model-")]
+    filler.unlink()
+    monkeypatch.setattr(checkpoint, "_prune", real_prune)
+    cfg.resume_from_checkpoint = "latest"
+    run(cfg)
+    json.loads((out / "tokenizer.json").read_text())  # whole
+    assert max_weight_difference(out / "checkpoint-4", out) == 0

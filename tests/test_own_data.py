@@ -187,7 +187,8 @@ def test_a_text_and_a_label_column_train_without_naming_the_text(tmp_path, tiny_
     dev = write_table(tmp_path / "dev.csv", sample_rows("dev"))
     assert train_own(tmp_path, tiny_model_dir, "--train_file", train, "--validation_file", dev) == 0
     assert json.loads((tmp_path / "out" / "eval_results.json").read_text())["eval_samples"] == 120
-    pairs = write_table(tmp_path / "pairs.csv", [{"id": 1, "premise": "a", "hypothesis": "b", "label": "yes"}])
+    pairs = write_table(tmp_path / "pairs.csv", [{"id": 1, "premise": "a", "hypothesis": "b", "label": "yes"},
+                                                        {"id": 2, "premise": "c", "hypothesis": "d", "label": "no"}])
     task = own_data_task(str(pairs), None, None, None, None, "label")
     assert (task.text_a, task.text_b) == ("premise", "hypothesis")  # as run_glue pairs two columns
 
@@ -199,3 +200,21 @@ def test_predictions_of_a_file_without_ids_are_numbered_from_zero(tmp_path, tiny
     assert train_own(tmp_path, tiny_model_dir, "--train_file", train, "--test_file", test, "--do_predict") == 0
     rows = (tmp_path / "out" / "predict_results.tsv").read_text().splitlines()
     assert [row.split("\t")[0] for row in rows] == ["index", "0", "1", "2"]
+
+
+@pytest.mark.parametrize("header", ["text,label,label", "text,text,label"])
+def test_a_column_named_twice_is_an_error_naming_file_and_columns(tmp_path, header):
+    path = tmp_path / "train.csv"
+    path.write_text(f"{header}\na joy,positive,negative\ndull,negative,positive\n")
+    twice = "label" if header.endswith("label,label") else "text"
+    with pytest.raises(DataError, match=f"{path}:1: the header names column\\(s\\) '{twice}' more than once"):
+        own_data_task(str(path), None, None, "text", None, "label")
+
+
+def test_a_classification_file_with_one_class_is_an_error(tmp_path):
+    path = write_table(tmp_path / "train.csv", [{"text": "a joy", "label": "positive"},
+                                                {"text": "a delight", "label": "positive"}])
+    with pytest.raises(DataError, match=f"{path}: every label in column 'label' is 'positive': a classifier needs "
+                                        "at least two classes"):
+        own_data_task(str(path), None, None, "text", None, "label")
+    own_data_task(str(path), None, None, "text", None, "label", label_names=["negative", "positive"])  # named: fine

@@ -1,6 +1,6 @@
 import pytest
 
-from albert_pytorch.tokenization import TokenizerError, encode, fingerprint, load_tokenizer
+from albert_pytorch.tokenization import TokenizerError, encode, fingerprint, load_tokenizer, save_tokenizer_files
 
 
 def test_real_albert_base_v2_tokenizer(shared_data):
@@ -78,7 +78,7 @@ def test_a_used_folder_is_refused_and_overwrite_writes_the_whole_new_set(tmp_pat
     second.write_text("\n".join(t.upper().replace(" ", " zz") for t in TEXTS) + "\n")
     model = tmp_path / "model"
     assert tokenizer_cli("--input", first, "--vocab_size", "120", "--output_dir", model) == 0
-    (model / "config.json").write_text("{}")  # a model folder's own file
+    (model / "notes.txt").write_text("mine")  # a file of the user's own
     before = (model / "tokenizer.json").read_bytes()
     assert tokenizer_cli("--input", second, "--vocab_size", "90", "--output_dir", model) == 2
     assert "is not empty" in caplog.text and (model / "tokenizer.json").read_bytes() == before
@@ -92,7 +92,11 @@ def test_a_used_folder_is_refused_and_overwrite_writes_the_whole_new_set(tmp_pat
               for d in (model, fresh)]
     assert pieces[0] == pieces[1]
     assert len(transformers.AlbertTokenizer.from_pretrained(model)) == len(load_tokenizer(fresh))
-    assert (model / "config.json").read_text() == "{}" and not (model / ".previous-run").exists()
+    assert (model / "notes.txt").read_text() == "mine" and not (model / ".previous-run").exists()
+    (model / "config.json").write_text("{}")  # now a model's folder: its tokenizer is its embeddings' own
+    before = (model / "tokenizer.json").read_bytes()
+    assert tokenizer_cli("--input", first, "--vocab_size", "120", "--output_dir", model, "--overwrite_output_dir") == 2
+    assert "holds a model (config.json or weights)" in caplog.text and (model / "tokenizer.json").read_bytes() == before
 
 
 @pytest.mark.parametrize("text, vocab_size, message", [
@@ -105,3 +109,27 @@ def test_sentencepiece_failures_say_what_to_change_and_leave_no_folder(tmp_path,
     assert tokenizer_cli("--input", corpus, "--vocab_size", vocab_size, "--output_dir", tmp_path / "tok") == 1
     assert message in caplog.text and "INTERNAL" not in caplog.text
     assert not (tmp_path / "tok").exists()
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "a link to a text file"])
+def test_a_damaged_spiece_model_is_named_with_what_is_wrong(tmp_path, damage):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    if damage == "random bytes":
+        (model_dir / "spiece.model").write_bytes(bytes(range(256)) * 20)
+    else:
+        (tmp_path / "notes.txt").write_text("not a tokenizer\n")
+        (model_dir / "spiece.model").symlink_to(tmp_path / "notes.txt")
+    with pytest.raises(TokenizerError, match=f"{model_dir / 'spiece.model'}: not a SentencePiece model"):
+        load_tokenizer(model_dir)
+
+
+def test_saved_tokenizer_json_carries_no_training_length(tiny_tokenizer_dir, tmp_path):
+    import json
+
+    tokenizer = load_tokenizer(tiny_tokenizer_dir)
+    encode(tokenizer, ["a long enough sentence to cut"], None, 5)  # sets truncation on the shared tokenizer
+    save_tokenizer_files(tokenizer, tiny_tokenizer_dir, tmp_path)
+    saved = json.loads((tmp_path / "tokenizer.json").read_text())
+    assert saved["truncation"] is None and saved["padding"] is None
+    assert fingerprint(load_tokenizer(tmp_path)) == fingerprint(tokenizer)

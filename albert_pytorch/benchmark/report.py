@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..device import Precision, resolve_device
+from ..errors import UsageError
 from ..io import atomic_write_json
 from . import __doc__ as DESCRIPTION
 from .harness import (
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer rows and shorter rounds, indicative figures only "
                                                              "(docs/benchmarks.md says how long it takes)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or npu")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "npu"), help="cpu, cuda or npu")
     parser.add_argument("--bf16", action="store_true", help="autocast bf16 on every variant (GPU)")
     parser.add_argument("--shared_dir", type=Path, default=default_shared_dir(),
                         help="the project's shared data: albert-base-v2's config and tokenizer, GLUE's SST-2, "
@@ -68,11 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     # Our figures at INFO; the libraries' own chatter (ORT's fusion and quantization logs) at ERROR.
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     logger.setLevel(logging.INFO)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except UsageError as err:
+        parser.error(str(err))
     precision = Precision(torch.bfloat16 if args.bf16 else None)
     plan = QUICK if args.quick else FULL
     sections: dict[str, dict] = {}

@@ -123,6 +123,10 @@ def _labels_of(path: Path, columns: list[str], label_column: str, task_type: str
         if not words and any(kind == "number" for kind in kinds.values()):
             return None
     names = {text for _, text in values}
+    if len(names) == 1:
+        raise DataError(path, None, f"every label in column {label_column!r} is {next(iter(names))!r}: a classifier "
+                            "needs at least two classes. Add rows of the other classes, name them all with "
+                            "--label_names, or give --task_type regression for a score")
     if all(kind == "integer" for kind in kinds.values()):
         return tuple(sorted(names, key=int))
     return tuple(sorted(names))
@@ -203,6 +207,10 @@ def _delimited_rows(path: Path, handle, fmt: str, columns: list[str]) -> Iterato
         reader = csv.DictReader(handle, delimiter="," if fmt == "csv" else "\t",
                                 quoting=csv.QUOTE_MINIMAL if fmt == "csv" else csv.QUOTE_NONE)
         header = reader.fieldnames or []
+        twice = sorted({name for name in header if header.count(name) > 1})
+        if twice:  # csv keeps the last of two same-named columns and says nothing
+            raise DataError(path, 1, f"the header names column(s) {', '.join(map(repr, twice))} more than once "
+                                f"({', '.join(map(repr, header))}); give every column its own name")
         absent = [c for c in columns if c not in header]
         if absent:
             raise DataError(path, 1, f"no column(s) {', '.join(map(repr, absent))}; the header has "

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..data import INPUT_NAMES
+from ..errors import UsageError
 from .export import max_abs_diff
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,17 @@ logger = logging.getLogger(__name__)
 
 class OptimizeError(RuntimeError):
     """An optimized model that no longer computes what its input did."""
+
+
+def _check_is_onnx(path: Path) -> None:
+    """A file that onnx cannot parse is a bad argument, named, before any optimizer reads it."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, OSError) as err:
+        raise UsageError(f"--input_file {path}: not an ONNX model ({err})") from None
 
 
 def optimize(input_file: str | os.PathLike, output_file: str | os.PathLike, target: str = "ort",
@@ -39,6 +51,7 @@ def optimize(input_file: str | os.PathLike, output_file: str | os.PathLike, targ
     import onnx
 
     input_file, output_file = Path(input_file), Path(output_file)
+    _check_is_onnx(input_file)
     rewrites: dict[str, int] = {}
     if int8 and (fp16 or target != "ort"):
         raise ValueError("--int8 goes with --target ort and without --fp16")

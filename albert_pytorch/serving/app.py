@@ -125,7 +125,8 @@ def create_app(options: ServeOptions, load: Callable[[Metrics], Engine], load_no
         if state.engine is None:
             loading = asyncio.get_running_loop().run_in_executor(None, _load_into, state, load)
         yield
-        state.phase = "draining"
+        if state.phase != "failed":  # the exit code tells a failed load from a drain
+            state.phase = "draining"
         if loading is not None:
             with contextlib.suppress(Exception):
                 await loading
@@ -151,9 +152,9 @@ def create_app(options: ServeOptions, load: Callable[[Metrics], Engine], load_no
 def _load_into(state: ServerState, load: Callable[[Metrics], Engine]) -> None:
     try:
         state.engine = load(state.metrics)
-    except Exception:
+    except Exception as err:
         state.phase = "failed"
-        logger.exception("the model could not be loaded")
+        logger.error("the model could not be loaded: %s", err, exc_info=logger.isEnabledFor(logging.DEBUG))
         raise
     if state.phase == "loading":
         state.phase = "ready"

@@ -159,6 +159,29 @@ class Timings:
     inference: float = 0.0
 
 
+def read_model_dir(options: EngineOptions) -> tuple[AlbertConfig, object]:
+    """The model directory's config and tokenizer, each checked against the options; `serve` calls it before it
+    binds, so a model it cannot serve is one line and an exit, not a server that answers 503 forever."""
+    model_dir = Path(options.model_dir)
+    if not model_dir.is_dir():
+        raise UsageError(f"--model_dir {model_dir}: no such folder (a model directory that train wrote)")
+    if options.backend not in BACKENDS:
+        raise UsageError(f"--backend {options.backend!r}: choose from {', '.join(BACKENDS)}")
+    if not (model_dir / "config.json").is_file():
+        raise UsageError(f"--model_dir {model_dir}: no config.json, so not a model directory that train wrote")
+    if options.onnx is not None and not Path(options.onnx).is_file():
+        raise UsageError(f"--onnx {options.onnx}: no such file")
+    if options.onnx is None and not any(
+            (model_dir / name).is_file() for name in (WEIGHTS_NAME, "pytorch_model.bin")):
+        raise UsageError(f"--model_dir {model_dir}: no weights (model.safetensors or pytorch_model.bin) to export")
+    config = AlbertConfig.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    if (options.max_input_length or 0) > config.max_position_embeddings:
+        raise UsageError(f"--max_input_length {options.max_input_length} exceeds the model's "
+                         f"max_position_embeddings ({config.max_position_embeddings})")
+    return config, tokenizer
+
+
 @dataclass
 class _Pending:
     encoded: Encoded
@@ -171,19 +194,10 @@ class Engine:
     """The loaded model, its tokenizer and labels, and the batcher in front of it."""
 
     def __init__(self, options: EngineOptions, metrics=None):
-        model_dir = Path(options.model_dir)
-        if not model_dir.is_dir():
-            raise UsageError(f"--model_dir {model_dir}: no such folder (a model directory that train wrote)")
-        if options.backend not in BACKENDS:
-            raise UsageError(f"--backend {options.backend!r}: choose from {', '.join(BACKENDS)}")
         self.options, self.metrics = options, metrics
-        self.config = AlbertConfig.from_pretrained(model_dir)
-        self.tokenizer = load_tokenizer(model_dir)
+        self.config, self.tokenizer = read_model_dir(options)
         self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
         self.max_input_length = options.max_input_length or self.config.max_position_embeddings
-        if self.max_input_length > self.config.max_position_embeddings:
-            raise UsageError(f"--max_input_length {self.max_input_length} exceeds the model's "
-                             f"max_position_embeddings ({self.config.max_position_embeddings})")
         self.backend = load_backend(options, self.config)
         # The Rust tokenizer itself, twice: transformers' wrapper costs a request more than the encoding does,
         # and it sets truncation on its shared tokenizer per call, which concurrent calls must never see.
@@ -233,8 +247,10 @@ class Engine:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-        self._model_thread.shutdown(wait=True)
-        self._tokenizer_threads.shutdown(wait=True)
+        # queued work is dropped (its requests were answered or cancelled by the drain); a batch already running
+        # ends on its own, bounded by --max_batch_tokens
+        self._model_thread.shutdown(wait=False, cancel_futures=True)
+        self._tokenizer_threads.shutdown(wait=False, cancel_futures=True)
 
     async def predict(self, sequences: list[tuple[str, str | None]], truncate: bool,
                       gone: Callable[[], Awaitable[bool]]) -> tuple[np.ndarray, Timings]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import socket
 import threading
@@ -20,7 +21,7 @@ import uvicorn
 
 from ..config import AlbertConfig
 from .app import Metrics, ServeError, ServeOptions, ServerState, create_app
-from .engine import Engine, EngineOptions, Timings
+from .engine import Engine, EngineOptions, Timings, read_model_dir
 
 logger = logging.getLogger("albert_pytorch.serving")
 
@@ -34,35 +35,55 @@ def ready_line(options: ServeOptions, host: str, port: int, where: str = "") -> 
 
 
 def serve(options: ServeOptions, announce: Callable[[str], None] = print) -> int:
-    """Serve until SIGTERM or Ctrl-C; returns the exit code (0 after a clean drain)."""
+    """Serve until SIGTERM or Ctrl-C; returns the exit code (0 after a clean drain, 1 if the model failed to
+    load, which stops the server). A model directory it cannot read is refused before it binds."""
+    read_model_dir(options.engine)
     listening = socket.socket(socket.AF_INET6 if ":" in options.host else socket.AF_INET, socket.SOCK_STREAM)
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listening.bind((options.host, options.port))
     port = listening.getsockname()[1]
 
     def loaded(metrics: Metrics) -> Engine:
-        engine = Engine(options.engine, metrics)
+        try:
+            engine = Engine(options.engine, metrics)
+        except Exception:
+            server.should_exit = True  # a server without its model only answers 503: stop, exit 1
+            raise
         announce(ready_line(options, options.host, port))
         return engine
 
     app = create_app(options, loaded)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=options.shutdown_timeout,
                             lifespan="on", access_log=False)
-    DrainingServer(config, app.state.server).run(sockets=[listening])
+    server = DrainingServer(config, app.state.server)
+    server.run(sockets=[listening])
     return 0 if app.state.server.phase != "failed" else 1
+
+
+# Seconds past --shutdown_timeout after which a drain that has not ended ends the process anyway (exit 1): what
+# is left then is a model batch or a tokenization already running, which the drain cannot interrupt.
+DRAIN_MARGIN_S = 5.0
 
 
 class DrainingServer(uvicorn.Server):
     """uvicorn's server, whose first SIGTERM or SIGINT also marks the app as draining (503 on readiness and on
     any request still arriving over an open connection) before uvicorn stops accepting and drains; a drained
-    shutdown then ends the process with 0 (uvicorn itself re-raises the signal, which reads as a crash)."""
+    shutdown then ends the process with 0 (uvicorn itself re-raises the signal, which reads as a crash).
+    The drain is the server's promise to whoever stops it (a Kubernetes grace period follows it): the process
+    is gone within --shutdown_timeout plus DRAIN_MARGIN_S, however loaded the host."""
 
     def __init__(self, config: uvicorn.Config, state: ServerState):
         super().__init__(config)
         self.state = state
+        self.deadline: threading.Timer | None = None
 
     def handle_exit(self, sig: int, frame) -> None:
         self.state.phase = "draining"
+        if self.deadline is None:
+            limit = (self.config.timeout_graceful_shutdown or 0) + DRAIN_MARGIN_S
+            self.deadline = threading.Timer(limit, _overran, args=(limit,))
+            self.deadline.daemon = True
+            self.deadline.start()
         super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
@@ -76,6 +97,12 @@ class DrainingServer(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _overran(limit: float) -> None:
+    logger.error("the drain did not end within %.0f s (--shutdown_timeout plus %.0f s); exiting now", limit,
+                 DRAIN_MARGIN_S)
+    os._exit(1)
 
 
 @dataclass(frozen=True)
@@ -168,6 +195,7 @@ def serve_on_ray(options: ServeOptions, scale: RayOptions, announce: Callable[[s
     import ray
     from ray import serve as ray_serve
 
+    read_model_dir(options.engine)
     ray.init(address=scale.address or "local", include_dashboard=False, log_to_driver=False)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
