@@ -227,20 +227,28 @@ def small_tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+def fill_the_disk_after(monkeypatch, checkpoint_name: str, filler, leave: int = 0):
+    """Fault injection: once `checkpoint_name` is saved, whatever else shares the disk takes all the room but
+    `leave` bytes. Returns the real pruning function, to undo it."""
+    real_prune = checkpoint._prune
+
+    def prune_then_fill(output_dir, keep, protect):
+        real_prune(output_dir, keep, protect)
+        if (output_dir / checkpoint_name).is_dir() and not filler.exists():
+            with open(filler, "wb", buffering=0) as handle:
+                with contextlib.suppress(OSError):
+                    while True:
+                        handle.write(b"\0" * 65536)
+                handle.truncate(max(0, handle.tell() - leave))
+
+    monkeypatch.setattr(checkpoint, "_prune", prune_then_fill)
+    return real_prune
+
+
 def test_a_full_disk_while_saving_names_the_last_good_checkpoint_which_resumes(tiny_task_dir, tiny_model_dir,
                                                                                small_tmpfs, monkeypatch):
     filler = small_tmpfs / "filler"
-    real_prune = checkpoint._prune
-
-    def fill_the_disk_after_the_first_checkpoint(output_dir, keep, protect):
-        real_prune(output_dir, keep, protect)
-        if not filler.exists():  # whatever else shares the disk takes all the room that is left
-            with open(filler, "wb") as handle, contextlib.suppress(OSError):
-                while True:
-                    handle.write(b"\0" * 65536)
-                    handle.flush()
-
-    monkeypatch.setattr(checkpoint, "_prune", fill_the_disk_after_the_first_checkpoint)
+    real_prune = fill_the_disk_after(monkeypatch, "checkpoint-2", filler)
     out = small_tmpfs / "run"
     cfg = tiny_run(tiny_task_dir, tiny_model_dir, out, max_steps=6, report_to="none")
     with pytest.raises(CheckpointError, match=r"cannot write .*checkpoint-4: No space left on device .*The last "
@@ -258,19 +266,7 @@ def test_a_full_disk_while_saving_names_the_last_good_checkpoint_which_resumes(t
 def test_a_full_disk_while_saving_the_final_model_keeps_no_half_model_and_resumes(tiny_task_dir, tiny_model_dir,
                                                                                    small_tmpfs, monkeypatch):
     filler = small_tmpfs / "filler"
-    real_prune = checkpoint._prune
-
-    def fill_the_disk_after_the_last_checkpoint(output_dir, keep, protect):
-        real_prune(output_dir, keep, protect)
-        if (output_dir / "checkpoint-4").is_dir() and not filler.exists():
-            with open(filler, "wb") as handle:
-                with contextlib.suppress(OSError):
-                    while True:
-                        handle.write(b"\0" * 65536)
-                        handle.flush()
-                handle.truncate(max(0, handle.tell() - 32768))  # room for the small JSON files, not the model
-
-    monkeypatch.setattr(checkpoint, "_prune", fill_the_disk_after_the_last_checkpoint)
+    real_prune = fill_the_disk_after(monkeypatch, "checkpoint-4", filler, leave=32768)  # the small JSON files fit
     out = small_tmpfs / "run"
     cfg = tiny_run(tiny_task_dir, tiny_model_dir, out, report_to="none")
     with pytest.raises(CheckpointError, match=r"cannot save the model in .*: No space left on device .*Its last "
