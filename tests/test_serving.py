@@ -25,7 +25,7 @@ from helpers import child_env
 from albert_pytorch.data.padding import model_inputs
 from albert_pytorch.deploy.predict import predict
 from albert_pytorch.serving.app import ServeOptions, create_app
-from albert_pytorch.serving.engine import Engine, EngineOptions
+from albert_pytorch.serving.engine import Engine, EngineOptions, InputTooLong
 from albert_pytorch.serving.server import DRAIN_MARGIN_S
 from albert_pytorch.train import TrainConfig, run
 
@@ -543,3 +543,126 @@ def test_a_drain_that_overruns_its_deadline_ends_the_process(monkeypatch):
     started = time.time()
     draining.handle_exit(signal.SIGTERM, None)  # and nothing ever finishes the drain
     assert ended.wait(timeout=10) and codes == [1] and 0.25 <= time.time() - started < 5
+
+
+# -- hostile input: a 4xx in our error shape, never a 500 ------------------------------------------------------
+
+@pytest.mark.parametrize("body, status, message", [
+    (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+    (b'{"inputs": ' + b"7" * 5000 + b"}", 400, "malformed JSON"),
+    (b'{"inputs": "\\ud800 a joy"}', 422, "is not valid Unicode"),
+    (b'{"inputs": ["a joy", "\\udfff"]}', 422, "an input's text_pair is not valid Unicode"),
+    (b'{"inputs": ["a joy", "  "]}', 400, "an input's text_pair is empty"),
+    (b'{"inputs": [["a", "b", "c"]]}', 422, "a list of three or more is a batch of single texts"),
+])
+def test_hostile_tei_bodies_get_a_4xx_not_a_500(server, body, status, message):
+    response = httpx.post(f"{server}/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status and message in response.json()["error"], response.text
+    assert set(response.json()) == {"error", "error_type"}
+    assert httpx.post(f"{server}/predict", json={"inputs": "fine"}).status_code == 200
+
+
+def _v2_binary(header: dict, data: bytes) -> tuple[bytes, dict]:
+    text = json.dumps(header).encode()
+    return text + data, {"Inference-Header-Content-Length": str(len(text)), "content-type": "application/octet-stream"}
+
+
+def test_hostile_v2_requests_get_a_4xx_not_a_500(server, trained_model):
+    url = f"{server}/v2/models/{trained_model.name}/infer"
+    text = {"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": ["a joy"]}
+    element = (5).to_bytes(4, "little") + b"a joy"
+    cases = [
+        ({"inputs": [text], "parameters": ["x"]}, b"", 422, '"parameters" must be an object'),
+        ({"inputs": [{**text, "parameters": "binary"}]}, b"", 422, '"parameters" must be an object'),
+        ({"inputs": [{**text, "parameters": {"binary_data_size": "abc"}}]}, b"", 422, "must be a byte count"),
+        ({"inputs": [{**text, "parameters": {"binary_data_size": 40}}]}, element, 400, "declares 40 bytes"),
+        ({"inputs": [{**text, "parameters": {"binary_data_size": 9}}]}, (99).to_bytes(4, "little") + b"a joy", 400,
+         "element 0 declares 99 bytes"),
+        ({"inputs": [text, text]}, b"", 422, "input TEXT is given twice"),
+        ({"inputs": [{**text, "data": ["\ud800"]}]}, b"", 422, "is not valid Unicode"),
+        ({"inputs": [text], "outputs": "logits"}, b"", 422, '"outputs" must be a list'),
+    ]
+    for header, data, status, message in cases:
+        if data:
+            body, headers = _v2_binary(header, data)
+            response = httpx.post(url, content=body, headers=headers)
+        else:
+            response = httpx.post(url, content=json.dumps(header).encode(),
+                                  headers={"content-type": "application/json"})
+        assert response.status_code == status and message in response.json()["error"], (header, response.text)
+        assert set(response.json()) == {"error"}
+
+
+def test_framework_answers_come_in_our_error_shape_and_head_works(server):
+    missing = httpx.get(f"{server}/nowhere")
+    assert missing.status_code == 404 and set(missing.json()) == {"error", "error_type"}
+    slash = httpx.post(f"{server}/predict/", json={"inputs": "a joy"})
+    assert slash.status_code == 404 and "error" in slash.json()  # no 307 to follow
+    wrong_method = httpx.get(f"{server}/predict")
+    assert wrong_method.status_code == 405 and set(wrong_method.json()) == {"error", "error_type"}
+    v2_missing = httpx.get(f"{server}/v2/nowhere")
+    assert v2_missing.status_code == 404 and set(v2_missing.json()) == {"error"}
+    for path in ("/health", "/info", "/metrics", "/v2/health/ready", "/"):
+        head = httpx.head(f"{server}{path}")
+        assert head.status_code == 200 and head.content == b"", path
+
+
+def test_every_request_lands_in_exactly_one_outcome_series(trained_model):
+    def outcomes(url: str) -> tuple[float, float]:
+        text = httpx.get(f"{url}/metrics").text
+        total = float(re.search(r"^te_request_count_total (\S+)$", text, re.M).group(1))
+        answered = sum(float(v) for v in re.findall(r"^te_request_(?:success|failure)_total(?:\{[^}]*\})? (\S+)$",
+                                                    text, re.M))
+        return total, answered
+
+    with running(app_for(trained_model, payload_limit=4000)) as url:
+        name = trained_model.name
+        httpx.post(f"{url}/predict", json={"inputs": "a joy"})
+        httpx.post(f"{url}/predict", content=b"{", headers={"content-type": "application/json"})
+        httpx.post(f"{url}/predict", content=b"x" * 5000)
+        httpx.post(f"{url}/v2/models/{name}/infer", json={"inputs": [{"name": "TEXT", "shape": [1],
+                                                                       "datatype": "BYTES", "data": ["a joy"]}]})
+        with socket.create_connection((url.split("//")[1].split(":")[0], int(url.rsplit(":", 1)[1]))) as raw:
+            raw.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 100\r\n\r\n{\"inpu")  # and leaves mid-body
+        deadline = time.time() + 10
+        while outcomes(url)[0] != outcomes(url)[1] and time.time() < deadline:
+            time.sleep(0.1)
+        total, answered = outcomes(url)
+        assert total == 5 and answered == total
+        metrics = httpx.get(f"{url}/metrics").text
+        assert re.search(r'te_request_failure_total\{err="cancelled"\} 1\.0', metrics)
+        assert re.search(r"^te_request_inference_duration_count 2\.0$", metrics, re.M)  # TEI's and v2's
+
+
+def test_long_texts_are_cut_before_tokenizing_and_score_as_the_whole(trained_model):
+    engine = Engine(EngineOptions(str(trained_model), backend="torch"))
+    text = "the film is a joy to watch . " * 60_000  # 1.7 MB, within the payload limit
+    assert len(engine._readable(text)) < 20_000  # what the tokenizer is given: a few KB, whatever was sent
+    cut = engine.encode([(text, None)], truncate=True)
+    whole = engine._truncating.encode(text)  # what tokenizing it all gives
+    assert cut.ids[0] == whole.ids
+    with pytest.raises(InputTooLong, match="characters, far over the limit of 128 tokens"):
+        engine.encode([(text, None)], truncate=False)
+
+
+def test_v2_gives_a_regression_model_its_score_and_no_probabilities(tiny_model_dir, tmp_path):
+    from glue_fixtures import FIXTURES
+
+    stsb = tmp_path / "STS-B"
+    stsb.mkdir()
+    (stsb / "train.tsv").write_text(FIXTURES["STS-B"]["train.tsv"])
+    regressor = tmp_path / "stsb-tiny"
+    run(TrainConfig(task_name="STS-B", data_dir=str(stsb), model_name_or_path=str(tiny_model_dir), from_scratch=True,
+                    output_dir=str(regressor), max_steps=2, max_seq_length=48, do_eval=False, progress=False,
+                    device="cpu", report_to="none"))
+    with running(app_for(regressor)) as url:
+        name = regressor.name
+        answer = httpx.post(f"{url}/v2/models/{name}/infer", json={"inputs": [
+            {"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": ["a kettle boils"]},
+            {"name": "TEXT_PAIR", "shape": [1], "datatype": "BYTES", "data": ["water boils"]}]}).json()
+        assert [o["name"] for o in answer["outputs"]] == ["logits"]
+        metadata = httpx.get(f"{url}/v2/models/{name}").json()
+        assert [o["name"] for o in metadata["outputs"]] == ["logits"]
+        tei = httpx.post(f"{url}/predict", json={"inputs": ["a kettle boils", "water boils"]}).json()
+        assert abs(tei[0]["score"] - answer["outputs"][0]["data"][0]) < 1e-5

@@ -26,8 +26,12 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from .engine import Engine, EngineOptions, InferenceFailed, InputTooLong
@@ -85,6 +89,12 @@ class Metrics:
                                       buckets=tuple(64 * b for b in buckets) + (65536,), registry=r)
         self.queue_size = Gauge("te_queue_size", "requests waiting for a batch", registry=r)
 
+    def observe(self, timings) -> None:
+        """Where an answered request's time went (TEI's and v2's routes alike)."""
+        self.tokenization.observe(timings.tokenization)
+        self.queue.observe(timings.queue)
+        self.inference.observe(timings.inference)
+
 
 @dataclass
 class ServerState:
@@ -135,8 +145,11 @@ def create_app(options: ServeOptions, load: Callable[[Metrics], Engine], load_no
         logger.info("stopped: answered %d of the %d inference requests that reached it", state.answered,
                     state.received)
 
-    app = FastAPI(title="albert_pytorch serve", version=__version__, lifespan=lifespan,
-                  description="ALBERT text classification: TEI's /predict and the Open Inference Protocol (v2).")
+    # no trailing-slash redirects: a wrong path is a 404 in our error shape, not a 307 to follow
+    app = FastAPI(title="albert_pytorch serve", version=__version__, lifespan=lifespan, redirect_slashes=False,
+                  description="ALBERT text classification: TEI's /predict and the Open Inference Protocol (v2). "
+                              "TEI's rule for \"inputs\": a text; a list of two texts is one pair; a list of three "
+                              "or more is a batch of single texts; a batch of pairs is [[a, b], [c, d]].")
     app.state.server = state
     _add_guards(app, state)
     _add_tei_routes(app, state)
@@ -146,6 +159,9 @@ def create_app(options: ServeOptions, load: Callable[[Metrics], Engine], load_no
     async def page() -> HTMLResponse:
         return HTMLResponse(PAGE)
 
+    for route in [r for r in app.routes if isinstance(r, APIRoute) and "GET" in r.methods]:
+        # HEAD wherever GET is, as HTTP asks (load balancers probe with it); uvicorn sends no body for it
+        app.add_api_route(route.path, route.endpoint, methods=["HEAD"], include_in_schema=False)
     return app
 
 
@@ -172,6 +188,16 @@ def _add_guards(app: FastAPI, state: ServerState) -> None:
     @app.exception_handler(ServeError)
     async def refused(request: Request, err: ServeError) -> JSONResponse:
         return _error_response(request, err)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def framework(request: Request, err: StarletteHTTPException) -> JSONResponse:  # 404, 405 in our shape
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "validation")
+        return _error_response(request, ServeError(err.status_code, str(err.detail), kind, dict(err.headers or {})))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        return _error_response(request, ServeError(422, "invalid request: " + "; ".join(
+            str(e.get("msg")) for e in err.errors()), "validation"))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:  # never a traceback to the client
@@ -234,12 +260,19 @@ async def _counted(state: ServerState) -> AsyncIterator[Engine]:
     except ServeError as err:
         metrics.failures.labels(err.error_type).inc()
         raise
+    except asyncio.CancelledError:  # the client went away, or the drain ended: counted, one line, no traceback
+        metrics.failures.labels("cancelled").inc()
+        logger.info("a request was cancelled before its answer (the client left, or the server stopped)")
+        raise
     except InputTooLong as err:
         metrics.failures.labels("validation").inc()
         raise ServeError(422, str(err), "validation") from None
     except InferenceFailed as err:
         metrics.failures.labels("backend").inc()
         raise ServeError(424, str(err), "backend") from None
+    except Exception:  # answered 500 by the app's handler
+        metrics.failures.labels("internal").inc()
+        raise
     else:
         metrics.successes.inc()
         metrics.duration.observe(time.perf_counter() - start)
@@ -252,7 +285,11 @@ async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ServeError(413, f"the body has {declared} bytes, over the payload limit of {limit}", "payload_too_large")
-    body = await request.body()
+    try:
+        body = await request.body()
+    except ClientDisconnect:
+        logger.info("a client left while sending its body")
+        raise ServeError(499, "the client closed the connection before sending the whole body", "cancelled") from None
     if len(body) > limit:
         raise ServeError(413, f"the body has {len(body)} bytes, over the payload limit of {limit}", "payload_too_large")
     return body
@@ -271,6 +308,23 @@ def parse_json(body: bytes) -> Any:
     except json.JSONDecodeError as err:
         raise ServeError(400, f"malformed JSON: {err.msg} at line {err.lineno}, column {err.colno}",
                          "validation") from None
+    except ValueError as err:  # an integer literal past Python's 4,300-digit limit
+        raise ServeError(400, f"malformed JSON: {err}", "validation") from None
+    except RecursionError:
+        raise ServeError(400, "malformed JSON: nested too deeply", "validation") from None
+
+
+def checked_text(text: str, what: str) -> str:
+    """A request's text, refused (400) when empty or blank and (422) when it is not Unicode text: a lone
+    surrogate such as "\\ud800" is valid JSON but no tokenizer can encode it."""
+    if not text.strip():
+        raise ServeError(400, f"{what} is empty", "empty")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ServeError(422, f"{what} is not valid Unicode ({err.reason}: {text[err.start:err.end]!r} at "
+                              f"character {err.start})", "validation") from None
+    return text
 
 
 # -- TEI ---------------------------------------------------------------------------------------------
@@ -318,9 +372,7 @@ def _add_tei_routes(app: FastAPI, state: ServerState) -> None:
             body = await read_json(request, options.payload_limit)
             sequences, batched, truncate, raw_scores = parse_tei_request(body, options.max_client_batch_size)
             logits, timings = await engine.predict(sequences, truncate, request.is_disconnected)
-            state.metrics.tokenization.observe(timings.tokenization)
-            state.metrics.queue.observe(timings.queue)
-            state.metrics.inference.observe(timings.inference)
+            state.metrics.observe(timings)
             results = [_tei_scores(row, engine, raw_scores) for row in logits]
             total = timings.tokenization + timings.queue + timings.inference
             headers = {"x-total-time": _ms(total), "x-tokenization-time": _ms(timings.tokenization),
@@ -358,11 +410,11 @@ def parse_tei_request(body: Any, max_inputs: int) -> tuple[list[tuple[str, str |
 
 def _sequence(item: list) -> tuple[str, str | None]:
     if not 1 <= len(item) <= 2 or not all(isinstance(x, str) for x in item):
-        raise ServeError(422, f"each input is a text or [text] or [text, text_pair], got {json.dumps(item)[:80]}",
-                         "validation")
-    if not item[0].strip():
-        raise ServeError(400, "an input text is empty", "empty")
-    return item[0], item[1] if len(item) == 2 else None
+        raise ServeError(422, "each input is a text or [text] or [text, text_pair], got "
+                              f"{json.dumps(item, ensure_ascii=False)[:80]} (as TEI reads \"inputs\": a list of two "
+                              "texts is one pair, a list of three or more is a batch of single texts)", "validation")
+    return checked_text(item[0], "an input text"), (checked_text(item[1], "an input's text_pair")
+                                                    if len(item) == 2 else None)
 
 
 def _tei_scores(logits: np.ndarray, engine: Engine, raw_scores: bool) -> list[dict]:
@@ -406,10 +458,12 @@ def _add_v2_routes(app: FastAPI, state: ServerState) -> None:
     @app.get("/v2/models/{name}/versions/{version}", include_in_schema=False)
     async def model_metadata(name: str, version: str = "1") -> dict:
         check_name(name)
-        labels = len(state.engine.labels) if state.engine else -1
+        engine = state.engine
+        labels = len(engine.labels) if engine else -1
+        names = ("logits",) if engine is not None and engine.is_regression else V2_OUTPUTS
         return {"name": name, "versions": ["1"], "platform": f"albert_pytorch_{options.engine.backend}",
                 "inputs": [{"name": n, "datatype": "BYTES", "shape": [-1]} for n in V2_INPUTS],
-                "outputs": [{"name": n, "datatype": "FP32", "shape": [-1, labels]} for n in V2_OUTPUTS]}
+                "outputs": [{"name": n, "datatype": "FP32", "shape": [-1, labels]} for n in names]}
 
     @app.get("/v2/models/{name}/ready")
     @app.get("/v2/models/{name}/versions/{version}/ready", include_in_schema=False)
@@ -425,9 +479,12 @@ def _add_v2_routes(app: FastAPI, state: ServerState) -> None:
             header, tensors = await read_v2_request(request, options.payload_limit)
             texts, pairs = v2_texts(header, tensors, options.max_client_batch_size)
             sequences = [(t, p) for t, p in zip(texts, pairs or [None] * len(texts), strict=True)]
-            logits, _ = await engine.predict(sequences, False, request.is_disconnected)
-            exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-            outputs = {"logits": logits, "probabilities": (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)}
+            logits, timings = await engine.predict(sequences, False, request.is_disconnected)
+            state.metrics.observe(timings)
+            outputs = {"logits": logits}
+            if not engine.is_regression:  # a softmax over one column is always 1: a regressor's score is its logit
+                exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+                outputs["probabilities"] = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
             return v2_response(header, options.model_name, outputs)
 
 
@@ -436,16 +493,39 @@ async def read_v2_request(request: Request, limit: int) -> tuple[dict, dict[str,
     body = await read_body(request, limit)
     json_size = request.headers.get("inference-header-content-length")
     size = int(json_size) if json_size and json_size.isdigit() else len(body)
+    if size > len(body):
+        raise ServeError(400, f"Inference-Header-Content-Length is {size}, but the body has {len(body)} bytes",
+                         "validation")
     header = parse_json(body[:size])
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
         raise ServeError(400, 'expected a JSON object with an "inputs" list', "validation")
+    parameters(header, "the request")
     tensors, offset = {}, size
     for tensor in header["inputs"]:
-        binary = (tensor.get("parameters") or {}).get("binary_data_size") if isinstance(tensor, dict) else None
-        if binary is not None:
-            tensors[tensor.get("name")] = body[offset:offset + int(binary)]
-            offset += int(binary)
+        if not isinstance(tensor, dict):
+            continue  # named in v2_texts' error
+        binary = parameters(tensor, f"input {tensor.get('name')!r}").get("binary_data_size")
+        if binary is None:
+            continue
+        if not isinstance(binary, int) or isinstance(binary, bool) or binary < 0:
+            raise ServeError(422, f"input {tensor.get('name')!r}: binary_data_size must be a byte count, got "
+                                  f"{json.dumps(binary)[:40]}", "validation")
+        if offset + binary > len(body):
+            raise ServeError(400, f"input {tensor.get('name')!r} declares {binary} bytes of binary data, but the body "
+                                  f"has {len(body) - offset} left", "validation")
+        tensors[tensor.get("name")] = body[offset:offset + binary]
+        offset += binary
     return header, tensors
+
+
+def parameters(item: dict, where: str) -> dict:
+    """A v2 object's "parameters": absent, or an object (422 otherwise)."""
+    value = item.get("parameters")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ServeError(422, f'{where}: "parameters" must be an object, got {type(value).__name__}', "validation")
+    return value
 
 
 def v2_texts(header: dict, binary: dict[str, bytes], max_inputs: int) -> tuple[list[str], list[str] | None]:
@@ -463,6 +543,8 @@ def v2_texts(header: dict, binary: dict[str, bytes], max_inputs: int) -> tuple[l
         if not isinstance(shape, list) or not shape or not all(isinstance(d, int) for d in shape) or (
                 len(shape) > 1 and any(d != 1 for d in shape[1:])):
             raise ServeError(422, f"input {tensor['name']} has shape {shape}; expected [N] (or [N, 1])", "validation")
+        if tensor["name"] in given:
+            raise ServeError(422, f"input {tensor['name']} is given twice", "validation")
         values = _bytes_elements(binary[tensor["name"]]) if tensor["name"] in binary else _flat(tensor.get("data"))
         if len(values) != shape[0]:
             raise ServeError(422, f"input {tensor['name']} has {len(values)} elements for shape {shape}", "validation")
@@ -493,6 +575,9 @@ def _bytes_elements(raw: bytes) -> list[bytes]:
         if offset + 4 > len(raw):
             raise ServeError(422, "BYTES binary data ends inside an element's length", "validation")
         length = int.from_bytes(raw[offset:offset + 4], "little")
+        if offset + 4 + length > len(raw):
+            raise ServeError(400, f"BYTES binary data: element {len(values)} declares {length} bytes, but "
+                                  f"{len(raw) - offset - 4} are left", "validation")
         values.append(raw[offset + 4:offset + 4 + length])
         offset += 4 + length
     return values
@@ -506,23 +591,23 @@ def _text(value: Any, name: str) -> str:
             raise ServeError(422, f"an element of {name} is not UTF-8 text", "validation") from None
     if not isinstance(value, str):
         raise ServeError(422, f"an element of {name} is {type(value).__name__}, not text", "validation")
-    if not value.strip():
-        raise ServeError(400, f"an element of {name} is empty", "empty")
-    return value
+    return checked_text(value, f"an element of {name}")
 
 
 def v2_response(header: dict, model_name: str, outputs: dict[str, np.ndarray]) -> Response:
     """The requested outputs (all when none are named), as JSON data or, where asked, binary tensor data."""
-    requested = header.get("outputs") or [{"name": n} for n in V2_OUTPUTS]
-    all_binary = bool((header.get("parameters") or {}).get("binary_data_output"))
+    requested = header.get("outputs") or [{"name": n} for n in outputs]
+    if not isinstance(requested, list):
+        raise ServeError(422, f'"outputs" must be a list, got {type(requested).__name__}', "validation")
+    all_binary = bool(parameters(header, "the request").get("binary_data_output"))
     described, binary = [], []
     for item in requested:
         name = item.get("name") if isinstance(item, dict) else None
         if name not in outputs:
-            raise ServeError(422, f"unknown output {name!r}: this model gives {', '.join(V2_OUTPUTS)}", "validation")
+            raise ServeError(422, f"unknown output {name!r}: this model gives {', '.join(outputs)}", "validation")
         array = outputs[name]
         entry = {"name": name, "datatype": "FP32", "shape": list(array.shape)}
-        if all_binary or (item.get("parameters") or {}).get("binary_data"):
+        if all_binary or parameters(item, f"output {name!r}").get("binary_data"):
             raw = array.astype("<f4").tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             binary.append(raw)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -207,6 +208,7 @@ class Engine:
         self._truncating.enable_truncation(self.max_input_length, strategy="longest_first")
         for encoder in (self._whole, self._truncating):
             encoder.no_padding()
+        self._readable = readable_prefix(self._whole, self.max_input_length)
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task | None = None
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="albert-model")
@@ -219,9 +221,19 @@ class Engine:
     # -- tokenization ---------------------------------------------------------------------------------
 
     def encode(self, sequences: list[tuple[str, str | None]], truncate: bool) -> Encoded:
-        """Token ids of each (text, pair or None); an input over the limit is cut (truncate) or refused."""
+        """Token ids of each (text, pair or None); an input over the limit is cut (truncate) or refused.
+
+        A text longer than the model can read is cut to `readable_prefix` before it is tokenized, so a 2 MB
+        text costs what a few KB do (and the tokens kept are the same)."""
+        cut = [(self._readable(text), None if pair is None else self._readable(pair)) for text, pair in sequences]
+        if not truncate:
+            for i, ((text, pair), (kept, kept_pair)) in enumerate(zip(sequences, cut, strict=True)):
+                if len(kept) < len(text) or (pair is not None and len(kept_pair) < len(pair)):
+                    raise InputTooLong(f"input {i} has {len(text) + len(pair or ''):,} characters, far over the "
+                                       f"limit of {self.max_input_length} tokens; shorten it or send "
+                                       "\"truncate\": true")
         encoder = self._truncating if truncate else self._whole
-        encodings = encoder.encode_batch([text if pair is None else (text, pair) for text, pair in sequences])
+        encodings = encoder.encode_batch([text if pair is None else (text, pair) for text, pair in cut])
         for i, encoding in enumerate(encodings):
             if len(encoding.ids) > self.max_input_length:
                 raise InputTooLong(f"input {i} has {len(encoding.ids)} tokens, over the limit of "
@@ -334,6 +346,29 @@ class Engine:
         for indices, inputs in calls:
             logits[indices] = self.backend.logits(inputs)
         return logits
+
+
+# Normalization (NFKC composes "e" + an accent into one character, drops control characters) can make a text
+# shorter than it looks; this factor keeps the bound on the safe side of it.
+_NORMALIZATION_MARGIN = 4
+
+
+def readable_prefix(tokenizer: Tokenizer, max_tokens: int) -> Callable[[str], str]:
+    """A function that cuts a text after the character past which no token can be among the first
+    `max_tokens`: every token covers at most the vocabulary's longest piece, so a prefix with that many times
+    `max_tokens` non-space characters (with a margin for normalization) already holds more tokens than the model
+    reads. Space does not count, since the normalizer folds runs of it."""
+    longest = max(len(piece.lstrip("\u2581")) for piece in tokenizer.get_vocab()) or 1
+    bound = max_tokens * longest * _NORMALIZATION_MARGIN
+    past_bound = re.compile(rf"(?:\s*\S){{{bound}}}")
+
+    def cut(text: str) -> str:
+        if len(text) <= bound:
+            return text
+        match = past_bound.match(text)
+        return text[:match.end()] if match else text
+
+    return cut
 
 
 def length_groups(lengths: list[int], tolerance: float = 0.25) -> list[list[int]]:
