@@ -216,10 +216,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     require(args.onnx, "--onnx")
     engine = EngineOptions(args.model_dir, args.backend, args.onnx, args.quantize, args.provider,
                            args.max_batch_requests, args.max_batch_tokens, args.max_input_length, args.threads,
-                           args.bf16)
+                           args.bf16, args.max_queue_wait)
     options = ServeOptions(engine, args.host, args.port, args.served_model_name,
                            args.api_key or os.environ.get("ALBERT_PYTORCH_API_KEY"), args.payload_limit,
-                           args.max_client_batch_size, args.max_concurrent_requests, args.shutdown_timeout)
+                           args.max_client_batch_size, args.max_concurrent_requests, args.shutdown_timeout,
+                           args.max_connections, args.head_timeout, args.body_timeout)
     if args.ray is None:
         return serve(options)
     address = None if args.ray == "local" else args.ray
@@ -407,6 +408,15 @@ def build_parser() -> argparse.ArgumentParser:
     option(srv, "--threads", type=POSITIVE_INT, help="the model's intra-op threads (default: the runtime's)")
     option(srv, "--shutdown_timeout", type=POSITIVE, default=30.0,
            help="seconds SIGTERM waits for accepted requests before exiting")
+    option(srv, "--max_connections", type=POSITIVE_INT,
+           help="open connections; at the cap the one waiting longest for a request is closed (default: what "
+                "the process's file limit allows, less 64)")
+    option(srv, "--head_timeout", type=POSITIVE, default=10.0,
+           help="seconds a request's head may take to arrive (idle connections close after it); 408 after")
+    option(srv, "--body_timeout", type=POSITIVE, default=30.0,
+           help="seconds a request's body may take to arrive once its head has; 408 after")
+    option(srv, "--max_queue_wait", type=POSITIVE, default=30.0,
+           help="seconds a request may wait for a batch; 503 with Retry-After after, and /health says so")
     srv.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                      help="deploy on Ray Serve: a local Ray instance, or the cluster at ADDRESS (ray start --head "
                           "prints it)")

@@ -666,3 +666,106 @@ def test_v2_gives_a_regression_model_its_score_and_no_probabilities(tiny_model_d
         assert [o["name"] for o in metadata["outputs"]] == ["logits"]
         tei = httpx.post(f"{url}/predict", json={"inputs": ["a kettle boils", "water boils"]}).json()
         assert abs(tei[0]["score"] - answer["outputs"][0]["data"][0]) < 1e-5
+
+
+# -- cheap clients: slow, idle, over-large -------------------------------------------------------------------
+
+def _host_port(url: str) -> tuple[str, int]:
+    host, port = url.split("//")[1].rsplit(":", 1)
+    return host, int(port)
+
+
+def _answer(sock: socket.socket, timeout: float) -> bytes:
+    """What the server sends before it closes the connection (b"" if it closes without a word)."""
+    sock.settimeout(timeout)
+    received = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_slow_bodies_hold_no_slot_and_are_cut_off_with_408(trained_model, tmp_path):
+    process, url = start_serve(trained_model, tmp_path, "--backend", "torch", "--max_concurrent_requests", "2",
+                               "--body_timeout", "2")
+    try:
+        stalled = []
+        for _ in range(6):  # three times the slots, each a head and 5 of 100 declared bytes
+            sock = socket.create_connection(_host_port(url))
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"inp")
+            stalled.append(sock)
+        time.sleep(0.5)
+        assert httpx.post(f"{url}/predict", json={"inputs": "a joy"}, timeout=30).status_code == 200
+        for sock in stalled:
+            answer = _answer(sock, timeout=15)
+            assert answer.startswith(b"HTTP/1.1 408 ") and b"the body did not arrive in time" in answer
+            sock.close()
+        assert 'albert_connection_closed_total{reason="timeout"} 6.0' in httpx.get(f"{url}/metrics").text
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def test_idle_connections_past_the_file_limit_cost_real_clients_nothing(trained_model, tmp_path):
+    import resource
+
+    def low_file_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    command = [sys.executable, "-m", "albert_pytorch", "serve", "--model_dir", str(trained_model), "--port", "0",
+               "--backend", "torch", "--head_timeout", "3"]
+    process = subprocess.Popen(command, env=child_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, preexec_fn=low_file_limit)
+    try:
+        url = next(re.search(r"at (http://\S+) ", line).group(1) for line in process.stdout if "serving" in line)
+        threading.Thread(target=lambda: process.stdout.read(), daemon=True).start()
+        idle = [socket.create_connection(_host_port(url)) for _ in range(300)]  # more than the server's 256 fds
+        for _ in range(3):  # each real client gets its answer, an idle connection making room for it
+            assert httpx.post(f"{url}/predict", json={"inputs": "a joy"}, timeout=30).status_code == 200
+        survivors = idle[-1]
+        assert _answer(survivors, timeout=15).startswith(b"HTTP/1.1 408 ")  # and the idle close by themselves
+        for sock in idle:
+            sock.close()
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def test_a_request_head_over_the_bound_is_431(trained_model, tmp_path):
+    process, url = start_serve(trained_model, tmp_path, "--backend", "torch")
+    try:
+        with socket.create_connection(_host_port(url)) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
+            answer = _answer(sock, timeout=15)
+        assert answer.startswith(b"HTTP/1.1 431 ") and b'"error_type": "head_too_large"' in answer
+        assert httpx.get(f"{url}/health").status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def test_a_request_that_waits_too_long_for_a_batch_is_503_and_health_says_so(trained_model, monkeypatch):
+    real_logits = Engine._logits
+
+    def slow_logits(self, calls, rows):
+        time.sleep(1.0)
+        return real_logits(self, calls, rows)
+
+    monkeypatch.setattr(Engine, "_logits", slow_logits)
+    with running(app_for(trained_model, backend="torch", max_batch_requests=1, max_queue_wait=0.3)) as url:
+        with httpx.Client(timeout=30) as client:
+            def ask(_):
+                return client.post(f"{url}/predict", json={"inputs": "a joy"})
+
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(4) as pool:
+                answers = list(pool.map(ask, range(4)))
+            statuses = sorted(a.status_code for a in answers)
+            assert 200 in statuses and 503 in statuses
+            late = next(a for a in answers if a.status_code == 503)
+            assert late.headers["retry-after"] == "1" and "--max_queue_wait" in late.json()["error"]
+            health = client.get(f"{url}/health")
+            assert health.status_code == 503 and "overloaded" in health.json()["error"]

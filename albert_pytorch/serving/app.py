@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from .. import __version__
-from .engine import Engine, EngineOptions, InferenceFailed, InputTooLong
+from .engine import Engine, EngineOptions, InferenceFailed, InputTooLong, QueueTimeout
 from .page import PAGE
 
 logger = logging.getLogger("albert_pytorch.serving")
@@ -56,6 +56,9 @@ class ServeOptions:
     max_client_batch_size: int = 32  # inputs in one request
     max_concurrent_requests: int = 512  # requests in flight; more are refused at once with 429
     shutdown_timeout: float = 30.0  # seconds SIGTERM waits for accepted requests
+    max_connections: int | None = None  # open connections; default what the process's file limit allows
+    head_timeout: float = 10.0  # seconds a request head may take to arrive
+    body_timeout: float = 30.0  # seconds a body may take to arrive once its head has
 
     @property
     def model_name(self) -> str:
@@ -88,6 +91,9 @@ class Metrics:
         self.batch_tokens = Histogram("te_batch_next_tokens", "padded tokens in a model call",
                                       buckets=tuple(64 * b for b in buckets) + (65536,), registry=r)
         self.queue_size = Gauge("te_queue_size", "requests waiting for a batch", registry=r)
+        self.connections_closed = Counter("albert_connection_closed", "connections the server closed before an "
+                                          "answer: slow or idle clients, over-large heads, evictions at the cap",
+                                          ["reason"], registry=r)
 
     def observe(self, timings) -> None:
         """Where an answered request's time went (TEI's and v2's routes alike)."""
@@ -228,35 +234,50 @@ def _error_response(request: Request, err: ServeError) -> JSONResponse:
     return JSONResponse(body, status_code=err.status, headers=err.headers)
 
 
-@contextlib.asynccontextmanager
-async def admitted(state: ServerState) -> AsyncIterator[Engine]:
-    """An inference request's slot: the engine if it is ready and a slot is free (else 503 or 429 at once);
-    the outcome counted in the metrics."""
-    state.received += 1
-    try:
-        async with _counted(state) as engine:
-            yield engine
-    finally:
-        state.answered += 1
+class Slot:
+    """An inference request's place among the `--max_concurrent_requests` in flight, taken only once its body
+    is in and checked, so a slow upload holds a connection (bounded by --body_timeout) but never a slot."""
 
+    def __init__(self, state: ServerState):
+        self.state, self.held = state, False
 
-@contextlib.asynccontextmanager
-async def _counted(state: ServerState) -> AsyncIterator[Engine]:
-    metrics = state.metrics
-    metrics.requests.inc()
-    start = time.perf_counter()
-    try:
+    def engine(self) -> Engine:
+        """The engine, if it is ready and a slot is free (else 503 or 429 at once)."""
+        state = self.state
         engine = state.ready_engine()
         if state.in_flight >= state.options.max_concurrent_requests:
             raise ServeError(429, f"model is overloaded: {state.in_flight} requests in flight (the limit is "
                                   f"{state.options.max_concurrent_requests}); retry shortly", "overloaded",
                              {"Retry-After": "1"})
-    except ServeError as err:
-        metrics.failures.labels(err.error_type).inc()
-        raise
-    state.in_flight += 1
+        state.in_flight += 1
+        self.held = True
+        return engine
+
+    def release(self) -> None:
+        if self.held:
+            self.state.in_flight -= 1
+            self.held = False
+
+
+@contextlib.asynccontextmanager
+async def admitted(state: ServerState) -> AsyncIterator[Slot]:
+    """An inference request, counted: its outcome lands in exactly one of the metrics' series."""
+    state.received += 1
+    slot = Slot(state)
     try:
-        yield engine
+        async with _counted(state.metrics):
+            yield slot
+    finally:
+        slot.release()
+        state.answered += 1
+
+
+@contextlib.asynccontextmanager
+async def _counted(metrics: Metrics) -> AsyncIterator[None]:
+    metrics.requests.inc()
+    start = time.perf_counter()
+    try:
+        yield
     except ServeError as err:
         metrics.failures.labels(err.error_type).inc()
         raise
@@ -270,14 +291,15 @@ async def _counted(state: ServerState) -> AsyncIterator[Engine]:
     except InferenceFailed as err:
         metrics.failures.labels("backend").inc()
         raise ServeError(424, str(err), "backend") from None
+    except QueueTimeout as err:
+        metrics.failures.labels("overloaded").inc()
+        raise ServeError(503, str(err), "overloaded", {"Retry-After": "1"}) from None
     except Exception:  # answered 500 by the app's handler
         metrics.failures.labels("internal").inc()
         raise
     else:
         metrics.successes.inc()
         metrics.duration.observe(time.perf_counter() - start)
-    finally:
-        state.in_flight -= 1
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -343,6 +365,9 @@ def _add_tei_routes(app: FastAPI, state: ServerState) -> None:
     async def health() -> Response:
         if state.phase != "ready":
             raise ServeError(503, f"the model is {state.phase}", "unhealthy")
+        if state.engine is not None and state.engine.overloaded():
+            raise ServeError(503, f"the model is overloaded: requests waited over --max_queue_wait "
+                                  f"({options.engine.max_queue_wait:g} s) for it", "unhealthy")
         return Response(status_code=200)
 
     @app.get("/info", summary="the model, its labels and the server's limits")
@@ -368,9 +393,10 @@ def _add_tei_routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/predict", summary="labels and scores, as text-embeddings-inference answers them",
               openapi_extra=_PREDICT_SCHEMA)
     async def predict(request: Request) -> Response:
-        async with admitted(state) as engine:
+        async with admitted(state) as slot:
             body = await read_json(request, options.payload_limit)
             sequences, batched, truncate, raw_scores = parse_tei_request(body, options.max_client_batch_size)
+            engine = slot.engine()
             logits, timings = await engine.predict(sequences, truncate, request.is_disconnected)
             state.metrics.observe(timings)
             results = [_tei_scores(row, engine, raw_scores) for row in logits]
@@ -475,9 +501,10 @@ def _add_v2_routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/v2/models/{name}/versions/{version}/infer", include_in_schema=False)
     async def infer(name: str, request: Request, version: str = "1") -> Response:
         check_name(name)
-        async with admitted(state) as engine:
+        async with admitted(state) as slot:
             header, tensors = await read_v2_request(request, options.payload_limit)
             texts, pairs = v2_texts(header, tensors, options.max_client_batch_size)
+            engine = slot.engine()
             sequences = [(t, p) for t, p in zip(texts, pairs or [None] * len(texts), strict=True)]
             logits, timings = await engine.predict(sequences, False, request.is_disconnected)
             state.metrics.observe(timings)

@@ -53,6 +53,7 @@ class EngineOptions:
     max_input_length: int | None = None  # tokens per input, [CLS] and [SEP] included; default the model's limit
     threads: int | None = None  # the model's intra-op threads; default the library's
     bf16: bool = False  # the PyTorch backend in bfloat16 autocast
+    max_queue_wait: float = 30.0  # seconds a request may wait for a batch before it is answered 503
 
 
 class Backend:
@@ -139,6 +140,14 @@ class InputTooLong(ValueError):
     """An input over the token limit, with `truncate` off."""
 
 
+# How long /health reports an overload after the last request that waited too long for a batch.
+OVERLOAD_MEMORY_S = 10.0
+
+
+class QueueTimeout(RuntimeError):
+    """No batch took the request within `max_queue_wait` (answered 503 with Retry-After)."""
+
+
 @dataclass
 class Encoded:
     """One request's rows, tokenized."""
@@ -189,6 +198,7 @@ class _Pending:
     future: asyncio.Future
     gone: Callable[[], Awaitable[bool]]
     enqueued: float = field(default_factory=time.perf_counter)
+    taken: asyncio.Event = field(default_factory=asyncio.Event)  # set when a batch starts with it
 
 
 class Engine:
@@ -210,6 +220,7 @@ class Engine:
             encoder.no_padding()
         self._readable = readable_prefix(self._whole, self.max_input_length)
         self._queue: asyncio.Queue[_Pending] | None = None
+        self._last_timeout = -float("inf")
         self._worker: asyncio.Task | None = None
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="albert-model")
         self._tokenizer_threads = ThreadPoolExecutor(2, thread_name_prefix="albert-tokenizer")
@@ -275,10 +286,23 @@ class Engine:
     async def infer(self, encoded: Encoded, gone: Callable[[], Awaitable[bool]]) -> tuple[np.ndarray, Timings]:
         """This request's logits, [rows, labels] float32, from whichever batch it joins."""
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(encoded, future, gone))
+        pending = _Pending(encoded, future, gone)
+        self._queue.put_nowait(pending)
         if self.metrics is not None:
             self.metrics.queue_size.set(self._queue.qsize())
+        try:
+            await asyncio.wait_for(pending.taken.wait(), self.options.max_queue_wait)
+        except TimeoutError:
+            future.cancel()  # the batcher skips it
+            self._last_timeout = time.monotonic()
+            raise QueueTimeout(f"no batch took this request within {self.options.max_queue_wait:g} s "
+                               "(--max_queue_wait): the model is overloaded; retry shortly") from None
         return await future
+
+    def overloaded(self) -> bool:
+        """Whether a request timed out waiting for a batch lately (within OVERLOAD_MEMORY_S, or `max_queue_wait`
+        if longer): /health then says 503, so a load balancer sends the next ones elsewhere."""
+        return time.monotonic() - self._last_timeout < max(OVERLOAD_MEMORY_S, self.options.max_queue_wait)
 
     async def _work(self) -> None:
         carried: _Pending | None = None
@@ -309,6 +333,8 @@ class Engine:
         return batch, None
 
     async def _run(self, batch: list[_Pending]) -> None:
+        for pending in batch:
+            pending.taken.set()
         ids = [row for pending in batch for row in pending.encoded.ids]
         types = [row for pending in batch for row in pending.encoded.types]
         groups = length_groups([len(row) for row in ids])

@@ -21,6 +21,7 @@ import uvicorn
 
 from ..config import AlbertConfig
 from .app import Metrics, ServeError, ServeOptions, ServerState, create_app
+from .connections import ConnectionLimits, default_max_connections, guarded_protocol
 from .engine import Engine, EngineOptions, Timings, read_model_dir
 
 logger = logging.getLogger("albert_pytorch.serving")
@@ -53,8 +54,12 @@ def serve(options: ServeOptions, announce: Callable[[str], None] = print) -> int
         return engine
 
     app = create_app(options, loaded)
+    limits = ConnectionLimits(options.max_connections or default_max_connections(), options.head_timeout,
+                              options.body_timeout)
+    closed = app.state.server.metrics.connections_closed
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=options.shutdown_timeout,
-                            lifespan="on", access_log=False)
+                            lifespan="on", access_log=False,
+                            http=guarded_protocol(limits, lambda reason: closed.labels(reason).inc()))
     server = DrainingServer(config, app.state.server)
     server.run(sockets=[listening])
     return 0 if app.state.server.phase != "failed" else 1
@@ -131,6 +136,10 @@ class RemoteEngine:
 
     async def stop(self) -> None:
         """Ray stops the replicas."""
+
+    def overloaded(self) -> bool:
+        """Each replica bounds its own queue; the front has none to watch."""
+        return False
 
     async def predict(self, sequences: list[tuple[str, str | None]], truncate: bool,
                       gone: Callable[[], Awaitable[bool]]) -> tuple[np.ndarray, Timings]:
