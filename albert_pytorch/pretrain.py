@@ -118,7 +118,7 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext, device: torch.device, built
 
     def write_model_files(trained: nn.Module, directory: Path) -> None:
         trained.save_pretrained(directory)
-        save_tokenizer_files(built.tokenizer, built.tokenizer_dir, directory)
+        save_tokenizer_files(built.tokenizer, built.tokenizer_dir, directory, trained.config.max_position_embeddings)
 
     sampler = LengthGroupedBatchSampler(train_set.lengths, cfg.batch_size, cfg.seed, ctx.world_size, ctx.rank,
                                         group_by_length=cfg.group_by_length)

@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,7 +243,7 @@ class FolderLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+                holder = _holder_pid(fd)
                 os.close(fd)
                 raise UsageError(f"--output_dir {self.folder} is in use by another run (pid {holder}); two runs in "
                                  "one folder would mix their files. Wait for it, or choose another folder.") from None
@@ -258,6 +259,17 @@ class FolderLock:
         with contextlib.suppress(OSError):
             self.file.unlink()  # before unlocking: a waiter that opened this file sees it gone and retries
         os.close(self.fd)
+
+
+def _holder_pid(fd: int) -> str:
+    """The pid in a held lock file; its holder writes it just after locking, so an empty file is read again
+    for a moment."""
+    for _ in range(100):
+        pid = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        if pid:
+            return pid
+        time.sleep(0.01)
+    return "unknown"
 
 
 def _same_file(fd: int, path: Path) -> bool:

@@ -56,12 +56,21 @@ def _check_tokenizer_files(model_dir: Path) -> None:
                                  f"rebuild it from {SPIECE_NAME}") from None
 
 
-def save_tokenizer_files(tokenizer, source_dir: str | os.PathLike, directory: str | os.PathLike) -> None:
-    """The tokenizer's files in `directory`, with the source's spiece.model for slow (SentencePiece) loaders."""
+def save_tokenizer_files(tokenizer, source_dir: str | os.PathLike, directory: str | os.PathLike,
+                         model_max_length: int | None = None) -> None:
+    """The tokenizer's files in `directory`, with the source's spiece.model for slow (SentencePiece) loaders,
+    as transformers' AutoTokenizer should read them: giving token_type_ids (ALBERT's pairs need them; its
+    tokenizer class leaves them out unless told) and cutting at `model_max_length` (the model's positions)."""
     tokenizer.save_pretrained(str(directory))
     # the definition as trained, without the truncation and padding of the last call (a transformers user
     # loading it would otherwise cut every input at this run's training length)
     atomic_write_text(Path(directory) / "tokenizer.json", definition(tokenizer))
+    settings_file = Path(directory) / "tokenizer_config.json"
+    settings = json.loads(settings_file.read_text(encoding="utf-8"))
+    settings["model_input_names"] = ["input_ids", "token_type_ids", "attention_mask"]
+    if model_max_length is not None:
+        settings["model_max_length"] = model_max_length
+    atomic_write_text(settings_file, json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
     spiece = Path(source_dir) / SPIECE_NAME
     if spiece.is_file():
         shutil.copyfile(spiece, Path(directory) / SPIECE_NAME)
@@ -79,6 +88,21 @@ def encode(tokenizer, texts_a: Sequence[str], texts_b: Sequence[str] | None,
                         max_length=max_seq_length, padding=False, return_token_type_ids=True,
                         return_attention_mask=False)
     return {"input_ids": encoded["input_ids"], "token_type_ids": encoded["token_type_ids"]}
+
+
+def encode_inputs(tokenizer, inputs: Sequence[tuple[str, str | None]], max_seq_length: int) -> dict[str, list]:
+    """`encode` for a mix of single texts and (text, pair)s, each encoded as what it is (a single text is never
+    a pair with an empty second text), in input order."""
+    singles = [i for i, (_, pair) in enumerate(inputs) if pair is None]
+    pairs = [i for i, (_, pair) in enumerate(inputs) if pair is not None]
+    rows: list = [None] * len(inputs)
+    for indices, is_pair in ((singles, False), (pairs, True)):
+        if indices:
+            encoded = encode(tokenizer, [inputs[i][0] for i in indices],
+                             [inputs[i][1] for i in indices] if is_pair else None, max_seq_length)
+            for position, i in enumerate(indices):
+                rows[i] = (encoded["input_ids"][position], encoded["token_type_ids"][position])
+    return {"input_ids": [ids for ids, _ in rows], "token_type_ids": [types for _, types in rows]}
 
 
 def definition(tokenizer) -> str:

@@ -277,4 +277,4 @@ def train_loader(cfg: TrainConfig, features: Features, collator: Collator, ctx: 
 def save_model_dir(model: nn.Module, tokenizer, source_dir: Path, directory: Path) -> None:
     """A Hugging Face model directory: config.json, model.safetensors and the tokenizer files."""
     model.save_pretrained(directory)
-    save_tokenizer_files(tokenizer, source_dir, directory)
+    save_tokenizer_files(tokenizer, source_dir, directory, model.config.max_position_embeddings)

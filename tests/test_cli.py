@@ -48,7 +48,8 @@ CONTRACT = {
     "serve": {"--model_dir", "--backend", "--onnx", "--quantize", "--bf16", "--provider", "--host", "--port",
               "--served_model_name", "--api_key", "--max_batch_requests", "--max_batch_tokens",
               "--max_client_batch_size", "--max_concurrent_requests", "--payload_limit", "--max_input_length",
-              "--threads", "--shutdown_timeout", "--ray", "--num_replicas", "--min_replicas", "--max_replicas"},
+              "--threads", "--shutdown_timeout", "--max_connections", "--head_timeout", "--body_timeout",
+              "--max_queue_wait", "--ray", "--num_replicas", "--min_replicas", "--max_replicas"},
     "tokenizer": {"--input", "--vocab_size", "--output_dir", "--max_sentences", "--seed", "--overwrite_output_dir"},
     "download": {"--tasks", "--data_dir", "--base_url", "--retries"},
 }

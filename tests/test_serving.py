@@ -769,3 +769,92 @@ def test_a_request_that_waits_too_long_for_a_batch_is_503_and_health_says_so(tra
             assert late.headers["retry-after"] == "1" and "--max_queue_wait" in late.json()["error"]
             health = client.get(f"{url}/health")
             assert health.status_code == 503 and "overloaded" in health.json()["error"]
+
+
+# -- the same numbers everywhere ---------------------------------------------------------------------------------
+
+def test_predict_encodes_each_input_as_what_it_is(trained_model):
+    single, pair = "a joy to watch .", ("a kettle boils .", "water boils .")
+    alone = next(predict(trained_model, [(single, None)]))
+    mixed = list(predict(trained_model, [(single, None), pair]))
+    assert mixed[0]["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-7)  # not a pair with ""
+    assert mixed[1]["probabilities"] == pytest.approx(next(predict(trained_model, [pair]))["probabilities"], abs=1e-7)
+
+
+def test_transformers_scores_a_pair_as_predict_and_serve_do(trained_model):
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(trained_model)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(trained_model).eval()
+    pair = ("a kettle boils on the stove .", "water is boiling .")
+    encoded = tokenizer(*pair, return_tensors="pt")
+    assert "token_type_ids" in encoded and tokenizer.model_max_length == 128
+    with torch.no_grad():
+        theirs = torch.softmax(model(**encoded).logits[0], -1).tolist()
+    ours = next(predict(trained_model, [pair]))["probabilities"]
+    assert list(ours.values()) == pytest.approx(theirs, abs=1e-5)
+
+
+def test_sigterm_answers_every_connection_made_before_it_without_a_reset(trained_model, tmp_path):
+    process, url = start_serve(trained_model, tmp_path, "--backend", "torch", "--shutdown_timeout", "10")
+    request = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+               b'Content-Length: 19\r\n\r\n{"inputs": "a joy"}')
+    outcomes: list[tuple[float, str]] = []  # (when the connection was made, what came of it)
+    stop = threading.Event()
+
+    def client():
+        for _ in range(400):  # bounded in count and time
+            if stop.is_set():
+                return
+            try:
+                sock = socket.create_connection(_host_port(url), timeout=20)
+            except OSError:
+                outcomes.append((time.time(), "refused"))
+                time.sleep(0.01)
+                continue
+            connected = time.time()
+            try:
+                sock.sendall(request)
+                answer = _answer(sock, timeout=20)
+                outcomes.append((connected, answer[9:12].decode() if answer.startswith(b"HTTP/1.1 ") else "reset"))
+            except OSError:
+                outcomes.append((connected, "reset"))
+            finally:
+                sock.close()
+
+    threads = [threading.Thread(target=client) for _ in range(32)]  # enough that connections queue
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    signalled = time.time()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=40) == 0
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    before = [what for connected, what in outcomes if connected < signalled - 0.005]
+    assert before and set(before) <= {"200", "503"}, sorted(set(before))
+    assert "200" in before
+
+
+def test_sigterm_answers_connections_the_kernel_took_while_the_server_was_busy(trained_model, tmp_path):
+    process, url = start_serve(trained_model, tmp_path, "--backend", "torch", "--shutdown_timeout", "10")
+    request = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+               b'Content-Length: 19\r\n\r\n{"inputs": "a joy"}')
+    process.send_signal(signal.SIGSTOP)  # busy: the kernel completes connections the server has not taken
+    try:
+        clients = [socket.create_connection(_host_port(url), timeout=20) for _ in range(20)]
+        for sock in clients:
+            sock.sendall(request)
+        process.send_signal(signal.SIGTERM)
+    finally:
+        process.send_signal(signal.SIGCONT)
+    answers = []
+    for sock in clients:
+        try:
+            answers.append(_answer(sock, timeout=20)[:12])
+        except OSError as err:
+            answers.append(type(err).__name__.encode())
+        sock.close()
+    assert process.wait(timeout=40) == 0
+    assert all(answer in (b"HTTP/1.1 200", b"HTTP/1.1 503") for answer in answers), answers

@@ -87,7 +87,7 @@ def export(model_dir: str | os.PathLike, onnx_dir: str | os.PathLike, batch_size
     check_against_pytorch(path, model, inputs, atol, output_name)
     if optimum:
         model.config.save_pretrained(path.parent)
-        save_tokenizer_files(tokenizer, model_dir, path.parent)
+        save_tokenizer_files(tokenizer, model_dir, path.parent, model.config.max_position_embeddings)
         _readable_by_transformers_4(path.parent / "tokenizer_config.json")
     logger.info("exported %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path

@@ -16,7 +16,7 @@ from ..errors import UsageError
 from ..evaluate import batch_logits
 from ..io import read_utf8
 from ..modeling import AlbertForSequenceClassification
-from ..tokenization import encode, load_tokenizer
+from ..tokenization import encode_inputs, load_tokenizer
 from .runtime import open_session, pad_to_batch, static_dims
 
 
@@ -55,9 +55,7 @@ def predict(model_dir: str | os.PathLike, pairs: list[tuple[str, str | None]], o
         static_batch, static_width = static_dims(session)  # a static export takes only its batch and length
     else:
         model = AlbertForSequenceClassification.from_pretrained(model_dir, config=config).eval()
-    is_pair = any(b is not None for _, b in pairs)
-    encoded = encode(tokenizer, [a for a, _ in pairs], [b or "" for _, b in pairs] if is_pair else None,
-                     static_width or max_seq_length)
+    encoded = encode_inputs(tokenizer, pairs, static_width or max_seq_length)
     features = Features.from_encoded(encoded, torch.zeros(len(pairs)))
     collator = Collator(tokenizer.pad_token_id, static_width or 1)
     logits = np.zeros((len(pairs), config.num_labels), dtype=np.float32)

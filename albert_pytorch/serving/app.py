@@ -241,17 +241,22 @@ class Slot:
     def __init__(self, state: ServerState):
         self.state, self.held = state, False
 
-    def engine(self) -> Engine:
-        """The engine, if it is ready and a slot is free (else 503 or 429 at once)."""
+    def check(self) -> None:
+        """Refuse at once, before the body is read, what `engine` would refuse now: under overload a refusal
+        must cost less than the work it turns away."""
         state = self.state
-        engine = state.ready_engine()
+        state.ready_engine()
         if state.in_flight >= state.options.max_concurrent_requests:
             raise ServeError(429, f"model is overloaded: {state.in_flight} requests in flight (the limit is "
                                   f"{state.options.max_concurrent_requests}); retry shortly", "overloaded",
                              {"Retry-After": "1"})
-        state.in_flight += 1
+
+    def engine(self) -> Engine:
+        """The engine, if it is ready and a slot is free (else 503 or 429 at once)."""
+        self.check()
+        self.state.in_flight += 1
         self.held = True
-        return engine
+        return self.state.engine
 
     def release(self) -> None:
         if self.held:
@@ -394,6 +399,7 @@ def _add_tei_routes(app: FastAPI, state: ServerState) -> None:
               openapi_extra=_PREDICT_SCHEMA)
     async def predict(request: Request) -> Response:
         async with admitted(state) as slot:
+            slot.check()
             body = await read_json(request, options.payload_limit)
             sequences, batched, truncate, raw_scores = parse_tei_request(body, options.max_client_batch_size)
             engine = slot.engine()
@@ -502,6 +508,7 @@ def _add_v2_routes(app: FastAPI, state: ServerState) -> None:
     async def infer(name: str, request: Request, version: str = "1") -> Response:
         check_name(name)
         async with admitted(state) as slot:
+            slot.check()
             header, tensors = await read_v2_request(request, options.payload_limit)
             texts, pairs = v2_texts(header, tensors, options.max_client_batch_size)
             engine = slot.engine()

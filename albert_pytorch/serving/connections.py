@@ -18,6 +18,8 @@ import asyncio
 import json
 import logging
 import resource
+import socket
+import struct
 import time
 from dataclasses import dataclass
 
@@ -56,7 +58,10 @@ def guarded_protocol(limits: ConnectionLimits, on_refused=None) -> type[HttpTool
     waiting: dict[GuardedProtocol, float] = {}  # connections waiting for a request head, by when they began to
 
     class GuardedProtocol(HttpToolsProtocol):
+        accepted = 0  # connections taken from the listening socket so far
+
         def connection_made(self, transport: asyncio.Transport) -> None:
+            type(self).accepted += 1
             super().connection_made(transport)
             self._timer: asyncio.TimerHandle | None = None
             self._head_bytes = 0
@@ -134,3 +139,13 @@ def guarded_protocol(limits: ConnectionLimits, on_refused=None) -> type[HttpTool
                 on_refused(kind)
 
     return GuardedProtocol
+
+
+def accept_queue_length(listening: socket.socket) -> int:
+    """Connections the kernel has completed on `listening` that the server has not accepted yet (Linux's
+    TCP_INFO reports a listening socket's accept queue in tcpi_unacked); 0 where that cannot be read."""
+    try:
+        info = listening.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    except (AttributeError, OSError):
+        return 0
+    return struct.unpack_from("I", info, 24)[0] if len(info) >= 28 else 0

@@ -7,12 +7,14 @@ accepted request is answered, and the process exits 0 within `--shutdown_timeout
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
@@ -21,7 +23,7 @@ import uvicorn
 
 from ..config import AlbertConfig
 from .app import Metrics, ServeError, ServeOptions, ServerState, create_app
-from .connections import ConnectionLimits, default_max_connections, guarded_protocol
+from .connections import ConnectionLimits, accept_queue_length, default_max_connections, guarded_protocol
 from .engine import Engine, EngineOptions, Timings, read_model_dir
 
 logger = logging.getLogger("albert_pytorch.serving")
@@ -60,7 +62,7 @@ def serve(options: ServeOptions, announce: Callable[[str], None] = print) -> int
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=options.shutdown_timeout,
                             lifespan="on", access_log=False,
                             http=guarded_protocol(limits, lambda reason: closed.labels(reason).inc()))
-    server = DrainingServer(config, app.state.server)
+    server = DrainingServer(config, app.state.server, listening)
     server.run(sockets=[listening])
     return 0 if app.state.server.phase != "failed" else 1
 
@@ -68,6 +70,8 @@ def serve(options: ServeOptions, announce: Callable[[str], None] = print) -> int
 # Seconds past --shutdown_timeout after which a drain that has not ended ends the process anyway (exit 1): what
 # is left then is a model batch or a tokenization already running, which the drain cannot interrupt.
 DRAIN_MARGIN_S = 5.0
+# Seconds the server keeps accepting after SIGTERM, at most, to take what the kernel had already connected.
+ACCEPT_BACKLOG_S = 2.0
 
 
 class DrainingServer(uvicorn.Server):
@@ -77,19 +81,32 @@ class DrainingServer(uvicorn.Server):
     The drain is the server's promise to whoever stops it (a Kubernetes grace period follows it): the process
     is gone within --shutdown_timeout plus DRAIN_MARGIN_S, however loaded the host."""
 
-    def __init__(self, config: uvicorn.Config, state: ServerState):
+    def __init__(self, config: uvicorn.Config, state: ServerState, listening: socket.socket | None = None):
         super().__init__(config)
-        self.state = state
+        self.state, self.listening = state, listening
         self.deadline: threading.Timer | None = None
+        self.accepted_before_signal: int | None = None  # connections the server must take before it stops
 
     def handle_exit(self, sig: int, frame) -> None:
         self.state.phase = "draining"
+        if self.accepted_before_signal is None and self.listening is not None:
+            self.accepted_before_signal = self.config.http.accepted + accept_queue_length(self.listening)
         if self.deadline is None:
             limit = (self.config.timeout_graceful_shutdown or 0) + DRAIN_MARGIN_S
             self.deadline = threading.Timer(limit, _overran, args=(limit,))
             self.deadline.daemon = True
             self.deadline.start()
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets=None) -> None:
+        """uvicorn's shutdown, once every connection the kernel completed before the signal has been taken (each
+        is answered 503 with Connection: close, as the app is draining): closing the listening socket first
+        would reset them, a failure the client cannot tell from a crash."""
+        if self.accepted_before_signal is not None:
+            deadline = time.monotonic() + ACCEPT_BACKLOG_S
+            while self.config.http.accepted < self.accepted_before_signal and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
