@@ -5,4 +5,4 @@ import sys
 from albert_pytorch.cli import main
 
 if __name__ == "__main__":
-    main(["postprocess", *sys.argv[1:]])
+    main(["postprocess", *sys.argv[1:]], script="Albert_postprocess.py")

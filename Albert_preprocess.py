@@ -5,4 +5,4 @@ import sys
 from albert_pytorch.cli import main
 
 if __name__ == "__main__":
-    main(["preprocess", *sys.argv[1:]])
+    main(["preprocess", *sys.argv[1:]], script="Albert_preprocess.py")

@@ -5,4 +5,4 @@ import sys
 from albert_pytorch.cli import main
 
 if __name__ == "__main__":
-    main(["opt_onnx", *sys.argv[1:]])
+    main(["opt_onnx", *sys.argv[1:]], script="opt_onnx.py")

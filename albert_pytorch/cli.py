@@ -243,7 +243,10 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(scripts: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    """Every command's parser; `scripts` names the ModelZoo wrapper a command runs behind (pth2onnx:
+    Albert_pth2onnx.py), which its help and errors then name as the program."""
+    scripts = scripts or {}
 
     parser = Parser(prog="python3 -m albert_pytorch",
                                      description="Fine-tune ALBERT on GLUE (or your data), pretrain it on raw text, "
@@ -253,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        if name in scripts:
+            kwargs["prog"] = f"python3 {scripts[name]}"
         return sub.add_parser(name, parents=[common], **kwargs)
 
     train = command("train", help="fine-tune and/or evaluate on a GLUE task (torchrun for many devices)",
@@ -448,14 +453,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Exit codes: 0 done, 2 bad arguments (argparse's own code too), 1 a failure while running.
-    Handled errors print one line that names the file, line or flag and the fix; --debug adds the traceback."""
+def main(argv: list[str] | None = None, script: str | None = None) -> None:
+    """Exit codes: 0 done, 2 bad arguments (argparse's own code too), 1 a failure while running, 130 Ctrl-C, 143
+    SIGTERM. Handled errors print one line that names the file, line or flag and the fix; --debug adds the
+    traceback. `script`: the ModelZoo wrapper (Albert_pth2onnx.py ...) that runs `argv[0]`'s command."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     if int(os.environ.get("RANK", 0)) != 0:
         logging.getLogger().setLevel(logging.WARNING)
-    args = build_parser().parse_args(argv)
+    args = build_parser({argv[0]: script} if script and argv else None).parse_args(argv)
     _stop_on_signals()
     try:
         code = args.func(args)

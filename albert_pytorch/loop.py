@@ -183,7 +183,8 @@ def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext,
     the best checkpoint and stops early; `write_model_files(model, dir)` writes what a checkpoint holds
     besides the training state; `identity` (what defines the run) goes into every checkpoint's manifest;
     `resume_from` is the checkpoint to continue (`checkpoint.checkpoint_to_resume` found and matched it).
-    Returns the step count, throughput and best evaluation.
+    Returns the step count, throughput and best evaluation, and `final_evaluation`: the metrics of an evaluation
+    made at the last step of the weights it returns (None if there was none), so the caller need not repeat it.
     """
     sampler: ResumableBatchSampler = loader.batch_sampler
     batches_per_epoch = len(sampler)
@@ -227,13 +228,16 @@ def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext,
     window.raise_if_diverged(run.output_dir)
     if cfg.save_strategy != "no" and run.saved_at != state.step:
         run.save()
+    last_evaluation = run.last_evaluation
     if cfg.load_best_model_at_end and state.best_step:
         run.load_best(ranking)
+        last_evaluation = None  # of other weights than the ones it ends with
     return {"step": state.step, "epoch": state.progress(batches_per_epoch),
             "train_loss": run.last_loss,
             "train_samples_per_second": state.train_samples / max(state.train_seconds, 1e-9),
             "train_seconds": state.train_seconds, "skipped_steps": state.skipped_steps,
-            "best_metric": state.best_metric, "best_step": state.best_step or None}
+            "best_metric": state.best_metric, "best_step": state.best_step or None,
+            "final_evaluation": last_evaluation[1] if last_evaluation and last_evaluation[0] == state.step else None}
 
 
 # From this width up, bf16 autocast trains faster than fp32 on a CPU with bf16 units (AMX or AVX512-BF16); at
@@ -276,6 +280,7 @@ class _Run:
     identity: dict[str, Any] | None
     saved_at: int = -1
     last_loss: float | None = None  # of the last log line
+    last_evaluation: tuple[int, dict[str, float]] | None = None  # (step, metrics) of the last evaluation
 
     @classmethod
     def start(cls, model: nn.Module, cfg: LoopConfig, ctx: DistContext, device: torch.device, run_log: RunLog,
@@ -318,6 +323,7 @@ class _Run:
             self.last_loss = figures["loss"]
         if at_eval:
             metrics = evaluate()
+            self.last_evaluation = (state.step, metrics)
             self.run_log.write({"type": "eval", "step": state.step, **{f"eval_{k}": v for k, v in metrics.items()}})
             if ranking is not None:
                 state.record_evaluation(metrics[ranking.metric], ranking)

@@ -33,7 +33,7 @@ from .io import atomic_write_json, text_files
 from .loop import Ranking, fit, write_trainer_state
 from .modeling import AlbertForPreTraining, count_parameters
 from .run_config import PretrainConfig, run_model_config, run_settings
-from .rundir import TRAINING, OutputFolder
+from .rundir import TRAINING, OutputFolder, claimed
 from .runlog import RunLog, format_values
 from .tokenization import load_tokenizer, save_tokenizer_files
 from .weights import resolve_model_dir
@@ -45,12 +45,13 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     """Pretrain as `cfg` says; returns the summary (on every process). Every input is read and checked
     before the output folder is touched, as `train.run` does."""
     cfg.validate()
-    with OutputFolder.claimed(cfg.output_dir, TRAINING, cfg.overwrite_output_dir, cfg.resume_from_checkpoint,
-                              sources=(cfg.model_name_or_path, cfg.tokenizer_name),
-                              holder=DistContext.from_env().is_main) as folder:
+    with claimed(cfg.output_dir, holder=DistContext.from_env().is_main):
         ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
+        cfg = cfg.on_device(device)
         try:
             built = build_pretraining(cfg, ctx, device)
+            folder = OutputFolder.check(cfg.output_dir, TRAINING, cfg.overwrite_output_dir, cfg.resume_from_checkpoint,
+                                        sources=(cfg.model_name_or_path, cfg.tokenizer_name))
             with folder.opened(ctx.is_main):
                 barrier(ctx)
                 return _pretrain(cfg, ctx, device, built)
@@ -130,16 +131,20 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext, device: torch.device, built
                   evaluate=evaluate if eval_set is not None else None,
                   ranking=Ranking(metric, greater_is_better=metric.endswith("accuracy")), identity=built.identity,
                   resume_from=built.resume_from)
+    final = trained.pop("final_evaluation")
     summary: dict[str, Any] = {"device": device.type, "world_size": ctx.world_size,
                                "global_batch_size": cfg.batch_size * ctx.world_size * cfg.gradient_accumulation_steps,
                                "train_pairs": len(train_set), **{k: v for k, v in trained.items() if v is not None}}
+    if trained["best_metric"] is not None:  # say what ranked the evaluations
+        summary["metric_for_best_model"] = metric
     results: dict[str, Any] = {"epoch": trained["epoch"], "train_loss": trained["train_loss"],
                                "train_runtime": trained["train_seconds"], "train_samples": len(train_set),
                                "train_samples_per_second": trained["train_samples_per_second"]}
     if eval_set is not None:
-        final = evaluate()
-        run_log.write({"type": "eval", "step": trained["step"], "final": True,
-                       **{f"eval_{k}": v for k, v in final.items()}})
+        if final is None:  # else the loop evaluated these very weights at the last step
+            final = evaluate()
+            run_log.write({"type": "eval", "step": trained["step"], "final": True,
+                           **{f"eval_{k}": v for k, v in final.items()}})
         results.update({f"eval_{k}": v for k, v in final.items()})
         summary.update({k: final[k] for k in ("mlm_accuracy", "sop_accuracy")})
     if ctx.is_main:

@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from .config import AlbertConfig, ConfigError
 from .data.glue import get_task
 from .device import Precision
@@ -151,6 +153,16 @@ class LoopConfig:
                                  "--eval_strategy epoch")
         if self.load_best_model_at_end and self.save_strategy == "no":
             raise UsageError("--load_best_model_at_end needs checkpoints; drop --save_strategy no")
+
+    def on_device(self, device: torch.device):
+        """The settings as they run on `device`: fp16 on a CPU (no native fp16 there: emulated, about 6x slower
+        than fp32) runs in fp32, said once; train_config.json records what ran."""
+        if self.fp16 and device.type == "cpu":
+            logging.getLogger("albert_pytorch").warning(
+                "--fp16 on a CPU: it has no fp16 arithmetic (emulated, about 6x slower), so this run trains in fp32 "
+                "(--bf16 is the fast mixed precision on CPUs with bf16 units)")
+            return dataclasses.replace(self, fp16=False)
+        return self
 
     @classmethod
     def from_flags(cls, given: dict[str, Any]):

@@ -4,12 +4,11 @@ has been checked, and never left without the last finished run.
 Every command that fills a folder (`train`, `pretrain`, `evaluate --output_dir`, `tokenizer`) goes through
 one `OutputFolder`:
 
-1. `with OutputFolder.claimed(...) as folder:` before anything is read or built, the folder is locked for
-   this run (a second run into it is refused, naming the holder's pid) and checked: a used folder is refused
-   unless the run resumes a checkpoint in it, or --overwrite_output_dir names an earlier run of the same kind
-   in it;
+1. `with claimed(path):` before anything is read or built, the folder is locked for this run (a second run
+   into it is refused, naming the holder's pid);
 2. the command reads and checks every input (data, labels, tokenizer, config, the checkpoint it resumes
-   from), writing nothing;
+   from), writing nothing, so a typo is named first; then `OutputFolder.check` refuses a used folder unless the
+   run resumes a checkpoint in it, or --overwrite_output_dir names an earlier run of the same kind in it;
 3. `with folder.opened(is_main):` only then the earlier run's files move aside into `.previous-run/` (just
    the files such a run writes: a user's own files stay where they are) and the new run writes. The earlier
    run is deleted only when the new one finishes. If the new run fails (an error, Ctrl-C, SIGTERM) having
@@ -67,6 +66,31 @@ EVALUATION = RunKind("evaluation", "eval_config.json", "all_results.json",
 TOKENIZER = RunKind("tokenizer", None, "spiece.model", TOKENIZER_OUTPUTS)
 
 
+@contextlib.contextmanager
+def claimed(path: str | os.PathLike, holder: bool = True) -> Iterator[Path]:
+    """The output folder, locked for this run while the block runs (`holder`: the process that writes; the
+    others lock nothing) and removed again if it was made for the lock and holds nothing. Inside, the command
+    reads its inputs first, so that a typo among them is named before anything about the folder, then
+    `OutputFolder.check`s the folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--output_dir {path} is a file; give a folder (new or empty)")
+    if not holder:
+        yield path
+        return
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--output_dir {path}: cannot create it ({err.strerror})") from None
+    try:
+        with FolderLock(path):
+            yield path
+    finally:
+        if created and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
+
 @dataclass
 class OutputFolder:
     """An output folder a run holds and has been cleared to use; see the module's docstring."""
@@ -76,31 +100,7 @@ class OutputFolder:
     earlier_run: list[str] = field(default_factory=list)  # names to move aside when the folder opens
 
     @classmethod
-    @contextlib.contextmanager
-    def claimed(cls, path: str | os.PathLike, kind: RunKind, overwrite: bool = False, resume: str | None = None,
-                sources: tuple[str | os.PathLike | None, ...] = (), holder: bool = True) -> Iterator[OutputFolder]:
-        """The folder, locked for this run (`holder`: the process that writes; others only check) and checked;
-        unlocked when the block ends, and removed again if it was made for the lock and holds nothing."""
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise UsageError(f"--output_dir {path} is a file; give a folder (new or empty)")
-        if not holder:
-            yield cls.check(path, kind, overwrite, resume, sources)
-            return
-        created = not path.exists()
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UsageError(f"--output_dir {path}: cannot create it ({err.strerror})") from None
-        try:
-            with FolderLock(path):
-                yield cls.check(path, kind, overwrite, resume, sources)
-        finally:
-            if created and path.is_dir() and not any(path.iterdir()):
-                path.rmdir()
-
-    @classmethod
-    def check(cls, path: Path, kind: RunKind, overwrite: bool = False, resume: str | None = None,
+    def check(cls, path: str | os.PathLike, kind: RunKind, overwrite: bool = False, resume: str | None = None,
               sources: tuple[str | os.PathLike | None, ...] = ()) -> OutputFolder:
         """Refuse (UsageError) a folder this run must not write into; reads, never writes.
 
@@ -108,6 +108,9 @@ class OutputFolder:
         where there is none is a fresh run under a fresh run's rules. `sources` are folders the run reads
         from (the model it loads): clearing one of them is refused.
         """
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"--output_dir {path} is a file; give a folder (new or empty)")
         entries = sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME) if path.is_dir() else []
         if kind is EVALUATION and (path / TRAINING.marker).is_file():
             raise UsageError(f"--output_dir {path} holds a training run; an evaluation writes its results into a "

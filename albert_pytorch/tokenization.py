@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -13,7 +14,9 @@ from pathlib import Path
 
 from .errors import UsageError
 from .io import atomic_write_text, text_files
-from .rundir import TOKENIZER, OutputFolder
+from .rundir import TOKENIZER, TRAINING, OutputFolder, claimed, describe
+
+logger = logging.getLogger("albert_pytorch")
 
 SPIECE_NAME = "spiece.model"
 TOKENIZER_FILES = (SPIECE_NAME, "tokenizer.json")
@@ -29,6 +32,9 @@ def load_tokenizer(model_dir: str | os.PathLike):
 
     model_dir = Path(model_dir)
     if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
+        if (model_dir / TRAINING.marker).is_file():  # a run's folder, before the run saved its model
+            raise TokenizerError(f"{model_dir} holds {describe(model_dir, TRAINING)}, not a model yet: finish it "
+                                 "with --resume_from_checkpoint latest, or load one of its checkpoint-<step> folders")
         raise TokenizerError(f"{model_dir}: no tokenizer found (looked for {', '.join(TOKENIZER_FILES)}). "
                              "A model directory needs the tokenizer it was trained with.")
     _check_tokenizer_files(model_dir)
@@ -187,11 +193,12 @@ def build_tokenizer(inputs: Sequence[str | os.PathLike], output_dir: str | os.Pa
     """
     if vocab_size < 6:
         raise UsageError(f"--vocab_size {vocab_size}: ALBERT's five special pieces alone take 5")
-    with OutputFolder.claimed(output_dir, TOKENIZER, overwrite) as folder:
+    with claimed(output_dir):
         try:
             files = text_files(inputs)
         except FileNotFoundError as err:
             raise UsageError(str(err)) from None
+        folder = OutputFolder.check(output_dir, TOKENIZER, overwrite)
         with tempfile.TemporaryDirectory() as tmp:
             train_sentencepiece(text_lines(files), tmp, vocab_size, max_sentences, seed)
             tokenizer = load_tokenizer(tmp)
@@ -199,6 +206,9 @@ def build_tokenizer(inputs: Sequence[str | os.PathLike], output_dir: str | os.Pa
             with folder.opened() as directory:
                 for made in Path(tmp).iterdir():
                     shutil.move(made, directory / made.name)
+    if len(tokenizer) < vocab_size:
+        logger.warning("the text allows %d pieces, fewer than --vocab_size %d: SentencePiece found no more distinct "
+                       "pieces worth keeping in it (more text gives more)", len(tokenizer), vocab_size)
     specials = {token: tokenizer.convert_tokens_to_ids(token) for token in ("<pad>", "<unk>", "[CLS]", "[SEP]",
                                                                             "[MASK]")}
     return {"output_dir": str(output_dir), "vocab_size": len(tokenizer), "special_ids": specials}

@@ -42,7 +42,7 @@ from .loop import Ranking, fit, write_trainer_state
 from .metrics import resolve_metric
 from .modeling import AlbertForSequenceClassification, count_parameters
 from .run_config import TrainConfig, run_model_config, run_settings
-from .rundir import EVALUATION, TRAINING, OutputFolder
+from .rundir import EVALUATION, TRAINING, OutputFolder, claimed
 from .runlog import RunLog, format_values
 from .sample import prepare_sample_model, sample_data_dir
 from .tokenization import load_tokenizer, save_tokenizer_files
@@ -85,13 +85,15 @@ def run(cfg: TrainConfig, model_factory: ModelFactory = sequence_classifier) -> 
     output folder is touched; a run that fails before saving anything leaves the folder as it found it.
     """
     cfg.validate()
-    with OutputFolder.claimed(cfg.output_dir, TRAINING if cfg.do_train else EVALUATION, cfg.overwrite_output_dir,
-                              cfg.resume_from_checkpoint, sources=(cfg.model_name_or_path,),
-                              holder=DistContext.from_env().is_main) as folder:
+    with claimed(cfg.output_dir, holder=DistContext.from_env().is_main):
         ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
+        cfg = cfg.on_device(device)
         try:
             with tempfile.TemporaryDirectory(prefix="albert-sample-model-") as scratch:
                 built = build_run(cfg, ctx, device, model_factory, Path(scratch))
+                folder = OutputFolder.check(cfg.output_dir, TRAINING if cfg.do_train else EVALUATION,
+                                            cfg.overwrite_output_dir, cfg.resume_from_checkpoint,
+                                            sources=(cfg.model_name_or_path,))
                 with folder.opened(ctx.is_main):
                     barrier(ctx)
                     return _finetune(cfg, ctx, device, built)
@@ -128,7 +130,10 @@ def _finetune(cfg: TrainConfig, ctx: DistContext, device: torch.device, built: F
                       evaluate=(lambda: evaluate()[main_split]) if main_split else None,
                       ranking=Ranking(metric, greater_is_better=metric != "loss"), identity=built.identity,
                       resume_from=built.resume_from)
+        trained.pop("final_evaluation")  # the final evaluation below covers every split, per class
         summary.update({k: v for k, v in trained.items() if v is not None})
+        if trained["best_metric"] is not None:  # say what ranked the evaluations
+            summary["metric_for_best_model"] = metric
         train_results = {"epoch": trained["epoch"], "train_loss": trained["train_loss"],
                          "train_runtime": trained["train_seconds"], "train_samples": len(built.train_set),
                          "train_samples_per_second": trained["train_samples_per_second"]}

@@ -15,9 +15,16 @@ output_dir=""
 log_dir=""
 extra=()
 
+usage() {
+    # the launcher's own header (what it runs and its usage line), then the flags every launcher takes
+    sed -n '2,3p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '3,6p' "$cur_path/test/launcher_common.sh" | sed 's/^# \{0,1\}//'
+}
+
 parse_args() {
     for arg in "$@"; do
         case "$arg" in
+            -h|--help) usage; exit 0 ;;
             --data_path=*) data_path="${arg#*=}" ;;
             --model_path=*) model_path="${arg#*=}" ;;
             --task_name=*) task_name="${arg#*=}" ;;
@@ -41,7 +48,9 @@ launch() {
     local device_id=${ASCEND_DEVICE_ID:-0}
     [ -n "$log_dir" ] || log_dir="$cur_path/test/output/$device_id"
     mkdir -p "$log_dir"
-    local log="$log_dir/train_${device_id}.log"
+    # each run keeps its console log; train_<device id>.log links to the latest, where ModelZoo tools look
+    local log="$log_dir/train_${device_id}_${case_name}_$(date +%Y%m%d-%H%M%S).log"
+    ln -sfn "$(basename "$log")" "$log_dir/train_${device_id}.log"
     [ -n "$output_dir" ] || output_dir="$cur_path/test/output/$device_id/${task_name}_${case_name}"
     local runner=(python3 -m albert_pytorch train)
     if [ "$procs" -gt 1 ]; then

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import SHARED, TEXTS
+from helpers import ROOT, SHARED, TEXTS
 from hypothesis import settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
@@ -20,6 +20,22 @@ _HYPOTHESIS_HOME = tempfile.TemporaryDirectory(prefix="hypothesis-")
 set_hypothesis_home_dir(_HYPOTHESIS_HOME.name)
 settings.register_profile("no-database", database=None)
 settings.load_profile("no-database")
+
+
+def _checkout_files() -> set[str]:
+    """Every file in the checkout but the virtual environment, caches and CI's own installs."""
+    skipped = {".git", ".venv", "__pycache__", ".ruff_cache"}
+    return {str(p.relative_to(ROOT)) for p in ROOT.rglob("*")
+            if p.is_file() and not skipped & set(p.relative_to(ROOT).parts) and ".egg-info" not in str(p)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _checkout_left_as_found():
+    """Tests write under their temporary folders only: the suite leaves the checkout as it found it."""
+    before = _checkout_files()
+    yield
+    added = sorted(_checkout_files() - before)
+    assert not added, f"the tests wrote into the checkout: {added[:10]}"
 
 
 @pytest.fixture(scope="session", autouse=True)

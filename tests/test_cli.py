@@ -204,19 +204,25 @@ def test_ctrl_c_prints_one_line_naming_the_last_checkpoint_and_exits_130(tiny_ta
     command[command.index("--max_steps") + 1] = "100000"
     process = subprocess.Popen(command, env=child_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-    deadline = time.time() + 120
-    while not list(out.glob("checkpoint-*")) and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    try:
+        deadline = time.time() + 120
+        while not list(out.glob("checkpoint-*")) and time.time() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:  # a child that outlives its test would train on for 100,000 steps
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     assert process.returncode == 130
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert "interrupted. This run's last checkpoint is" in err and "--resume_from_checkpoint latest" in err
 
 
 @pytest.mark.parametrize("command", [
-    ["train", "--data_dir", "{missing}", "--model_name_or_path", "{model}"],
-    ["pretrain", "--train_files", "{missing}", "--tokenizer_name", "{model}", "--from_scratch"],
+    ["train", "--data_dir", "{missing}", "--model_name_or_path", "{model}", "--output_dir", "{used}"],
+    ["pretrain", "--train_files", "{missing}", "--tokenizer_name", "{model}", "--from_scratch", "--output_dir",
+     "{used}"],
     ["evaluate", "--model_dir", "{missing}"],
     ["preprocess", "--pth_dir", "{model}", "--data_dir", "{missing}", "--save_dir", "{out}"],
     ["pth2onnx", "--pth_dir", "{missing}", "--onnx_dir", "{out}"],
@@ -225,11 +231,14 @@ def test_ctrl_c_prints_one_line_naming_the_last_checkpoint_and_exits_130(tiny_ta
     ["postprocess", "--result_dir", "{missing}", "--label_path", "{missing}.npy"],
     ["predict", "--model_dir", "{model}", "--onnx", "{missing}.onnx", "a sentence"],
     ["predict", "--model_dir", "{model}", "--input", "{missing}.txt"],
-    ["tokenizer", "--input", "{missing}", "--output_dir", "{out}"],
+    ["tokenizer", "--input", "{missing}", "--output_dir", "{used}"],
 ])
 def test_every_subcommand_names_a_missing_input_in_one_line_and_exits_2(command, tmp_path, tiny_model_dir, capsys,
                                                                        caplog):
-    places = {"missing": tmp_path / "missing", "model": tiny_model_dir, "out": tmp_path / "out"}
+    used = tmp_path / "used"  # a folder another run filled: the typo is still what the message names
+    used.mkdir()
+    (used / "train_config.json").write_text("{}")
+    places = {"missing": tmp_path / "missing", "model": tiny_model_dir, "out": tmp_path / "out", "used": used}
     with pytest.raises(SystemExit) as done:
         main([part.format(**places) for part in command])
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
@@ -237,6 +246,7 @@ def test_every_subcommand_names_a_missing_input_in_one_line_and_exits_2(command,
     assert str(tmp_path / "missing") in errors[0].getMessage() and "no such" in errors[0].getMessage()
     assert "Traceback" not in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and not Path("out").exists()
+    assert sorted(p.name for p in used.iterdir()) == ["train_config.json"]
 
 
 def test_evaluate_scores_a_trained_model_and_writes_only_where_told(tiny_task_dir, tiny_model_dir, tmp_path, capsys):
@@ -331,3 +341,16 @@ def test_device_cuda_on_a_host_without_cuda_is_a_bad_argument(command, tmp_path,
     assert done.value.code == 2
     assert "--device cuda was asked for, but torch sees no CUDA device" in capsys.readouterr().err + caplog.text
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("script", ["Albert_preprocess.py", "Albert_pth2onnx.py", "opt_onnx.py",
+                                    "Albert_postprocess.py"])
+def test_each_modelzoo_wrapper_names_itself_in_its_help(script):
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    done = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.startswith(f"usage: python3 {script} ")

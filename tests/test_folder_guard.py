@@ -199,3 +199,21 @@ def test_a_crashed_holder_leaves_no_stale_lock(tmp_path):
     with FolderLock(folder):  # the kernel released the dead holder's lock
         pass
     assert list(folder.iterdir()) == []
+
+
+def test_an_unfinished_run_used_as_a_model_is_named_as_one(tiny_task_dir, tiny_model_dir, tmp_path, monkeypatch):
+    from albert_pytorch.tokenization import TokenizerError, load_tokenizer
+
+    out = tmp_path / "run"
+    real_prune = checkpoint._prune
+
+    def interrupt_after_the_first_checkpoint(output_dir, keep, protect):
+        real_prune(output_dir, keep, protect)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "_prune", interrupt_after_the_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_run(tiny_task_dir, tiny_model_dir, out, report_to="none"))
+    with pytest.raises(TokenizerError, match="holds an unfinished training run \\(its last checkpoint: "
+                                             "checkpoint-2\\), not a model yet: finish it with --resume_from"):
+        load_tokenizer(out)

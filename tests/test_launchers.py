@@ -40,6 +40,21 @@ def test_performance_then_distributed_eval_launchers(shared_data, tmp_path):
     assert re.search(r"^Final Accuracy : 0\.\d+$", out, re.MULTILINE)
     assert '"eval_samples": 100' in (tmp_path / "eval" / "eval_results.json").read_text()
     assert (tmp_path / "logs" / "ALBERT_SST-2_bs50_2p_eval.log").is_file()  # named by the evaluation's batch
+    out = launch("train_eval_1p.sh", shared_data, tmp_path, f"--model_path={tmp_path / 'perf'}",
+                 f"--output_dir={tmp_path / 'eval1'}", "--eval_batch_size=25")
+    assert re.search(r"^Final Accuracy : 0\.\d+$", out, re.MULTILINE)
+    assert (tmp_path / "logs" / "ALBERT_SST-2_bs25_1p_eval.log").is_file()
+    kept = sorted((tmp_path / "logs").glob("train_0_*.log"))  # each run's console log is kept
+    assert [p.name.split("_")[2] for p in kept] == ["eval", "eval", "performance"] or len(kept) == 3
+    latest = tmp_path / "logs" / "train_0.log"
+    assert latest.is_symlink() and "eval_1p" in latest.resolve().name
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "test").glob("train_*.sh")))
+def test_every_launcher_answers_help(script):
+    done = subprocess.run(["bash", str(ROOT / "test" / script), "--help"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and f"Usage: bash test/{script} --data_path=" in done.stdout
+    assert "--log_dir=" in done.stdout
 
 
 def test_a_failed_launch_says_failed_exits_non_zero_and_writes_no_case_log(shared_data, tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_loss_overflow_at, tiny_config
+from helpers import tiny_config
 from torch.utils.data import DataLoader
 
 from albert_pytorch import AlbertForPreTraining
@@ -145,14 +145,31 @@ def test_bf16_training_learns_as_fp32_does_with_fp32_weights(tmp_path):
     assert abs(losses["bf16"][-1] - losses["fp32"][-1]) < 0.1 * losses["fp32"][-1]  # and about as fp32 does
 
 
-def test_fp16_overflow_steps_are_skipped_and_counted(tiny_task_dir, tiny_model_dir, tmp_path, monkeypatch):
-    make_loss_overflow_at(monkeypatch, 3)
-    run(TrainConfig(data_dir=str(tiny_task_dir), model_name_or_path=str(tiny_model_dir), output_dir=str(tmp_path),
-                    from_scratch=True, fp16=True, max_steps=6, logging_steps=3, batch_size=16, max_seq_length=48,
-                    do_eval=False, progress=False, device="cpu", learning_rate=1e-3))
+def test_fp16_overflow_steps_are_skipped_and_counted(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_forward = AlbertForPreTraining.forward
+
+    def overflow_on_the_third_call(self, *args, **kwargs):
+        out = real_forward(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            out.loss = out.loss * float("inf")
+        return out
+
+    monkeypatch.setattr(AlbertForPreTraining, "forward", overflow_on_the_third_call)
+    toy_fit(tmp_path, fp16=True, max_steps=6, logging_steps=3, batch_size=8)  # the loop's own fp16, on the CPU
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [r["skipped_steps"] for r in log] == [1, 1]  # counted once, and training went on to step 6
     assert log[-1]["step"] == 6
+
+
+def test_fp16_on_a_cpu_says_so_once_and_trains_in_fp32(tiny_task_dir, tiny_model_dir, tmp_path, caplog):
+    run(TrainConfig(data_dir=str(tiny_task_dir), model_name_or_path=str(tiny_model_dir), output_dir=str(tmp_path),
+                    from_scratch=True, fp16=True, fp16_opt_level="O2", max_steps=2, batch_size=16, max_seq_length=48,
+                    do_eval=False, progress=False, device="cpu", report_to="none"))
+    warnings = [r.getMessage() for r in caplog.records if "--fp16 on a CPU" in r.getMessage()]
+    assert len(warnings) == 1 and "trains in fp32" in warnings[0]
+    assert json.loads((tmp_path / "train_config.json").read_text())["fp16"] is False  # what ran
 
 
 def test_bf16_advice_says_what_bf16_does_for_this_size_on_this_cpu():
