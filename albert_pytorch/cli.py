@@ -457,11 +457,8 @@ def main(argv: list[str] | None = None, script: str | None = None) -> None:
     """Exit codes: 0 done, 2 bad arguments (argparse's own code too), 1 a failure while running, 130 Ctrl-C, 143
     SIGTERM. Handled errors print one line that names the file, line or flag and the fix; --debug adds the
     traceback. `script`: the ModelZoo wrapper (Albert_pth2onnx.py ...) that runs `argv[0]`'s command."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    if int(os.environ.get("RANK", 0)) != 0:
-        logging.getLogger().setLevel(logging.WARNING)
     args = build_parser({argv[0]: script} if script and argv else None).parse_args(argv)
+    _configure_logging(args.debug)
     _stop_on_signals()
     try:
         code = args.func(args)
@@ -478,6 +475,18 @@ def main(argv: list[str] | None = None, script: str | None = None) -> None:
         logging.getLogger("albert_pytorch").error("%s", " ".join([str(err), *getattr(err, "__notes__", [])]))
         code = 2 if isinstance(err, UsageError) else 1
     sys.exit(code)
+
+
+def _configure_logging(debug: bool) -> None:
+    """Our lines at INFO (WARNING on every rank but the first); the libraries' own (ONNX Runtime's fusion logs,
+    the quantizer's, transformers') at WARNING, and everything with --debug."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    ours = logging.INFO if int(os.environ.get("RANK", 0)) == 0 else logging.WARNING
+    logging.getLogger("albert_pytorch").setLevel(logging.DEBUG if debug else ours)
+    if not debug:  # read when transformers is first imported (later, and only by the commands that need it)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "warning")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _stop_on_signals() -> None:

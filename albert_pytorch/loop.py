@@ -321,6 +321,9 @@ class _Run:
                                 **figures, "learning_rate": self.scheduler.get_last_lr()[0]})
             bar.set_postfix(loss=f"{figures['loss']:.4f}")
             self.last_loss = figures["loss"]
+            if not cfg.progress and self.ctx.is_main:  # no bar (a log file, a CI runner): a line instead
+                logger.info("%s", progress_line(state, self.total_steps, figures, self.scheduler.get_last_lr()[0],
+                                                state.progress(batches_per_epoch)))
         if at_eval:
             metrics = evaluate()
             self.last_evaluation = (state.step, metrics)
@@ -357,6 +360,17 @@ class _Run:
         self.model.load_state_dict(ckpt.load_model_weights(best, self.model), strict=False)
         self.model.tie_weights()
         logger.info("loaded the best checkpoint, %s (%s %.4f)", best, ranking.metric, self.state.best_metric)
+
+
+def progress_line(state: TrainState, total_steps: int, figures: dict[str, float], learning_rate: float,
+                  epoch: float) -> str:
+    """run_glue's log line (loss, learning rate, epoch) with the speed and the time left at that speed."""
+    seconds_left = (total_steps - state.step) * state.train_seconds / max(state.step, 1)
+    minutes, seconds = divmod(round(seconds_left), 60)
+    hours, minutes = divmod(minutes, 60)
+    eta = f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+    return (f"step {state.step}/{total_steps}: loss={figures['loss']:.4f} learning_rate={learning_rate:.3g} "
+            f"epoch={epoch:.2f} samples_per_second={figures['samples_per_second']:.1f} eta={eta}")
 
 
 def write_trainer_state(cfg: LoopConfig, summary: dict[str, Any], run_log: RunLog) -> None:

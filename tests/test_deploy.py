@@ -282,3 +282,17 @@ def test_opt_onnx_on_a_file_that_is_not_onnx_is_one_line_and_exit_2(tmp_path, ca
         main(["opt_onnx", "--input_file", str(garbage), "--output_file", str(tmp_path / "out.onnx")])
     assert done.value.code == 2 and f"--input_file {garbage}: not an ONNX model" in caplog.text
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_optimizing_and_quantizing_says_one_line_of_its_own(model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import ROOT, child_env
+
+    source = export(model_dir, tmp_path, dynamic=True, max_seq_length=32, batch_size=4)
+    done = subprocess.run([sys.executable, str(ROOT / "opt_onnx.py"), "--input_file", str(source), "--output_file",
+                           str(tmp_path / "int8.onnx"), "--target", "ort", "--int8"], capture_output=True, text=True,
+                          timeout=300, env=child_env(tmp_path))
+    assert done.returncode == 0
+    assert [line.split(" ", 3)[2] for line in done.stderr.splitlines()] == ["albert_pytorch.deploy.optimize:"]

@@ -3,6 +3,7 @@ falls, evaluation and checkpoint cadence, exact resume, accumulation, the NaN st
 fp16's skipped steps through a fine-tuning run."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -183,3 +184,13 @@ def test_bf16_advice_says_what_bf16_does_for_this_size_on_this_cpu():
     assert "gains nothing" in bf16_advice(bf16, cpu, 128, amx)
     assert "emulated" in bf16_advice(bf16, cpu, 768, avx2)
     assert bf16_advice(fp32, cpu, 768, avx2) is None and bf16_advice(bf16, torch.device("cuda"), 768, []) is None
+
+
+def test_without_a_progress_bar_each_log_step_prints_a_line(tmp_path, caplog):
+    caplog.set_level("INFO", logger="albert_pytorch")
+    toy_fit(tmp_path, max_steps=8, logging_steps=4, progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ") and "eta=" in r.getMessage()]
+    assert [line.split(":")[0] for line in lines] == ["step 4/8", "step 8/8"]
+    assert all(re.search(r"loss=\d+\.\d{4} learning_rate=\S+ epoch=\d+\.\d\d samples_per_second=[\d.]+ eta=\d+m\d\ds$",
+                         line) for line in lines), lines
+    assert lines[-1].endswith("eta=0m00s")

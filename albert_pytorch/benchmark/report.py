@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -71,9 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # Our figures at INFO; the libraries' own chatter (ORT's fusion and quantization logs) at ERROR.
+    # Our figures at INFO; the libraries' own chatter (ORT's fusion and quantization logs) at ERROR, and no
+    # weight-loading bars of transformers' between the tables.
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     logger.setLevel(logging.INFO)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     try:
         device = resolve_device(args.device)
     except UsageError as err:
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
                     "spreads); the full run is the one to judge by", plan.train_rows, plan.dev_rows)
     if args.json:
         atomic_write_json(args.json, report)
+        logger.info("every figure, spreads included: %s", args.json)
 
 
 def _figure(value: float | None, missing: str = "n/a") -> str:
@@ -175,7 +179,6 @@ def summarize(sections: dict[str, dict], checks: dict, ceilings: Ceilings, work:
             spread = report[f"{name}_spread"]
             logger.info("%-28s %6.2fx  (rounds: min %.2f, median %.2f, max %.2f)", name, report[name], spread["min"],
                         spread["median"], spread["max"])
-    logger.info("\n%s", json.dumps({k: v for k, v in report.items() if not isinstance(v, dict)}, indent=1))
     if work.weights is None and "inference" in sections:
         logger.info("note: int8 argmax agreement on random weights is a weak signal; pass --model_dir with a "
                     "fine-tuned model for a meaningful one")

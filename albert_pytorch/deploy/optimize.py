@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -103,10 +104,26 @@ def _quantize_int8(model):
     with tempfile.TemporaryDirectory() as tmp:
         source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, str(source))
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Attention"],
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        with _root_logger_above(logging.WARNING):
+            quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul", "Attention"],
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         return onnx.load(str(target))
+
+
+@contextlib.contextmanager
+def _root_logger_above(level: int):
+    """The quantizer logs to the root logger on every call, advising "pre-processing" (shape inference and graph
+    optimization, which the fused graph has had) with a link: unless --debug opened the root logger, it says
+    nothing above `level` while the block runs."""
+    root = logging.getLogger()
+    previous = root.level
+    if previous >= logging.WARNING:
+        root.setLevel(level + 1)
+    try:
+        yield
+    finally:
+        root.setLevel(previous)
 
 
 def _atc_rewrites(model) -> tuple[Any, dict[str, int]]:
