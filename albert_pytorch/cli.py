@@ -112,15 +112,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
     import tempfile
 
-    from .train import run
+    from .train import run, sequence_classifier
 
     require(args.model_dir, "--model_dir", folder=True)
+    require(args.onnx, "--onnx")
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
     given.update(model_name_or_path=args.model_dir, do_train=False, do_eval=True)
+    model_factory = sequence_classifier
+    if args.onnx is not None:  # the export scores the examples; the directory gives labels and tokenizer
+        from .deploy.predict import OnnxSequenceClassifier
+
+        def model_factory(config, weights_dir):
+            return OnnxSequenceClassifier(args.onnx, config, args.provider)
+
     with tempfile.TemporaryDirectory(prefix="albert-evaluate-") as scratch:
         given.setdefault("output_dir", scratch)
         config = TrainConfig.from_flags(given)
-        run(config)
+        run(config, model_factory)
         results = json.loads((Path(config.output_dir) / "eval_results.json").read_text())
     print(to_json(results))
     return 0
@@ -159,9 +167,18 @@ def cmd_pth2onnx(args: argparse.Namespace) -> int:
         from .data import get_task, read_split
 
         texts = [e.text_a for e in read_split(get_task(args.task_name), args.data_dir, "dev")[0]]
-    path = export(args.pth_dir, args.onnx_dir, args.batch_size, args.max_seq_length, args.dynamic, texts,
-                  args.opset, layout=args.layout)
+    if args.int8 and args.optimize != "ort":
+        raise UsageError("--int8 quantizes the ONNX Runtime graph: add --optimize ort")
+    # ONNX Runtime fuses attention on the dynamic graph (see opt_onnx.py): --optimize ort exports it
+    path = export(args.pth_dir, args.onnx_dir, args.batch_size, args.max_seq_length,
+                  args.dynamic or args.optimize == "ort", texts, args.opset, layout=args.layout)
     print(f"wrote {path}")
+    if args.optimize:
+        from .deploy.optimize import optimize
+
+        optimized = path.with_name(f"{path.stem}_{args.optimize}{'_int8' if args.int8 else ''}.onnx")
+        report = optimize(path, optimized, args.optimize, int8=args.int8)
+        print(f"wrote {optimized}: {to_json(report, indent=None)}")
     return 0
 
 
@@ -295,6 +312,10 @@ def build_parser(scripts: dict[str, str] | None = None) -> argparse.ArgumentPars
     option(ev, "--overwrite_output_dir", action="store_true", default=None,
            help="replace an earlier evaluation's files in --output_dir")
     option(ev, "--skip_bad_rows", action="store_true", default=None, help="skip malformed rows, counted")
+    option(ev, "--onnx", help="score this export of the model (any of pth2onnx's, optimized or int8 too) on ONNX "
+                              "Runtime instead of its PyTorch weights; --model_dir gives the labels and tokenizer")
+    option(ev, "--provider", choices=("cpu", "cuda", "tensorrt", "cann"), default="cpu",
+           help="ONNX Runtime provider for --onnx, with its fallback chain")
     ev.set_defaults(func=cmd_evaluate)
 
     pretrain = command("pretrain", help="pretrain on raw text: masked LM + sentence order (torchrun for many "
@@ -327,6 +348,10 @@ def build_parser(scripts: dict[str, str] | None = None) -> argparse.ArgumentPars
     option(exp, "--layout", choices=("modelzoo", "optimum"), default="modelzoo",
            help="modelzoo: one .onnx file named by shape; optimum: --onnx_dir becomes a folder (model.onnx with "
                 "dynamic axes, config.json, tokenizer) that optimum's ORTModelForSequenceClassification loads")
+    option(exp, "--optimize", choices=("ort", "atc"),
+           help="also write the optimized graph beside the export in the same command, as opt_onnx.py --target "
+                "does (ort: ONNX Runtime's fusions, on a dynamic export; atc: for Ascend's ATC)")
+    option(exp, "--int8", action="store_true", help="with --optimize ort: dynamic int8 weights (CPU)")
     option(exp, "--prefix_dir", help="accepted for ModelZoo compatibility and ignored")
     exp.set_defaults(func=cmd_pth2onnx)
 

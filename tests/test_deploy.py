@@ -296,3 +296,35 @@ def test_optimizing_and_quantizing_says_one_line_of_its_own(model_dir, tmp_path)
                           timeout=300, env=child_env(tmp_path))
     assert done.returncode == 0
     assert [line.split(" ", 3)[2] for line in done.stderr.splitlines()] == ["albert_pytorch.deploy.optimize:"]
+
+
+def test_pth2onnx_exports_and_optimizes_in_one_command(model_dir, tmp_path, capsys):
+    import onnxruntime
+
+    with pytest.raises(SystemExit) as done:
+        main(["pth2onnx", "--pth_dir", str(model_dir), "--onnx_dir", str(tmp_path), "--max_seq_length", "32",
+              "--batch_size", "4", "--optimize", "ort", "--int8"])
+    assert done.value.code == 0
+    optimized = tmp_path / "albert_dynamic_ort_int8.onnx"
+    assert f"wrote {optimized}" in capsys.readouterr().out
+    session = onnxruntime.InferenceSession(str(optimized), providers=["CPUExecutionProvider"])
+    assert {i.name for i in session.get_inputs()} == {"input_ids", "attention_mask", "token_type_ids"}
+    with pytest.raises(SystemExit) as done:
+        main(["pth2onnx", "--pth_dir", str(model_dir), "--onnx_dir", str(tmp_path / "x"), "--int8"])
+    assert done.value.code == 2 and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_evaluate_onnx_scores_an_export_as_its_weights_score(model_dir, tiny_task_dir, tmp_path, capsys, dynamic):
+    exported = export(model_dir, tmp_path, batch_size=4, max_seq_length=48, dynamic=dynamic)
+
+    def evaluate(*extra: str) -> dict:
+        with pytest.raises(SystemExit) as done:
+            main(["evaluate", "--model_dir", str(model_dir), "--data_dir", str(tiny_task_dir), "--max_seq_length", "48",
+                  "--device", "cpu", *extra])
+        assert done.value.code == 0
+        return json.loads(capsys.readouterr().out)
+
+    weights, onnx_run = evaluate(), evaluate("--onnx", str(exported), "--eval_batch_size", "7")
+    assert onnx_run["eval_accuracy"] == weights["eval_accuracy"] and onnx_run["eval_samples"] == 120
+    assert onnx_run["eval_loss"] == pytest.approx(weights["eval_loss"], abs=1e-4)

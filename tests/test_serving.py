@@ -858,3 +858,26 @@ def test_sigterm_answers_connections_the_kernel_took_while_the_server_was_busy(t
         sock.close()
     assert process.wait(timeout=40) == 0
     assert all(answer in (b"HTTP/1.1 200", b"HTTP/1.1 503") for answer in answers), answers
+
+
+def test_tokenize_and_decode_as_tei_answers_them(server, trained_model):
+    tokens = httpx.post(f"{server}/tokenize", json={"inputs": "A joy to watch"}).json()
+    assert len(tokens) == 1 and tokens[0][0] == {"id": 2, "text": "[CLS]", "special": True, "start": None,
+                                                 "stop": None}
+    assert tokens[0][-1]["text"] == "[SEP]" and not tokens[0][1]["special"]
+    engine = Engine(EngineOptions(str(trained_model), backend="torch"))
+    assert [t["id"] for t in tokens[0]] == engine.encode([("A joy to watch", None)], truncate=False).ids[0]
+    words = [t for t in tokens[0] if not t["special"]]
+    assert "A joy to watch"[words[0]["start"]:words[-1]["stop"]] == "A joy to watch"
+    two = httpx.post(f"{server}/tokenize", json={"inputs": ["a joy", "dull"], "add_special_tokens": False}).json()
+    assert len(two) == 2 and not any(t["special"] for t in two[0] + two[1])
+    decoded = httpx.post(f"{server}/decode", json={"ids": [t["id"] for t in tokens[0]]}).json()
+    assert decoded == ["a joy to watch"]  # the tokenizer lower-cases
+    assert httpx.post(f"{server}/decode", json={"ids": [[2, 3], [3]], "skip_special_tokens": False}).json() == [
+        "[CLS][SEP]", "[SEP]"]
+    for path, body, message in (("/decode", {"ids": [10 ** 9]}, "is not in the vocabulary"),
+                                ("/decode", {"ids": "abc"}, '"ids" must be a list'),
+                                ("/tokenize", {"inputs": 7}, '"inputs" must be a text or a list of texts'),
+                                ("/tokenize", {"inputs": ""}, "an input text is empty")):
+        refused = httpx.post(f"{server}{path}", json=body)
+        assert 400 <= refused.status_code < 500 and message in refused.json()["error"], (path, refused.text)

@@ -30,6 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -410,6 +411,62 @@ def _add_tei_routes(app: FastAPI, state: ServerState) -> None:
             headers = {"x-total-time": _ms(total), "x-tokenization-time": _ms(timings.tokenization),
                        "x-queue-time": _ms(timings.queue), "x-inference-time": _ms(timings.inference)}
             return JSONResponse(results if batched else results[0], headers=headers)
+
+    @app.post("/tokenize", summary="the tokens of each text, as text-embeddings-inference lists them")
+    async def tokenize(request: Request) -> Response:
+        body = await read_json(request, options.payload_limit)
+        if not isinstance(body, dict) or "inputs" not in body:
+            raise ServeError(422, 'expected a JSON object with "inputs"', "validation")
+        texts = _texts(body["inputs"], options.max_client_batch_size)
+        engine = state.ready_engine()
+        return JSONResponse(await run_in_threadpool(engine.tokens, texts, _flag(body, "add_special_tokens", True)))
+
+    @app.post("/decode", summary="token ids back into text, as text-embeddings-inference decodes them")
+    async def decode(request: Request) -> Response:
+        body = await read_json(request, options.payload_limit)
+        if not isinstance(body, dict) or "ids" not in body:
+            raise ServeError(422, 'expected a JSON object with "ids"', "validation")
+        engine = state.ready_engine()
+        ids = _id_lists(body["ids"], engine.tokenizer.vocab_size, options.max_client_batch_size)
+        return JSONResponse(await run_in_threadpool(engine.decode, ids, _flag(body, "skip_special_tokens", True)))
+
+
+def _texts(value: Any, max_inputs: int) -> list[str]:
+    """/tokenize's "inputs": a text or a list of texts, each checked."""
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise ServeError(422, f'"inputs" must be a text or a list of texts, got {json.dumps(value)[:80]}', "validation")
+    if not texts:
+        raise ServeError(400, '"inputs" is empty', "empty")
+    if len(texts) > max_inputs:
+        raise ServeError(413, f"{len(texts)} inputs, more than the {max_inputs} one request may carry "
+                              "(--max_client_batch_size)", "validation")
+    return [checked_text(text, "an input text") for text in texts]
+
+
+def _id_lists(value: Any, vocabulary: int, max_inputs: int) -> list[list[int]]:
+    """/decode's "ids": a list of token ids or a list of such lists, each id in the vocabulary."""
+    def is_ids(item: Any) -> bool:
+        return isinstance(item, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in item)
+
+    lists = [value] if is_ids(value) and value else value
+    if not isinstance(lists, list) or not lists or not all(map(is_ids, lists)):
+        raise ServeError(422, '"ids" must be a list of token ids or a list of such lists, got '
+                              f"{json.dumps(value)[:80]}", "validation")
+    if len(lists) > max_inputs:
+        raise ServeError(413, f"{len(lists)} id lists, more than the {max_inputs} one request may carry "
+                              "(--max_client_batch_size)", "validation")
+    outside = next((i for ids in lists for i in ids if not 0 <= i < vocabulary), None)
+    if outside is not None:
+        raise ServeError(422, f"token id {outside} is not in the vocabulary (0 to {vocabulary - 1})", "validation")
+    return lists
+
+
+def _flag(body: dict, name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise ServeError(422, f'"{name}" must be true or false, got {json.dumps(value)[:40]}', "validation")
+    return value
 
 
 def parse_tei_request(body: Any, max_inputs: int) -> tuple[list[tuple[str, str | None]], bool, bool, bool]:

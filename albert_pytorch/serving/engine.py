@@ -251,6 +251,21 @@ class Engine:
                                    f"{self.max_input_length}; shorten it or send \"truncate\": true")
         return Encoded([e.ids for e in encodings], [e.type_ids for e in encodings])
 
+    def tokens(self, texts: list[str], add_special_tokens: bool) -> list[list[dict]]:
+        """TEI's /tokenize: each text's tokens as {id, text, special, start, stop} (character offsets; None for
+        the special tokens), up to what the model can read (`readable_prefix`)."""
+        encodings = self._whole.encode_batch([self._readable(text) for text in texts],
+                                             add_special_tokens=add_special_tokens)
+        return [[{"id": token_id, "text": token, "special": bool(special),
+                  "start": None if special else start, "stop": None if special else stop}
+                 for token_id, token, special, (start, stop) in zip(e.ids, e.tokens, e.special_tokens_mask, e.offsets,
+                                                                    strict=True)]
+                for e in encodings]
+
+    def decode(self, ids: list[list[int]], skip_special_tokens: bool) -> list[str]:
+        """TEI's /decode: each list of ids back into text."""
+        return self._whole.decode_batch(ids, skip_special_tokens=skip_special_tokens)
+
     async def tokenize(self, sequences: list[tuple[str, str | None]], truncate: bool) -> tuple[Encoded, float]:
         """`encode` off the event loop; returns its seconds too."""
         start = time.perf_counter()
