@@ -22,9 +22,9 @@ from albert_pytorch.train import run
 class Child:
     """A command in a process group of its own (as a terminal's Ctrl-C reaches one), its output collected."""
 
-    def __init__(self, command: list[str], tmp_path):
+    def __init__(self, command: list[str], tmp_path, **popen):
         self.process = subprocess.Popen(command, env=child_env(tmp_path), stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                                        stderr=subprocess.STDOUT, text=True, start_new_session=True, **popen)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
         self.reader.start()
@@ -217,3 +217,15 @@ def test_an_unfinished_run_used_as_a_model_is_named_as_one(tiny_task_dir, tiny_m
     with pytest.raises(TokenizerError, match="holds an unfinished training run \\(its last checkpoint: "
                                              "checkpoint-2\\), not a model yet: finish it with --resume_from"):
         load_tokenizer(out)
+
+
+def test_ctrl_c_reaches_a_run_started_as_a_background_job(tiny_task_dir, tiny_model_dir, tmp_path, children):
+    out = tmp_path / "run"
+    command = [*train_command(tiny_task_dir, tiny_model_dir, out), "--max_steps", "100000", "--report_to", "none"]
+
+    def as_a_background_job():  # what `cmd &` in a script does: the child starts with SIGINT ignored
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    children.append(child := Child(command, tmp_path, preexec_fn=as_a_background_job))
+    child.wait_until(lambda: bool(list_checkpoints(out)))
+    assert child.signal_group(signal.SIGINT) == 130 and "interrupted." in child.output

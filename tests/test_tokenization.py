@@ -133,3 +133,15 @@ def test_saved_tokenizer_json_carries_no_training_length(tiny_tokenizer_dir, tmp
     saved = json.loads((tmp_path / "tokenizer.json").read_text())
     assert saved["truncation"] is None and saved["padding"] is None
     assert fingerprint(load_tokenizer(tmp_path)) == fingerprint(tokenizer)
+
+
+def test_a_text_with_fewer_pieces_than_asked_says_so(tmp_path, caplog):
+    from helpers import TEXTS
+
+    from albert_pytorch.tokenization import build_tokenizer
+
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(TEXTS) + "\n")
+    made = build_tokenizer([text], tmp_path / "tok", vocab_size=5000)
+    assert made["vocab_size"] < 5000
+    assert f"the text allows {made['vocab_size']} pieces, fewer than --vocab_size 5000" in caplog.text
