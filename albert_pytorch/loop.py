@@ -32,6 +32,7 @@ from .device import DistContext, Precision, barrier, cpu_features, has_native_bf
 from .io import atomic_write_json
 from .optim import build_optimizer, linear_schedule
 from .run_config import LoopConfig
+from .rundir import list_checkpoints
 from .runlog import RunLog
 
 logger = logging.getLogger("albert_pytorch")
@@ -147,7 +148,7 @@ class LogWindow:
     def raise_if_diverged(self, output_dir: Path) -> None:
         bad_step = int(self.first_bad_step.item())
         if bad_step >= 0:
-            good = ckpt.list_checkpoints(output_dir)
+            good = list_checkpoints(output_dir)
             last = str(good[-1]) if good else "none saved yet"
             raise TrainingDiverged(f"the loss became NaN or infinite at step {bad_step}; training stopped. "
                                    f"Last good checkpoint: {last}. Try a lower --learning_rate, --max_grad_norm 1.0, "

@@ -32,7 +32,8 @@ def load_tokenizer(model_dir: str | os.PathLike):
 
     model_dir = Path(model_dir)
     if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
-        if (model_dir / TRAINING.marker).is_file():  # a run's folder, before the run saved its model
+        if (model_dir / TRAINING.marker).is_file() and not (model_dir / TRAINING.finished).is_file():
+            # a run's folder, before the run saved its model
             raise TokenizerError(f"{model_dir} holds {describe(model_dir, TRAINING)}, not a model yet: finish it "
                                  "with --resume_from_checkpoint latest, or load one of its checkpoint-<step> folders")
         raise TokenizerError(f"{model_dir}: no tokenizer found (looked for {', '.join(TOKENIZER_FILES)}). "
