@@ -881,3 +881,18 @@ def test_tokenize_and_decode_as_tei_answers_them(server, trained_model):
                                 ("/tokenize", {"inputs": ""}, "an input text is empty")):
         refused = httpx.post(f"{server}{path}", json=body)
         assert 400 <= refused.status_code < 500 and message in refused.json()["error"], (path, refused.text)
+
+
+def test_a_stalled_upload_at_sigterm_gets_503_in_our_shape_and_holds_no_drain(trained_model, tmp_path):
+    process, url = start_serve(trained_model, tmp_path, "--backend", "torch", "--shutdown_timeout", "20",
+                               "--body_timeout", "60")
+    with socket.create_connection(_host_port(url)) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"inp")
+        time.sleep(0.5)
+        started = time.time()
+        process.send_signal(signal.SIGTERM)
+        answer = _answer(sock, timeout=30)
+    assert answer.startswith(b"HTTP/1.1 503 ") and b'"error_type": "unhealthy"' in answer
+    assert process.wait(timeout=30) == 0 and time.time() - started < 10  # not held until --shutdown_timeout
+    assert "Traceback" not in "".join(process.lines)

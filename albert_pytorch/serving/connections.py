@@ -103,6 +103,15 @@ def guarded_protocol(limits: ConnectionLimits, on_refused=None) -> type[HttpTool
                 self._head_bytes = 0
                 waiting[self] = time.monotonic()  # uvicorn's keep-alive timeout closes it if nothing comes
 
+        def shutdown(self) -> None:
+            """At the drain: a request whose body is still arriving is answered now (503, in our shape) instead
+            of holding the drain until its deadline cancels it, which uvicorn answers with a plain-text 500."""
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_started and cycle.more_body:
+                self._refuse(503, "Service Unavailable", "the server is stopping; retry", "unhealthy")
+                return
+            super().shutdown()
+
         def _await_head(self) -> None:
             waiting[self] = time.monotonic()
             self._start_timer(limits.head_timeout, 408, "Request Timeout", "the request head did not arrive in time")
