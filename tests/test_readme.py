@@ -104,3 +104,22 @@ def test_git_ignores_the_outputs_folder():
     if done.returncode == 128:
         pytest.skip("not a git checkout")
     assert done.returncode == 0
+
+
+LAUNCHER_FLAGS = {"--data_path", "--model_path", "--task_name", "--device", "--nproc", "--output_dir", "--log_dir"}
+
+
+def test_readmes_launcher_commands_name_real_launchers_flags_and_outputs():
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", README, re.DOTALL):
+        lines += [shlex.split(line) for line in block.replace("\\\n", " ").splitlines()
+                  if line.strip().startswith("bash test/")]
+    assert lines, "README's CPU-sized launcher block"
+    trainer_flags = subcommand_flags()["train"]
+    for words in lines:
+        assert (ROOT / words[1]).is_file(), words[1]
+        for argument in words[2:]:
+            flag, _, value = argument.partition("=")
+            assert flag in LAUNCHER_FLAGS or flag in trainer_flags, f"README: `{words[1]} {flag}` is no flag"
+            if flag in ("--output_dir", "--log_dir"):
+                assert value.startswith("outputs/"), f"README's launcher writes {value}"
