@@ -897,3 +897,19 @@ def test_a_stalled_upload_at_sigterm_gets_503_in_our_shape_and_holds_no_drain(tr
     assert answer.startswith(b"HTTP/1.1 503 ") and b'"error_type": "unhealthy"' in answer
     assert process.wait(timeout=30) == 0 and time.time() - started < 10  # not held until --shutdown_timeout
     assert "Traceback" not in "".join(process.lines)
+
+
+def test_a_large_body_behind_a_small_head_is_no_large_head(trained_model, tmp_path):
+    process, url = start_serve(trained_model, tmp_path, "--backend", "torch")
+    try:
+        text = "the film is a joy to watch . " * 60_000  # 1.7 MB
+        body = json.dumps({"inputs": text, "truncate": True}).encode()
+        request = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                   b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        with socket.create_connection(_host_port(url)) as sock:
+            sock.sendall(request)  # one write: the server's first reads hold the head and much of the body
+            answer = _answer(sock, timeout=60)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    finally:
+        process.terminate()
+        process.wait(timeout=60)

@@ -75,16 +75,17 @@ def guarded_protocol(limits: ConnectionLimits, on_refused=None) -> type[HttpTool
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if self in waiting:
+            reading_head = self in waiting
+            if reading_head:
                 if self._timer is None:  # the first byte of a request after an answer: its head is on the clock
                     self._start_timer(limits.head_timeout, 408, "Request Timeout",
                                       "the request head did not arrive in time")
                 self._head_bytes += len(data)
-                if self._head_bytes > limits.max_head_bytes:
-                    self._refuse(431, "Request Header Fields Too Large",
-                                 f"the request head is over {limits.max_head_bytes} bytes", "head_too_large")
-                    return
             super().data_received(data)
+            # judged once the parser has had the bytes: a read that ends a small head may carry a large body
+            if reading_head and self in waiting and self._head_bytes > limits.max_head_bytes:
+                self._refuse(431, "Request Header Fields Too Large",
+                             f"the request head is over {limits.max_head_bytes} bytes", "head_too_large")
 
         def on_headers_complete(self) -> None:
             waiting.pop(self, None)
