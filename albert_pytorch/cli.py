@@ -430,7 +430,7 @@ def build_parser(scripts: dict[str, str] | None = None) -> argparse.ArgumentPars
     option(srv, "--max_client_batch_size", type=POSITIVE_INT, default=32,
            help="inputs one request may carry (413 above)")
     option(srv, "--max_concurrent_requests", type=POSITIVE_INT, default=512,
-           help="requests in flight; more are refused at once with 429 and Retry-After")
+           help="requests in flight; more are refused with 429 and Retry-After (after a 1 s wait)")
     option(srv, "--payload_limit", type=POSITIVE_INT, default=2_000_000, help="bytes of a request body (413 above)")
     option(srv, "--max_input_length", type=SEQUENCE_LENGTH,
            help="tokens of one input (default: the model's position limit); longer ones are refused unless the "

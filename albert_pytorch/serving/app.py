@@ -55,7 +55,7 @@ class ServeOptions:
     api_key: str | None = None
     payload_limit: int = 2_000_000  # bytes of a request body
     max_client_batch_size: int = 32  # inputs in one request
-    max_concurrent_requests: int = 512  # requests in flight; more are refused at once with 429
+    max_concurrent_requests: int = 512  # requests in flight; more are refused with 429 (see REFUSAL_DELAY_S)
     shutdown_timeout: float = 30.0  # seconds SIGTERM waits for accepted requests
     max_connections: int | None = None  # open connections; default what the process's file limit allows
     head_timeout: float = 10.0  # seconds a request head may take to arrive
