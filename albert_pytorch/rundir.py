@@ -108,9 +108,7 @@ class OutputFolder:
         where there is none is a fresh run under a fresh run's rules. `sources` are folders the run reads
         from (the model it loads): clearing one of them is refused.
         """
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise UsageError(f"--output_dir {path} is a file; give a folder (new or empty)")
+        path = Path(path)  # `claimed` has refused a file
         entries = sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME) if path.is_dir() else []
         if kind is EVALUATION and (path / TRAINING.marker).is_file():
             raise UsageError(f"--output_dir {path} holds a training run; an evaluation writes its results into a "
@@ -119,7 +117,8 @@ class OutputFolder:
         if kind is TOKENIZER and any(_matches(name, MODEL_FILES) for name in entries):
             raise UsageError(f"--output_dir {path} holds a model (config.json or weights): a new tokenizer there "
                              "would no longer match its embeddings. Write the tokenizer into a folder of its own.")
-        if not entries or (resume and kind is TRAINING and _checkpoints(path)):
+        checkpoints = list_checkpoints(path) if kind is TRAINING else []
+        if not entries or (resume and checkpoints):
             return cls(path, kind)
         state = describe(path, kind)
         if not overwrite:
@@ -127,8 +126,7 @@ class OutputFolder:
                 raise UsageError(f"--resume_from_checkpoint {resume}: --output_dir {path} holds no checkpoint to "
                                  f"resume (it holds {state}). Choose a new folder, or add --overwrite_output_dir to "
                                  "start this run afresh in its place.")
-            hint = (", or --resume_from_checkpoint latest to continue it" if kind is TRAINING and _checkpoints(path)
-                    else "")
+            hint = ", or --resume_from_checkpoint latest to continue it" if checkpoints else ""
             raise UsageError(f"--output_dir {path} is not empty: it holds {state}, whose files this {kind.name} "
                              f"would mix with its own. Choose a new folder, add --overwrite_output_dir to replace "
                              f"the earlier {kind.name}'s files{hint}.")
@@ -212,7 +210,7 @@ def describe(path: Path, kind: RunKind) -> str:
     """What a used folder holds, in words: a finished or unfinished run (and its last checkpoint), or files of
     its own; and a finished run waiting in .previous-run."""
     names = {p.name for p in path.iterdir()} - {LOCK_NAME}
-    checkpoints = _checkpoints(path)
+    checkpoints = list_checkpoints(path)
     held = next((k for k in (kind, TRAINING, EVALUATION) if k.marker is not None and k.marker in names), None)
     if held is not None and held.finished in names:
         what = f"a finished {held.name}"
@@ -286,10 +284,6 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     """`checkpoint-<step>` directories, oldest first."""
     found = [(int(m.group(1)), p) for p in output_dir.glob("checkpoint-*") if (m := _CHECKPOINT.match(p.name))]
     return [p for _, p in sorted(found)]
-
-
-def _checkpoints(path: Path) -> list[Path]:
-    return list_checkpoints(path) if path.is_dir() else []
 
 
 def _is_output(name: str, kind: RunKind) -> bool:
