@@ -31,7 +31,7 @@ from ..device import Precision
 from ..errors import UsageError
 from ..io import cache_root, sha256_file
 from ..modeling import AlbertForSequenceClassification
-from ..tokenization import load_tokenizer
+from ..tokenization import definition, load_tokenizer
 from ..weights import WEIGHTS_NAME
 
 logger = logging.getLogger("albert_pytorch.serving")
@@ -212,12 +212,9 @@ class Engine:
         self.backend = load_backend(options, self.config)
         # The Rust tokenizer itself, twice: transformers' wrapper costs a request more than the encoding does,
         # and it sets truncation on its shared tokenizer per call, which concurrent calls must never see.
-        definition = self.tokenizer.backend_tokenizer.to_str()
-        self._whole, self._truncating = Tokenizer.from_str(definition), Tokenizer.from_str(definition)
-        self._whole.no_truncation()
+        as_trained = definition(self.tokenizer)  # no truncation, no padding
+        self._whole, self._truncating = Tokenizer.from_str(as_trained), Tokenizer.from_str(as_trained)
         self._truncating.enable_truncation(self.max_input_length, strategy="longest_first")
-        for encoder in (self._whole, self._truncating):
-            encoder.no_padding()
         self._readable = readable_prefix(self._whole, self.max_input_length)
         self._queue: asyncio.Queue[_Pending] | None = None
         self._last_timeout = -float("inf")
