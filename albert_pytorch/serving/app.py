@@ -423,19 +423,16 @@ def _add_tei_routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/tokenize", summary="the tokens of each text, as text-embeddings-inference lists them")
     async def tokenize(request: Request) -> Response:
         body = await read_json(request, options.payload_limit)
-        if not isinstance(body, dict) or "inputs" not in body:
-            raise ServeError(422, 'expected a JSON object with "inputs"', "validation")
-        texts = _texts(body["inputs"], options.max_client_batch_size)
+        texts = _texts(_member(body, "inputs"), options.max_client_batch_size)
         engine = state.ready_engine()
         return JSONResponse(await run_in_threadpool(engine.tokens, texts, _flag(body, "add_special_tokens", True)))
 
     @app.post("/decode", summary="token ids back into text, as text-embeddings-inference decodes them")
     async def decode(request: Request) -> Response:
         body = await read_json(request, options.payload_limit)
-        if not isinstance(body, dict) or "ids" not in body:
-            raise ServeError(422, 'expected a JSON object with "ids"', "validation")
+        ids = _member(body, "ids")
         engine = state.ready_engine()
-        ids = _id_lists(body["ids"], engine.tokenizer.vocab_size, options.max_client_batch_size)
+        ids = _id_lists(ids, engine.tokenizer.vocab_size, options.max_client_batch_size)
         return JSONResponse(await run_in_threadpool(engine.decode, ids, _flag(body, "skip_special_tokens", True)))
 
 
@@ -446,9 +443,7 @@ def _texts(value: Any, max_inputs: int) -> list[str]:
         raise ServeError(422, f'"inputs" must be a text or a list of texts, got {json.dumps(value)[:80]}', "validation")
     if not texts:
         raise ServeError(400, '"inputs" is empty', "empty")
-    if len(texts) > max_inputs:
-        raise ServeError(413, f"{len(texts)} inputs, more than the {max_inputs} one request may carry "
-                              "(--max_client_batch_size)", "validation")
+    _within_client_batch(len(texts), max_inputs)
     return [checked_text(text, "an input text") for text in texts]
 
 
@@ -461,9 +456,7 @@ def _id_lists(value: Any, vocabulary: int, max_inputs: int) -> list[list[int]]:
     if not isinstance(lists, list) or not lists or not all(map(is_ids, lists)):
         raise ServeError(422, '"ids" must be a list of token ids or a list of such lists, got '
                               f"{json.dumps(value)[:80]}", "validation")
-    if len(lists) > max_inputs:
-        raise ServeError(413, f"{len(lists)} id lists, more than the {max_inputs} one request may carry "
-                              "(--max_client_batch_size)", "validation")
+    _within_client_batch(len(lists), max_inputs, "id lists")
     outside = next((i for ids in lists for i in ids if not 0 <= i < vocabulary), None)
     if outside is not None:
         raise ServeError(422, f"token id {outside} is not in the vocabulary (0 to {vocabulary - 1})", "validation")
@@ -477,17 +470,24 @@ def _flag(body: dict, name: str, default: bool) -> bool:
     return value
 
 
+def _member(body: Any, key: str) -> Any:
+    """A JSON object's `key` (422 if the body is no object or lacks it)."""
+    if not isinstance(body, dict) or key not in body:
+        raise ServeError(422, f'expected a JSON object with "{key}"', "validation")
+    return body[key]
+
+
+def _within_client_batch(count: int, max_inputs: int, what: str = "inputs") -> None:
+    if count > max_inputs:
+        raise ServeError(413, f"{count} {what}, more than the {max_inputs} one request may carry "
+                              "(--max_client_batch_size)", "validation")
+
+
 def parse_tei_request(body: Any, max_inputs: int) -> tuple[list[tuple[str, str | None]], bool, bool, bool]:
     """(sequences, whether the inputs were a batch, truncate, raw_scores), as TEI reads `inputs`: a string;
     a pair [a, b]; or a batch whose items are [a] or [a, b] (or plain strings)."""
-    if not isinstance(body, dict) or "inputs" not in body:
-        raise ServeError(422, 'expected a JSON object with "inputs"', "validation")
-    inputs, flags = body["inputs"], {}
-    for name in ("truncate", "raw_scores"):
-        value = body.get(name, False)
-        if not isinstance(value, bool):
-            raise ServeError(422, f'"{name}" must be true or false, got {json.dumps(value)[:40]}', "validation")
-        flags[name] = value
+    inputs = _member(body, "inputs")
+    truncate, raw_scores = _flag(body, "truncate", False), _flag(body, "raw_scores", False)
     if isinstance(inputs, str):
         sequences, batched = [_sequence([inputs])], False
     elif isinstance(inputs, list) and len(inputs) == 2 and all(isinstance(x, str) for x in inputs):
@@ -499,10 +499,8 @@ def parse_tei_request(body: Any, max_inputs: int) -> tuple[list[tuple[str, str |
                          "validation")
     if not sequences:
         raise ServeError(400, '"inputs" is empty', "empty")
-    if len(sequences) > max_inputs:
-        raise ServeError(413, f"{len(sequences)} inputs, more than the {max_inputs} one request may carry "
-                              "(--max_client_batch_size)", "validation")
-    return sequences, batched, flags["truncate"], flags["raw_scores"]
+    _within_client_batch(len(sequences), max_inputs)
+    return sequences, batched, truncate, raw_scores
 
 
 def _sequence(item: list) -> tuple[str, str | None]:
@@ -655,9 +653,7 @@ def v2_texts(header: dict, binary: dict[str, bytes], max_inputs: int) -> tuple[l
         raise ServeError(400, "TEXT is empty", "empty")
     if pairs is not None and len(pairs) != len(texts):
         raise ServeError(422, f"TEXT has {len(texts)} elements and TEXT_PAIR {len(pairs)}", "validation")
-    if len(texts) > max_inputs:
-        raise ServeError(413, f"{len(texts)} inputs, more than the {max_inputs} one request may carry "
-                              "(--max_client_batch_size)", "validation")
+    _within_client_batch(len(texts), max_inputs)
     return texts, pairs
 
 
