@@ -59,12 +59,12 @@ def guarded_protocol(limits: ConnectionLimits, on_refused=None) -> type[HttpTool
 
     class GuardedProtocol(HttpToolsProtocol):
         accepted = 0  # connections taken from the listening socket so far
+        _timer: asyncio.TimerHandle | None = None  # the running head or body deadline
+        _head_bytes = 0  # of the request head being read
 
         def connection_made(self, transport: asyncio.Transport) -> None:
             type(self).accepted += 1
             super().connection_made(transport)
-            self._timer: asyncio.TimerHandle | None = None
-            self._head_bytes = 0
             if len(self.connections) > limits.max_connections:
                 self._evict_the_longest_waiting()
             self._await_head()
@@ -131,7 +131,7 @@ def guarded_protocol(limits: ConnectionLimits, on_refused=None) -> type[HttpTool
             self._timer = self.loop.call_later(seconds, self._refuse, status, reason, message, "timeout")
 
         def _stop_timer(self) -> None:
-            if getattr(self, "_timer", None) is not None:
+            if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
 
