@@ -51,15 +51,17 @@ def predict(model_dir: str | os.PathLike, pairs: list[tuple[str, str | None]], o
         raise UsageError(f"--model_dir {model_dir}: no such folder (a model directory that train wrote)")
     config = AlbertConfig.from_pretrained(model_dir)  # the labels; the weights are the export's with --onnx
     tokenizer = load_tokenizer(model_dir)
+    static_batch = static_width = None  # a static export takes only its own batch and length
     if onnx_file is not None:
         model = OnnxSequenceClassifier(onnx_file, config, provider)
+        static_batch, static_width = model.batch, model.width
     else:
         model = AlbertForSequenceClassification.from_pretrained(model_dir, config=config).eval()
-    encoded = encode_inputs(tokenizer, pairs, getattr(model, "width", None) or max_seq_length)
+    encoded = encode_inputs(tokenizer, pairs, static_width or max_seq_length)
     features = Features.from_encoded(encoded, torch.zeros(len(pairs)))
     collator = Collator(tokenizer.pad_token_id)
     logits = np.zeros((len(pairs), config.num_labels), dtype=np.float32)
-    for rows in EvalShardSampler(features.lengths, getattr(model, "batch", None) or batch_size):
+    for rows in EvalShardSampler(features.lengths, static_batch or batch_size):
         batch = collator([features[i] for i in rows])
         with torch.no_grad():
             logits[rows] = batch_logits(model, batch, torch.device("cpu"),
