@@ -419,7 +419,7 @@ def replica_pids() -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds Ray's replica processes through /proc")
-def test_ray_replicas_answer_as_one_engine_and_survive_a_killed_replica(trained_model, tmp_path):
+def test_ray_replicas_answer_as_one_engine_behind_our_front_and_survive_a_killed_replica(trained_model, tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -433,6 +433,12 @@ def test_ray_replicas_answer_as_one_engine_and_survive_a_killed_replica(trained_
                 scores = httpx.post(f"{url}/predict", json={"inputs": sentence}, timeout=30).json()
                 assert abs(next(s["score"] for s in scores if s["label"] == "positive") - positive) < 1e-5
         assert len(replica_pids()) == 2
+        # the HTTP front is this process's guarded server, not Ray's proxy: its refusals come in our shape
+        with socket.create_connection(_host_port(url)) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
+            assert _answer(sock, timeout=15).startswith(b"HTTP/1.1 431 ")
+        missing = httpx.get(f"{url}/nowhere")
+        assert missing.status_code == 404 and missing.json()["error_type"] == "not_found"
         outcomes, stop = [], threading.Event()
 
         def client():

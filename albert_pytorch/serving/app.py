@@ -127,26 +127,20 @@ class ServerState:
         return self.engine
 
 
-def create_app(options: ServeOptions, load: Callable[[Metrics], Engine], load_now: bool = False) -> FastAPI:
-    """The application; `load(metrics)` builds the engine: at once with `load_now` (a Ray replica is ready when
-    its model is), else in a worker thread once the server is up, answering 503 until then.
-    `app.state.server` holds the `ServerState`."""
+def create_app(options: ServeOptions, load: Callable[[Metrics], Engine]) -> FastAPI:
+    """The application; `load(metrics)` builds the engine in a worker thread once the server is up, which
+    answers 503 until then. `app.state.server` holds the `ServerState`."""
     metrics = Metrics()
     state = ServerState(options, metrics)
-    if load_now:
-        _load_into(state, load)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loading = None
-        if state.engine is None:
-            loading = asyncio.get_running_loop().run_in_executor(None, _load_into, state, load)
+        loading = asyncio.get_running_loop().run_in_executor(None, _load_into, state, load)
         yield
         if state.phase != "failed":  # the exit code tells a failed load from a drain
             state.phase = "draining"
-        if loading is not None:
-            with contextlib.suppress(Exception):
-                await loading
+        with contextlib.suppress(Exception):
+            await loading
         if state.engine is not None:
             await state.engine.stop()
         logger.info("stopped: answered %d of the %d inference requests that reached it", state.answered,

@@ -41,18 +41,29 @@ def serve(options: ServeOptions, announce: Callable[[str], None] = print) -> int
     """Serve until SIGTERM or Ctrl-C; returns the exit code (0 after a clean drain, 1 if the model failed to
     load, which stops the server). A model directory it cannot read is refused before it binds."""
     read_model_dir(options.engine)
+    listening = _bound(options)
+    return _serve_http(options, listening, lambda metrics: Engine(options.engine, metrics), "", announce)
+
+
+def _bound(options: ServeOptions) -> socket.socket:
     listening = socket.socket(socket.AF_INET6 if ":" in options.host else socket.AF_INET, socket.SOCK_STREAM)
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listening.bind((options.host, options.port))
+    return listening
+
+
+def _serve_http(options: ServeOptions, listening: socket.socket, make_engine: Callable[[Metrics], Engine],
+                where: str, announce: Callable[[str], None]) -> int:
+    """The app under uvicorn behind the connection guard, on `listening`, until SIGTERM or Ctrl-C drains it."""
     port = listening.getsockname()[1]
 
     def loaded(metrics: Metrics) -> Engine:
         try:
-            engine = Engine(options.engine, metrics)
+            engine = make_engine(metrics)
         except Exception:
             server.should_exit = True  # a server without its model only answers 503: stop, exit 1
             raise
-        announce(ready_line(options, options.host, port))
+        announce(ready_line(options, options.host, port, where))
         return engine
 
     app = create_app(options, loaded)
@@ -140,7 +151,7 @@ class RayOptions:
 class RemoteEngine:
     """The model replicas of a Ray Serve deployment, seen by the HTTP app as one engine: each replica tokenizes
     and batches what it is sent. A replica that dies while answering makes its request a 503 (retry: another
-    replica answers) rather than the 500 Ray's own proxy would send."""
+    replica answers)."""
 
     def __init__(self, options: EngineOptions, handle):
         config = AlbertConfig.from_pretrained(options.model_dir)
@@ -187,19 +198,10 @@ async def _never_gone() -> bool:
     return False  # the HTTP front watches the client; a replica answers what it was sent
 
 
-def ray_application(options: ServeOptions, scale: RayOptions):
-    """The app on Ray Serve: model replicas (each loading the model and batching on its own; a fixed count or
-    autoscaling bounds) behind HTTP front replicas that parse, check and answer requests."""
+def model_deployment(options: ServeOptions, scale: RayOptions):
+    """The model replicas as a Ray Serve application without HTTP of its own (each replica loads the model and
+    batches on its own; a fixed count or autoscaling bounds)."""
     from ray import serve as ray_serve
-
-    @ray_serve.ingress()
-    class Front:
-        def __init__(self, serve_options: ServeOptions, model):
-            self.options, self.model = serve_options, model
-
-        def __serve_build_asgi_app__(self):
-            return create_app(self.options, lambda metrics: RemoteEngine(self.options.engine, self.model),
-                              load_now=True)
 
     if scale.min_replicas is not None or scale.max_replicas is not None:
         low = scale.min_replicas if scale.min_replicas is not None else 1
@@ -209,32 +211,27 @@ def ray_application(options: ServeOptions, scale: RayOptions):
         width = {"num_replicas": scale.num_replicas}
     # enough requests per replica in flight for its batcher to fill a batch
     model = ray_serve.deployment(ModelReplica, max_ongoing_requests=4 * options.engine.max_batch_requests, **width)
-    # the fronts only parse and forward: they reserve no CPU, which the model replicas' batchers use
-    front = ray_serve.deployment(Front, max_ongoing_requests=options.max_concurrent_requests,
-                                 ray_actor_options={"num_cpus": 0}, **width)
-    return front.bind(options, model.bind(options.engine))
+    return model.bind(options.engine)
 
 
 def serve_on_ray(options: ServeOptions, scale: RayOptions, announce: Callable[[str], None] = print) -> int:
-    """Deploy on Ray (a local instance, or the cluster at `scale.address`) and wait for SIGTERM or Ctrl-C,
-    then take the deployment down."""
+    """The model replicas on Ray (a local instance, or the cluster at `scale.address`) behind this process's own
+    HTTP server, the one `serve` runs: Ray's HTTP proxy is not started, so every answer, a dead replica's
+    included, passes the same guard and comes in the documented shape. Runs until SIGTERM or Ctrl-C drains it,
+    then takes the deployment down."""
     import ray
     from ray import serve as ray_serve
 
     read_model_dir(options.engine)
+    listening = _bound(options)  # a port in use is refused before Ray starts
     ray.init(address=scale.address or "local", include_dashboard=False, log_to_driver=False)
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        ray_serve.start(http_options={"host": options.host, "port": options.port})
-        ray_serve.run(ray_application(options, scale), name="albert", route_prefix="/")
+        ray_serve.start(proxy_location="Disabled")
+        handle = ray_serve.run(model_deployment(options, scale), name="albert", route_prefix=None)
         replicas = (f"{scale.min_replicas}-{scale.max_replicas} replicas" if scale.max_replicas
                     else f"{scale.num_replicas} replica{'s' if scale.num_replicas > 1 else ''}")
-        announce(ready_line(options, options.host, options.port, f", Ray Serve, {replicas}"))
-        stop.wait()
+        return _serve_http(options, listening, lambda metrics: RemoteEngine(options.engine, handle),
+                           f", Ray Serve, {replicas}", announce)
     finally:
         ray_serve.shutdown()
         ray.shutdown()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
