@@ -215,12 +215,24 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .deploy.predict import predict, read_inputs
+    from .deploy.predict import predict, read_inputs, scoring_engine
+    from .deploy.table import TableJob, input_files, run_table_job, summary_line
 
-    pairs = read_inputs(args.texts, args.input)
-    for record in predict(args.model_dir, pairs, args.onnx, args.batch_size, args.max_seq_length, args.provider,
-                          args.bf16):
-        print(to_json(record, indent=None))
+    if args.input is None:
+        if args.output or args.resume or args.overwrite or args.skip_bad_rows:
+            raise UsageError("--output, --resume, --overwrite and --skip_bad_rows score a table: give --input")
+        for record in predict(args.model_dir, read_inputs(args.texts, None), args.onnx, args.batch_size,
+                              args.max_seq_length, args.provider, args.bf16):
+            print(to_json(record, indent=None))
+        return 0
+    if args.texts:
+        raise UsageError("give sentences on the command line or --input, not both")
+    job = TableJob(args.input, args.output, args.text_column, args.text_pair_column, args.chunk_rows, args.batch_size,
+                   args.skip_bad_rows, args.resume, args.overwrite, progress=not args.quiet)
+    files = input_files(args.input)  # a mistyped path is named before the model loads
+    engine = scoring_engine(args.model_dir, args.onnx, args.max_seq_length, args.provider, args.bf16, args.quantize,
+                            args.threads)
+    logging.getLogger("albert_pytorch").info("%s", summary_line(run_table_job(engine, job, files), args.output))
     return 0
 
 
@@ -392,17 +404,40 @@ def build_parser(scripts: dict[str, str] | None = None) -> argparse.ArgumentPars
                                        "<result_dir>_postprocess.json, beside the results folder)")
     post.set_defaults(func=cmd_postprocess)
 
-    pred = command("predict", help="labels and probabilities for raw text, as JSON lines")
+    pred = command("predict", help="labels and probabilities for raw text, or for every row of a table of any size",
+                   description="Score sentences given as arguments (JSON lines on stdout), or every row of --input: "
+                               "a CSV, TSV, JSON lines, Parquet or text file, a folder of them or a glob, read as a "
+                               "stream. Each row comes back with its own columns plus label, score (the winning "
+                               "class's probability) and probability_<label> per class (a regression model: score), "
+                               "into --output (its extension picks the format) or stdout. --output is written in "
+                               "parts, each whole; after a stop the same command with --resume continues.")
     pred.add_argument("texts", nargs="*", help="sentences; a pair is two sentences joined by a tab")
     option(pred, "--model_dir", required=True, help="fine-tuned model directory (labels, tokenizer)")
-    option(pred, "--onnx", help="run this exported model instead of PyTorch")
-    option(pred, "--input", help="a file with one sentence (or tab-separated pair) per line")
+    option(pred, "--onnx", help="run this exported model on ONNX Runtime instead of PyTorch")
+    option(pred, "--quantize", choices=("int8",),
+           help="run the model directory's cached ONNX export with dynamic int8 quantization")
+    option(pred, "--input", help="a table (.csv .tsv .json .jsonl .parquet, or .txt: a sentence or a tab-separated "
+                                 "pair per line), a folder of them, or a glob")
+    option(pred, "--output", help="where the rows go with their predictions: .jsonl, .csv, .tsv or .parquet "
+                                  "(default: JSON lines on stdout)")
+    option(pred, "--text_column", help="the text column of a table (default as for training: sentence, "
+                                       "sentence1/sentence2, or the one column besides label and id)")
+    option(pred, "--text_pair_column", help="the second text's column, for pairs")
     option(pred, "--batch_size", type=POSITIVE_INT, default=32, help="sentences per forward pass")
     option(pred, "--max_seq_length", type=SEQUENCE_LENGTH, default=128,
            help="longer inputs are cut to this many tokens")
     option(pred, "--provider", choices=("cpu", "cuda", "tensorrt", "cann"), default="cpu",
            help="ONNX Runtime provider for --onnx, with its fallback chain (tensorrt -> cuda -> cpu)")
     option(pred, "--bf16", action="store_true", help="PyTorch in bfloat16 (fast on CPUs with bf16 units)")
+    option(pred, "--threads", type=POSITIVE_INT, help="the model's intra-op threads (default the library's)")
+    option(pred, "--chunk_rows", type=POSITIVE_INT, default=4096,
+           help="input rows per part of --output: the memory held, and what a resumed run may redo")
+    option(pred, "--resume", action="store_true", help="continue a stopped run into the same --output")
+    option(pred, "--overwrite", action="store_true", help="replace an existing --output (or a stopped run's parts)")
+    option(pred, "--skip_bad_rows", action="store_true",
+           help="write a row that cannot be scored to <output>.rejected.jsonl with its reason, and go on "
+                "(default: stop at it, naming file, line and column)")
+    option(pred, "--quiet", action="store_true", help="no progress bar")
     pred.set_defaults(func=cmd_predict)
 
     srv = command("serve", help="serve a trained model over HTTP: TEI's /predict and Triton's v2 API, dynamic batching",

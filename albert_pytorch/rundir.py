@@ -234,8 +234,9 @@ class FolderLock:
     """An exclusive lock on a folder, held by one process: `.albert_pytorch.lock` inside it, with the holder's
     pid. The kernel drops the lock when the process ends, so a crashed run leaves no stale lock."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, subject: str | None = None):
         self.folder, self.file = folder, folder / LOCK_NAME
+        self.subject = subject or f"--output_dir {folder}"  # what the refusal names
         self.fd: int | None = None
 
     def __enter__(self) -> FolderLock:
@@ -246,15 +247,15 @@ class FolderLock:
             except BlockingIOError:
                 holder = _holder_pid(fd)
                 os.close(fd)
-                raise UsageError(f"--output_dir {self.folder} is in use by another run (pid {holder}); two runs in "
-                                 "one folder would mix their files. Wait for it, or choose another folder.") from None
+                raise UsageError(f"{self.subject} is in use by another run (pid {holder}); two runs there would "
+                                 "mix their files. Wait for it, or choose another place.") from None
             if _same_file(fd, self.file):  # not a lock file its last holder removed while this one opened it
                 os.ftruncate(fd, 0)
                 os.write(fd, f"{os.getpid()}\n".encode())
                 self.fd = fd
                 return self
             os.close(fd)
-        raise UsageError(f"--output_dir {self.folder}: could not lock it (its lock file keeps changing)")
+        raise UsageError(f"{self.subject}: could not lock it (its lock file keeps changing)")
 
     def __exit__(self, *exc) -> None:
         with contextlib.suppress(OSError):

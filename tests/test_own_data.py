@@ -22,6 +22,12 @@ def sample_rows(split: str) -> list[dict]:
 
 
 def write_table(path, rows):
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+        return path
     if path.suffix == ".jsonl":
         path.write_text("".join(json.dumps(row) + "\n" for row in rows))
         return path
@@ -32,7 +38,7 @@ def write_table(path, rows):
     return path
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
 def test_every_format_reads_the_same_examples(tmp_path, suffix):
     rows = sample_rows("dev")
     path = write_table(tmp_path / f"dev{suffix}", rows)

@@ -1,7 +1,8 @@
 """A user's own data: CSV, TSV or JSON files with named columns, as a task that trains like GLUE's.
 
 The format follows the extension: .csv (standard quoting), .tsv (read as GLUE's are, without quoting: a
-quote is text), .jsonl (one object per line) and .json (the same, or one array of objects). Classes are
+quote is text), .jsonl (one object per line), .json (the same, or one array of objects) and .parquet. Files are
+read as a stream of rows (a .json array whole), so a file of any size costs a row's memory. Classes are
 the training file's labels (sorted; integers, `+1`/`-1` included, numerically) or `--label_names`;
 labels that are numbers, some of them not integers, make a regression task. A label column that mixes
 numbers and words, or holds a missing value (empty, null, nan), is an error at that row. Every row is
@@ -10,8 +11,8 @@ checked: a problem raises `DataError` naming file, line and column.
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import io
 import json
 import logging
 import math
@@ -19,13 +20,14 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from ..io import NotUtf8Error, read_utf8
 from .tasks import DataError, Example, ReadReport, Task, label_text, parse_label
 
 logger = logging.getLogger("albert_pytorch")
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl"}
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
 TASK_TYPES = ("auto", "classification", "regression")
 _INTEGER = re.compile(r"^[+-]?\d+$")
 _ID_COLUMNS = ("id", "idx", "index", "guid")
@@ -47,7 +49,7 @@ def own_data_task(train_file: str | None, validation_file: str | None, test_file
         table_format(path)
     first = next(iter(files.values()))
     if text_column is None:
-        text_column, text_pair_column = _text_columns(first, label_column, text_pair_column)
+        text_column, text_pair_column = text_columns(first, label_column, text_pair_column)
     if task_type == "regression":
         labels = None
     elif label_names:
@@ -67,11 +69,12 @@ def own_data_task(train_file: str | None, validation_file: str | None, test_file
 def table_format(path: Path) -> str:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise DataError(path, None, f"unknown file type {path.suffix!r}: use .csv, .tsv, .json or .jsonl")
+        raise DataError(path, None, f"unknown file type {path.suffix!r}: use .csv, .tsv, .json, .jsonl or "
+                                   ".parquet")
     return fmt
 
 
-def _text_columns(path: Path, label_column: str, pair_column: str | None) -> tuple[str, str | None]:
+def text_columns(path: Path, label_column: str, pair_column: str | None) -> tuple[str, str | None]:
     """run_glue's choice: `sentence` (or `sentence1` and `sentence2`), else the one or two columns left
     besides the label (and an id column)."""
     header = _header(path)
@@ -90,7 +93,7 @@ def _text_columns(path: Path, label_column: str, pair_column: str | None) -> tup
 
 
 def _header(path: Path) -> list[str]:
-    for _, row in _rows(path, []):
+    for _, row in table_rows(path, []):
         if isinstance(row, dict):
             return list(row)
     raise DataError(path, None, "has no data rows (a header only?): no columns to read")
@@ -100,7 +103,7 @@ def _labels_of(path: Path, columns: list[str], label_column: str, task_type: str
                skip_bad_rows: bool) -> tuple[str, ...] | None:
     """The classes of a training file (None: a regression task), each row's label checked for its type."""
     values: list[tuple[int, str]] = []
-    for line, row in _rows(path, columns):
+    for line, row in table_rows(path, columns):
         if not isinstance(row, dict) or label_column not in row:
             continue  # a malformed row: reported (or skipped) when the file is read
         try:
@@ -148,7 +151,7 @@ def read_table(task: Task, path: Path, split: str, skip_bad_rows: bool = False) 
     labelled = not split.startswith("test")
     columns = [task.text_a] + ([task.text_b] if task.text_b else []) + ([task.label] if labelled else [])
     examples, report = [], ReadReport(path)
-    for ordinal, (line, row) in enumerate(_rows(path, columns)):
+    for ordinal, (line, row) in enumerate(table_rows(path, columns)):
         try:
             if isinstance(row, DataError):
                 raise row
@@ -168,14 +171,14 @@ def _example(task: Task, path: Path, line: int, row: dict, labelled: bool, ordin
     missing = [c for c in (task.text_a, task.text_b, task.label if labelled else None) if c and c not in row]
     if missing:
         raise DataError(path, line, f"no {', '.join(map(repr, missing))} field; found {', '.join(map(repr, row))}")
-    text_a = _text(row, task.text_a, path, line)
-    text_b = _text(row, task.text_b, path, line) if task.text_b else None
+    text_a = row_text(row, task.text_a, path, line)
+    text_b = row_text(row, task.text_b, path, line) if task.text_b else None
     label = parse_label(task, row[task.label], path, line) if labelled else None
     guid = next((str(row[c]) for c in _ID_COLUMNS if c in row), str(ordinal))
     return Example(guid=guid, text_a=text_a, text_b=text_b, label=label, line=line)
 
 
-def _text(row: dict, column: str, path: Path, line: int) -> str:
+def row_text(row: dict, column: str, path: Path, line: int) -> str:
     value = row[column]
     if isinstance(value, str) and not value.strip() or value is None:
         raise DataError(path, line, f"column {column!r} is empty")
@@ -184,20 +187,56 @@ def _text(row: dict, column: str, path: Path, line: int) -> str:
     return value
 
 
-def _rows(path: Path, columns: list[str]) -> Iterator[tuple[int, Row]]:
-    """(line number, fields or the row's error) per data row. A header without the needed columns, or a
-    file that is not text of its format, is an error for the whole file."""
+def table_rows(path: Path, columns: list[str]) -> Iterator[tuple[int, Row]]:
+    """(line number, fields or the row's error) per data row, read as a stream (a Parquet file's row number for
+    its line). A header without the needed columns, or a file that is not text of its format, is an error for
+    the whole file."""
     fmt = table_format(path)
     if not path.is_file():
         raise DataError(path, None, "no such file")
+    if fmt == "parquet":
+        yield from _parquet_rows(path, columns)
+        return
+    with open_text(path) as handle:
+        if fmt in ("json", "jsonl"):
+            yield from _json_rows(path, handle)
+        else:
+            yield from _delimited_rows(path, handle, fmt, columns)
+
+
+@contextlib.contextmanager
+def open_text(path: Path) -> Iterator[TextIO]:
+    """A UTF-8 text file to read as a stream (a byte-order mark dropped); a byte that is not UTF-8 is a
+    DataError naming its line."""
     try:
-        text = read_utf8(path)
-    except NotUtf8Error as err:
-        raise DataError(path, err.line, err.problem) from None
-    if fmt in ("json", "jsonl"):
-        yield from _json_rows(path, text)
-    else:
-        yield from _delimited_rows(path, io.StringIO(text, newline=""), fmt, columns)
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            yield handle
+    except UnicodeDecodeError:
+        try:
+            read_utf8(path)  # names the line and column, which the stream's decoder cannot
+        except NotUtf8Error as err:
+            raise DataError(path, err.line, err.problem) from None
+        raise
+
+
+def _parquet_rows(path: Path, columns: list[str]) -> Iterator[tuple[int, Row]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as err:  # pyarrow's own error types: a damaged or non-Parquet file
+        raise DataError(path, None, f"not readable as Parquet ({err})") from None
+    header = table.schema_arrow.names
+    absent = [c for c in columns if c not in header]
+    if absent:
+        raise DataError(path, None, f"no column(s) {', '.join(map(repr, absent))}; the file has "
+                                    f"{', '.join(map(repr, header))} (choose with --text_column, "
+                                    "--text_pair_column, --label_column)")
+    line = 0
+    for batch in table.iter_batches(batch_size=4096):
+        for row in batch.to_pylist():
+            line += 1
+            yield line, row
 
 
 def _delimited_rows(path: Path, handle, fmt: str, columns: list[str]) -> Iterator[tuple[int, Row]]:
@@ -232,14 +271,17 @@ def _delimited_rows(path: Path, handle, fmt: str, columns: list[str]) -> Iterato
         csv.field_size_limit(field_limit)
 
 
-def _json_rows(path: Path, text: str) -> Iterator[tuple[int, Row]]:
-    """JSON lines, or one JSON array of objects, with each object's line number."""
-    if text.lstrip().startswith("["):
-        yield from _json_array_rows(path, text)
-        return
-    for line, chunk in enumerate(text.split("\n"), start=1):
+def _json_rows(path: Path, lines: Iterator[str]) -> Iterator[tuple[int, Row]]:
+    """JSON lines, or one JSON array of objects (read whole), with each object's line number."""
+    first = True
+    for line, chunk in enumerate(lines, start=1):
         if not chunk.strip():
             continue
+        if first and chunk.lstrip().startswith("["):
+            blank_lines = "\n" * (line - 1)  # keeps the array's line numbers the file's
+            yield from _json_array_rows(path, blank_lines + chunk + "".join(lines))
+            return
+        first = False
         try:
             row = json.loads(chunk)
         except json.JSONDecodeError as err:

@@ -1,9 +1,11 @@
-"""Raw text -> label names and probabilities (or the STS-B score), from PyTorch or an exported model."""
+"""Raw text -> label names and probabilities (or the STS-B score), from PyTorch or an exported model, through the
+engine `serve` runs: one way to encode, batch and run the model."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,13 +14,10 @@ import torch
 from torch import nn
 
 from ..config import AlbertConfig
-from ..data import INPUT_NAMES, Collator, EvalShardSampler, Features
-from ..device import Precision
+from ..data import INPUT_NAMES
 from ..errors import UsageError
-from ..evaluate import batch_logits
 from ..io import read_utf8
-from ..modeling import AlbertForSequenceClassification
-from ..tokenization import encode_inputs, load_tokenizer
+from ..serving.engine import Engine, EngineOptions, read_model_dir
 from .runtime import open_session, pad_to_batch, static_dims
 
 
@@ -39,43 +38,49 @@ def read_inputs(texts: list[str], input_file: str | os.PathLike | None) -> list[
     return pairs
 
 
+def scoring_engine(model_dir: str | os.PathLike, onnx_file: str | None = None, max_seq_length: int = 128,
+                   provider: str = "cpu", bf16: bool = False, quantize: str | None = None,
+                   threads: int | None = None) -> Engine:
+    """The model as `serve` loads it: PyTorch (`bf16` in bfloat16 autocast), or ONNX Runtime with `onnx_file` or
+    with `quantize` "int8" (the directory's cached export, quantized)."""
+    if bf16 and (onnx_file is not None or quantize is not None):
+        raise UsageError("--bf16 is PyTorch's precision; an ONNX model runs as it was exported (see opt_onnx.py "
+                         "--fp16/--int8)")
+    options = EngineOptions(str(model_dir), backend="onnx" if onnx_file or quantize else "torch", onnx=onnx_file,
+                            quantize=quantize, provider=provider, threads=threads, bf16=bf16)
+    config, _ = read_model_dir(options)  # serve's checks, with their messages
+    # the model's own limit where it reads fewer positions than asked
+    return Engine(replace(options, max_input_length=min(max_seq_length, config.max_position_embeddings)))
+
+
+def score(engine: Engine, pairs: list[tuple[str, str | None]], batch_size: int) -> np.ndarray:
+    """Logits [inputs, labels] in input order, each input encoded as what it is (a sentence or a pair) and cut to
+    the engine's length; the model runs over length-sorted batches, which pad little."""
+    encoded = engine.encode(pairs, truncate=True)
+    order = sorted(range(len(pairs)), key=lambda i: len(encoded.ids[i]))
+    return engine.logits(encoded, [order[i:i + batch_size] for i in range(0, len(order), batch_size)])
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """Softmax over each row."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
 def predict(model_dir: str | os.PathLike, pairs: list[tuple[str, str | None]], onnx_file: str | None = None,
             batch_size: int = 32, max_seq_length: int = 128, provider: str = "cpu",
             bf16: bool = False) -> Iterator[dict]:
-    """One record per input, in input order; batches are length-sorted so they pad little. `bf16`: PyTorch
-    computes in bfloat16 (autocast; fast on CPUs with bf16 units), where no ONNX file is given."""
-    if bf16 and onnx_file is not None:
-        raise UsageError("--bf16 is PyTorch's precision; an ONNX model runs as it was exported (see opt_onnx.py "
-                         "--fp16/--int8)")
-    if not Path(model_dir).is_dir():
-        raise UsageError(f"--model_dir {model_dir}: no such folder (a model directory that train wrote)")
-    config = AlbertConfig.from_pretrained(model_dir)  # the labels; the weights are the export's with --onnx
-    tokenizer = load_tokenizer(model_dir)
-    static_batch = static_width = None  # a static export takes only its own batch and length
-    if onnx_file is not None:
-        model = OnnxSequenceClassifier(onnx_file, config, provider)
-        static_batch, static_width = model.batch, model.width
-    else:
-        model = AlbertForSequenceClassification.from_pretrained(model_dir, config=config).eval()
-    encoded = encode_inputs(tokenizer, pairs, static_width or max_seq_length)
-    features = Features.from_encoded(encoded, torch.zeros(len(pairs)))
-    collator = Collator(tokenizer.pad_token_id)
-    logits = np.zeros((len(pairs), config.num_labels), dtype=np.float32)
-    for rows in EvalShardSampler(features.lengths, static_batch or batch_size):
-        batch = collator([features[i] for i in rows])
-        with torch.no_grad():
-            logits[rows] = batch_logits(model, batch, torch.device("cpu"),
-                                        Precision(torch.bfloat16 if bf16 else None)).numpy()
-    labels = config.id2label
-    for (text_a, text_b), row in zip(pairs, logits, strict=True):
+    """One record per input, in input order: the label and each class's probability, or the regression score."""
+    engine = scoring_engine(model_dir, onnx_file, max_seq_length, provider, bf16)
+    logits = score(engine, pairs, batch_size)
+    shares = None if engine.is_regression else probabilities(logits)
+    for i, (text_a, text_b) in enumerate(pairs):
         record = {"text": text_a} | ({"text_b": text_b} if text_b is not None else {})
-        if config.is_regression:
-            record["score"] = float(row[0])
+        if shares is None:
+            record["score"] = float(logits[i, 0])
         else:
-            probabilities = np.exp(row - row.max())
-            probabilities /= probabilities.sum()
-            record["label"] = labels[int(row.argmax())]
-            record["probabilities"] = {labels[k]: float(p) for k, p in enumerate(probabilities)}
+            record["label"] = engine.labels[int(logits[i].argmax())]
+            record["probabilities"] = {label: float(p) for label, p in zip(engine.labels, shares[i], strict=True)}
         yield record
 
 

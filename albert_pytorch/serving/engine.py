@@ -59,6 +59,8 @@ class EngineOptions:
 class Backend:
     """Logits for a padded batch of int64 model inputs; subclasses run it in ONNX Runtime or PyTorch."""
 
+    static_width: int | None = None  # the one length a static export takes
+
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
@@ -208,8 +210,10 @@ class Engine:
         self.options, self.metrics = options, metrics
         self.config, self.tokenizer = read_model_dir(options)
         self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
-        self.max_input_length = options.max_input_length or self.config.max_position_embeddings
         self.backend = load_backend(options, self.config)
+        # a static export reads its own length and no more
+        self.max_input_length = min(options.max_input_length or self.config.max_position_embeddings,
+                                    self.backend.static_width or self.config.max_position_embeddings)
         # The Rust tokenizer itself, twice: transformers' wrapper costs a request more than the encoding does,
         # and it sets truncation on its shared tokenizer per call, which concurrent calls must never see.
         as_trained = definition(self.tokenizer)  # no truncation, no padding
@@ -347,24 +351,18 @@ class Engine:
     async def _run(self, batch: list[_Pending]) -> None:
         for pending in batch:
             pending.taken.set()
-        ids = [row for pending in batch for row in pending.encoded.ids]
-        types = [row for pending in batch for row in pending.encoded.types]
-        groups = length_groups([len(row) for row in ids])
-        calls = []
-        for rows in groups:
-            padded = model_inputs([torch.tensor(ids[i]) for i in rows], [torch.tensor(types[i]) for i in rows],
-                                  self.tokenizer.pad_token_id)
-            calls.append((rows, {k: v.numpy() for k, v in padded.items()}))
+        rows = Encoded([row for pending in batch for row in pending.encoded.ids],
+                       [row for pending in batch for row in pending.encoded.types])
+        groups = length_groups([len(row) for row in rows.ids])
         if self.metrics is not None:
-            self.metrics.batch_size.observe(len(ids))
-            self.metrics.batch_tokens.observe(sum(inputs["input_ids"].size for _, inputs in calls))
+            self.metrics.batch_size.observe(len(rows.ids))
+            self.metrics.batch_tokens.observe(sum(len(g) * len(rows.ids[g[0]]) for g in groups))
             self.metrics.queue_size.set(self._queue.qsize())
         start = time.perf_counter()
         try:
-            logits = await asyncio.get_running_loop().run_in_executor(self._model_thread, self._logits, calls,
-                                                                      len(ids))
+            logits = await asyncio.get_running_loop().run_in_executor(self._model_thread, self.logits, rows, groups)
         except Exception as err:  # the model failed: every request of the batch hears why
-            logger.exception("inference failed for a batch of %d rows", len(ids))
+            logger.exception("inference failed for a batch of %d rows", len(rows.ids))
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(InferenceFailed(f"inference failed: {type(err).__name__}: {err}"))
@@ -378,11 +376,14 @@ class Engine:
                                            Timings(queue=start - pending.enqueued, inference=inference)))
             offset += rows
 
-    def _logits(self, calls: list[tuple[list[int], dict[str, np.ndarray]]], rows: int) -> np.ndarray:
-        """The model over each length group, its rows put back in the batch's order."""
-        logits = np.zeros((rows, len(self.labels)), dtype=np.float32)
-        for indices, inputs in calls:
-            logits[indices] = self.backend.logits(inputs)
+    def logits(self, encoded: Encoded, groups: list[list[int]]) -> np.ndarray:
+        """The model's logits for the encoded rows, [rows, labels] float32 in their order: one call per group of
+        row indices, padded to the group's longest row. The batcher and `predict` both run the model this way."""
+        logits = np.zeros((len(encoded.ids), len(self.labels)), dtype=np.float32)
+        for rows in groups:
+            padded = model_inputs([torch.tensor(encoded.ids[i]) for i in rows],
+                                  [torch.tensor(encoded.types[i]) for i in rows], self.tokenizer.pad_token_id)
+            logits[rows] = self.backend.logits({k: v.numpy() for k, v in padded.items()})
         return logits
 
 
