@@ -91,3 +91,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     config.hidden_dropout_prob = 0.1
     config.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def trained_model(tiny_task_dir, tiny_model_dir, tmp_path_factory) -> Path:
+    """A tiny SST-2 classifier, as `train` leaves it (negative/positive labels, weights, tokenizer)."""
+    from albert_pytorch.train import TrainConfig, run
+
+    out = tmp_path_factory.mktemp("served") / "sst2-tiny"
+    run(TrainConfig(data_dir=str(tiny_task_dir), model_name_or_path=str(tiny_model_dir), from_scratch=True,
+                    output_dir=str(out), max_steps=20, learning_rate=2e-3, max_seq_length=48, do_eval=False,
+                    progress=False, device="cpu", report_to="none"))
+    return out

@@ -44,7 +44,9 @@ CONTRACT = {
     "evaluate": {"--model_dir", "--task_name", "--data_dir", "--validation_file", "--text_column",
                  "--text_pair_column", "--label_column", "--max_seq_length", "--eval_batch_size", "--max_eval_samples",
                  "--device", "--output_dir", "--overwrite_output_dir", "--skip_bad_rows", "--onnx", "--provider"},
-    "predict": {"--model_dir", "--onnx", "--input", "--batch_size", "--max_seq_length", "--provider", "--bf16"},
+    "predict": {"--model_dir", "--onnx", "--input", "--batch_size", "--max_seq_length", "--provider", "--bf16",
+                "--quantize", "--output", "--text_column", "--text_pair_column", "--threads", "--chunk_rows",
+                "--resume", "--overwrite", "--skip_bad_rows", "--quiet"},
     "serve": {"--model_dir", "--backend", "--onnx", "--quantize", "--bf16", "--provider", "--host", "--port",
               "--served_model_name", "--api_key", "--max_batch_requests", "--max_batch_tokens",
               "--max_client_batch_size", "--max_concurrent_requests", "--payload_limit", "--max_input_length",
@@ -180,7 +182,7 @@ def test_run_glue_spellings_set_the_same_fields():
                      "report_to": "none"}
 
 
-def test_predict_names_a_missing_model_folder_and_a_file_that_is_not_utf8(tmp_path, caplog, tiny_model_dir):
+def test_predict_names_a_missing_model_folder_and_a_file_that_is_not_utf8(tmp_path, caplog, trained_model):
     with pytest.raises(SystemExit) as done:
         main(["predict", "--model_dir", "outputs/no-such-model", "a sentence"])
     assert done.value.code == 2 and "--model_dir outputs/no-such-model: no such folder" in caplog.text
@@ -188,7 +190,7 @@ def test_predict_names_a_missing_model_folder_and_a_file_that_is_not_utf8(tmp_pa
     bad = tmp_path / "inputs.txt"
     bad.write_bytes(b"a fine line\nanother \xff line\n")
     with pytest.raises(SystemExit) as done:
-        main(["predict", "--model_dir", str(tiny_model_dir), "--input", str(bad)])
+        main(["predict", "--model_dir", str(trained_model), "--input", str(bad)])
     assert done.value.code == 1 and f"{bad}:2: not UTF-8 text" in caplog.text
 
 

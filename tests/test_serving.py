@@ -33,16 +33,6 @@ SENTENCES = ["a joy to watch .", "dull", "the acting shines from start to finish
              "i was bored", "a small masterpiece", "the plot drags and the jokes fall flat , sappy and shallow ."]
 
 
-@pytest.fixture(scope="module")
-def trained_model(tiny_task_dir, tiny_model_dir, tmp_path_factory) -> Path:
-    """A tiny SST-2 classifier, as `train` leaves it (negative/positive labels, weights, tokenizer)."""
-    out = tmp_path_factory.mktemp("served") / "sst2-tiny"
-    run(TrainConfig(data_dir=str(tiny_task_dir), model_name_or_path=str(tiny_model_dir), from_scratch=True,
-                    output_dir=str(out), max_steps=20, learning_rate=2e-3, max_seq_length=48, do_eval=False,
-                    progress=False, device="cpu", report_to="none"))
-    return out
-
-
 @contextlib.contextmanager
 def running(app, port: int | None = None):
     """The app under uvicorn on a free loopback port, in a thread; stopped on exit. Yields its base URL."""

@@ -120,8 +120,12 @@ def run_table_job(engine: Engine, job: TableJob, files: list[Path]) -> TableSumm
             summary = _score(engine, job, files, columns, sink, done)
         except BaseException as err:
             kept = sink.count(parts)
-            err.add_note(f"{kept} finished part(s) of {job.chunk_rows} rows each are kept in {parts}: the same "
-                         "command with --resume continues after them." if kept else "Nothing was scored yet.")
+            if kept:
+                err.add_note(f"{kept} finished part(s) of {job.chunk_rows} rows each are kept in {parts}: the same "
+                             "command with --resume continues after them.")
+            else:
+                shutil.rmtree(parts, ignore_errors=True)
+                err.add_note(f"Nothing was written to {output}.")
             raise
         _join(parts, output, fmt)
         shutil.rmtree(parts, ignore_errors=True)
