@@ -123,3 +123,23 @@ def test_readmes_launcher_commands_name_real_launchers_flags_and_outputs():
             assert flag in LAUNCHER_FLAGS or flag in trainer_flags, f"README: `{words[1]} {flag}` is no flag"
             if flag in ("--output_dir", "--log_dir"):
                 assert value.startswith("outputs/"), f"README's launcher writes {value}"
+
+
+def test_readmes_score_a_dataset_block_runs_on_the_shared_dev_set(trained_model, tmp_path):
+    import pyarrow.parquet as pq
+
+    (words,) = [w for w in commands() if named(w)[0] == "predict" and "--output" in w]
+    arguments = named(words)[1]
+    source = Path(arguments[arguments.index("--input") + 1])
+    if not (ROOT / source).is_file():
+        pytest.skip("../shared is not beside this checkout")
+    out = tmp_path / Path(arguments[arguments.index("--output") + 1]).name
+    arguments[arguments.index("--output") + 1] = str(out)
+    arguments[arguments.index("--model_dir") + 1] = str(trained_model)  # README's is trained by an earlier block
+    arguments[arguments.index("--input") + 1] = str(ROOT / source)
+    with pytest.raises(SystemExit) as done:
+        main(["predict", *arguments])
+    assert done.value.code == 0
+    table = pq.read_table(out)
+    assert table.num_rows == 872 and table.column_names[:2] == ["sentence", "label_input"]
+    assert set(table.column("label").to_pylist()) <= {"negative", "positive"}
