@@ -14,6 +14,7 @@ from ..device import Precision, resolve_device
 from ..errors import UsageError
 from ..io import atomic_write_json
 from . import __doc__ as DESCRIPTION
+from .batch import BATCH_PLANS, batch_summary, benchmark_batch
 from .harness import (
     DEMO_SHAPE,
     Ceilings,
@@ -41,7 +42,7 @@ RATIOS = {
     "pretrain_ratio_demo": ("pretraining_demo", "ours", "transformers_full_logits"),
     "pretrain_ratio_albert_base": ("pretraining_albert_base", "ours", "transformers_full_logits"),
 }
-SECTIONS = ("training", "inference", "pretraining", "serving")
+SECTIONS = ("training", "inference", "pretraining", "serving", "batch")
 
 
 PRETRAIN_PLANS = {"quick": (PretrainPlan("demo", DEMO_SHAPE, 64, 3, 2),),
@@ -111,6 +112,10 @@ def main(argv: list[str] | None = None) -> None:
             for serving_plan in SERVING_PLANS["quick" if args.quick else "full"]:
                 sections[f"serving_{serving_plan.name}"] = benchmark_serving(serving_plan, Path(tmp),
                                                                               args.shared_dir, torch.get_num_threads())
+        if "batch" in args.sections:
+            for batch_plan in BATCH_PLANS["quick" if args.quick else "full"]:
+                sections[f"batch_{batch_plan.name}"] = benchmark_batch(batch_plan, Path(tmp), args.shared_dir,
+                                                                        torch.get_num_threads())
     report = summarize(sections, checks, ceilings, work, device, precision)
     report["quick"] = args.quick
     if args.quick:
@@ -152,7 +157,8 @@ def summarize(sections: dict[str, dict], checks: dict, ceilings: Ceilings, work:
     for name, rows in sections.items():
         if name.startswith("serving_"):
             serving_table(name.removeprefix("serving_"), rows)
-    report = {"device": str(device), **ceilings.report(), **sections, **checks, **serving_summary(sections)}
+    report = {"device": str(device), **ceilings.report(), **sections, **checks, **serving_summary(sections),
+              **batch_summary(sections)}
     for section in ("training", "inference"):
         for row in sections.get(section, {}).values():
             row["fraction_of_ceiling"] = _fraction(row, ceilings)
