@@ -744,13 +744,13 @@ def test_a_request_head_over_the_bound_is_431(trained_model, tmp_path):
 
 
 def test_a_request_that_waits_too_long_for_a_batch_is_503_and_health_says_so(trained_model, monkeypatch):
-    real_logits = Engine._logits
+    real_logits = Engine.logits
 
-    def slow_logits(self, calls, rows):
+    def slow_logits(self, encoded, groups):
         time.sleep(1.0)
-        return real_logits(self, calls, rows)
+        return real_logits(self, encoded, groups)
 
-    monkeypatch.setattr(Engine, "_logits", slow_logits)
+    monkeypatch.setattr(Engine, "logits", slow_logits)
     with running(app_for(trained_model, backend="torch", max_batch_requests=1, max_queue_wait=0.3)) as url:
         with httpx.Client(timeout=30) as client:
             def ask(_):
