@@ -219,8 +219,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .deploy.table import TableJob, input_files, run_table_job, summary_line
 
     if args.input is None:
-        if args.output or args.resume or args.overwrite or args.skip_bad_rows:
-            raise UsageError("--output, --resume, --overwrite and --skip_bad_rows score a table: give --input")
+        if args.output or args.resume or args.overwrite or args.skip_bad_rows or args.ray:
+            raise UsageError("--output, --resume, --overwrite, --skip_bad_rows and --ray score a table: give --input")
         for record in predict(args.model_dir, read_inputs(args.texts, None), args.onnx, args.batch_size,
                               args.max_seq_length, args.provider, args.bf16):
             print(to_json(record, indent=None))
@@ -232,7 +232,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     files = input_files(args.input)  # a mistyped path is named before the model loads
     engine = scoring_engine(args.model_dir, args.onnx, args.max_seq_length, args.provider, args.bf16, args.quantize,
                             args.threads)
-    logging.getLogger("albert_pytorch").info("%s", summary_line(run_table_job(engine, job, files), args.output))
+    scorer = None
+    if args.ray is not None:
+        from .deploy.table_ray import RayScale, ray_scorer
+
+        scorer = ray_scorer(RayScale(None if args.ray == "local" else args.ray, args.num_replicas, args.threads))
+    summary = run_table_job(engine, job, files, scorer)
+    logging.getLogger("albert_pytorch").info("%s", summary_line(summary, args.output))
     return 0
 
 
@@ -438,6 +444,11 @@ def build_parser(scripts: dict[str, str] | None = None) -> argparse.ArgumentPars
            help="write a row that cannot be scored to <output>.rejected.jsonl with its reason, and go on "
                 "(default: stop at it, naming file, line and column)")
     option(pred, "--quiet", action="store_true", help="no progress bar")
+    pred.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                      help="score --input on Ray Data: a local Ray instance, or the cluster at ADDRESS (ray start "
+                           "--head prints it); reading and tokenizing as tasks, the model on --num_replicas actors")
+    option(pred, "--num_replicas", type=POSITIVE_INT, default=2,
+           help="with --ray: model replicas, each with --threads intra-op threads")
     pred.set_defaults(func=cmd_predict)
 
     srv = command("serve", help="serve a trained model over HTTP: TEI's /predict and Triton's v2 API, dynamic batching",

@@ -46,7 +46,7 @@ CONTRACT = {
                  "--device", "--output_dir", "--overwrite_output_dir", "--skip_bad_rows", "--onnx", "--provider"},
     "predict": {"--model_dir", "--onnx", "--input", "--batch_size", "--max_seq_length", "--provider", "--bf16",
                 "--quantize", "--output", "--text_column", "--text_pair_column", "--threads", "--chunk_rows",
-                "--resume", "--overwrite", "--skip_bad_rows", "--quiet"},
+                "--resume", "--overwrite", "--skip_bad_rows", "--quiet", "--ray", "--num_replicas"},
     "serve": {"--model_dir", "--backend", "--onnx", "--quantize", "--bf16", "--provider", "--host", "--port",
               "--served_model_name", "--api_key", "--max_batch_requests", "--max_batch_tokens",
               "--max_client_batch_size", "--max_concurrent_requests", "--payload_limit", "--max_input_length",

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -173,3 +174,47 @@ def test_resuming_with_other_inputs_is_refused(trained_model, tmp_path, caplog):
     (parts / "manifest.json").write_text(json.dumps({"inputs": [], "columns": ["sentence", None]}))
     assert predict_cli(trained_model, "--input", table, "--output", out, "--chunk_rows", 5, "--resume") == 2
     assert "were made from other inputs" in caplog.text and parts.exists()
+
+
+def _replica_pids() -> list[int]:
+    """The processes of Ray Data's model replicas (their titles name the map stage)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"MapBatches(_Replica)" in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds Ray's replica processes through /proc")
+def test_ray_scores_as_the_local_job_does_and_survives_a_killed_replica(trained_model, tmp_path):
+    texts = sentences(20_000)
+    table = write_csv(tmp_path / "in.csv", [{"id": f"{i:05d}", "sentence": t} for i, t in enumerate(texts)])
+    local = tmp_path / "local.jsonl"
+    assert predict_cli(trained_model, "--input", table, "--output", local) == 0
+    out = tmp_path / "ray.jsonl"
+    # Ray's socket paths must stay short: its session folder goes under /tmp, not the test's long folder
+    command = [sys.executable, "-m", "albert_pytorch", "predict", "--model_dir", str(trained_model), "--input",
+               str(table), "--output", str(out), "--chunk_rows", "500", "--quiet", "--ray", "--num_replicas", "2",
+               "--threads", "1"]
+    process = subprocess.Popen(command, env=child_env(tmp_path, TMPDIR="/tmp"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_parts(tmp_path / "ray.jsonl.parts", 2, process)  # scoring is under way
+        victims = _replica_pids()
+        assert victims, "no replica process found"
+        os.kill(victims[0], signal.SIGKILL)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+    assert process.returncode == 0, stderr
+    ours, theirs = read_back(out), read_back(local)
+    assert [r["id"] for r in ours] == [f"{i:05d}" for i in range(20_000)]  # every row once, in input order
+    assert [r["label"] for r in ours] == [r["label"] for r in theirs]
+    worst = max(abs(a["probability_positive"] - b["probability_positive"]) for a, b in zip(ours, theirs, strict=True))
+    assert worst < 1e-5

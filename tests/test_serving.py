@@ -468,7 +468,7 @@ def test_ray_replicas_answer_as_one_engine_behind_our_front_and_survive_a_killed
 def test_bf16_serves_what_fp32_serves_up_to_bf16_rounding(trained_model):
     engine_fp32 = Engine(EngineOptions(str(trained_model), backend="torch"))
     engine_bf16 = Engine(EngineOptions(str(trained_model), backend="torch", bf16=True))  # emulated where no units
-    encoded = engine_fp32.encode([(s, None) for s in SENTENCES], truncate=False)
+    encoded = engine_fp32.encoder.encode([(s, None) for s in SENTENCES], truncate=False)
     padded = model_inputs([torch.tensor(r) for r in encoded.ids], [torch.tensor(r) for r in encoded.types], 0)
     inputs = {k: v.numpy() for k, v in padded.items()}
     fp32, bf16 = engine_fp32.backend.logits(inputs), engine_bf16.backend.logits(inputs)
@@ -635,12 +635,12 @@ def test_every_request_lands_in_exactly_one_outcome_series(trained_model):
 def test_long_texts_are_cut_before_tokenizing_and_score_as_the_whole(trained_model):
     engine = Engine(EngineOptions(str(trained_model), backend="torch"))
     text = "the film is a joy to watch . " * 60_000  # 1.7 MB, within the payload limit
-    assert len(engine._readable(text)) < 20_000  # what the tokenizer is given: a few KB, whatever was sent
-    cut = engine.encode([(text, None)], truncate=True)
-    whole = engine._truncating.encode(text)  # what tokenizing it all gives
+    assert len(engine.encoder._readable(text)) < 20_000  # what the tokenizer is given: a few KB, whatever was sent
+    cut = engine.encoder.encode([(text, None)], truncate=True)
+    whole = engine.encoder._truncating.encode(text)  # what tokenizing it all gives
     assert cut.ids[0] == whole.ids
     with pytest.raises(InputTooLong, match="characters, far over the limit of 128 tokens"):
-        engine.encode([(text, None)], truncate=False)
+        engine.encoder.encode([(text, None)], truncate=False)
 
 
 def test_v2_gives_a_regression_model_its_score_and_no_probabilities(tiny_model_dir, tmp_path):
@@ -863,7 +863,7 @@ def test_tokenize_and_decode_as_tei_answers_them(server, trained_model):
                                                  "stop": None}
     assert tokens[0][-1]["text"] == "[SEP]" and not tokens[0][1]["special"]
     engine = Engine(EngineOptions(str(trained_model), backend="torch"))
-    assert [t["id"] for t in tokens[0]] == engine.encode([("A joy to watch", None)], truncate=False).ids[0]
+    assert [t["id"] for t in tokens[0]] == engine.encoder.encode([("A joy to watch", None)], truncate=False).ids[0]
     words = [t for t in tokens[0] if not t["special"]]
     assert "A joy to watch"[words[0]["start"]:words[-1]["stop"]] == "A joy to watch"
     two = httpx.post(f"{server}/tokenize", json={"inputs": ["a joy", "dull"], "add_special_tokens": False}).json()

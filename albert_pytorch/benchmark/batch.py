@@ -120,7 +120,7 @@ def _offline_rate(model_dir: Path, table: Path, threads: int) -> float:
 
     engine = scoring_engine(model_dir, threads=threads)
     texts = _texts(table)
-    encoded = engine.encode([(t, None) for t in texts], truncate=True)
+    encoded = engine.encoder.encode([(t, None) for t in texts], truncate=True)
     order = sorted(range(len(texts)), key=lambda i: len(encoded.ids[i]))
     groups = [order[i:i + 32] for i in range(0, len(order), 32)]
     engine.logits(Encoded([encoded.ids[i] for i in groups[-1]], [encoded.types[i] for i in groups[-1]]),

@@ -17,7 +17,7 @@ from ..config import AlbertConfig
 from ..data import INPUT_NAMES
 from ..errors import UsageError
 from ..io import read_utf8
-from ..serving.engine import Engine, EngineOptions, read_model_dir
+from ..serving.engine import Encoded, Engine, EngineOptions, read_model_dir
 from .runtime import open_session, pad_to_batch, static_dims
 
 
@@ -55,9 +55,14 @@ def scoring_engine(model_dir: str | os.PathLike, onnx_file: str | None = None, m
 
 def score(engine: Engine, pairs: list[tuple[str, str | None]], batch_size: int) -> np.ndarray:
     """Logits [inputs, labels] in input order, each input encoded as what it is (a sentence or a pair) and cut to
-    the engine's length; the model runs over length-sorted batches, which pad little."""
-    encoded = engine.encode(pairs, truncate=True)
-    order = sorted(range(len(pairs)), key=lambda i: len(encoded.ids[i]))
+    the engine's length."""
+    return score_encoded(engine, engine.encoder.encode(pairs, truncate=True), batch_size)
+
+
+def score_encoded(engine: Engine, encoded: Encoded, batch_size: int) -> np.ndarray:
+    """Logits [rows, labels] of encoded rows in their order; the model runs over length-sorted batches, which pad
+    little."""
+    order = sorted(range(len(encoded.ids)), key=lambda i: len(encoded.ids[i]))
     return engine.logits(encoded, [order[i:i + batch_size] for i in range(0, len(order), batch_size)])
 
 

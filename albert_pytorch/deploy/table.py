@@ -19,7 +19,7 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -85,14 +85,15 @@ def input_files(pattern: str) -> list[Path]:
     return found
 
 
-def run_table_job(engine: Engine, job: TableJob, files: list[Path]) -> TableSummary:
+def run_table_job(engine: Engine, job: TableJob, files: list[Path], scorer: Scorer | None = None) -> TableSummary:
     """Score every row of `files` (`input_files(job.input)`) into `job.output` (or stdout); see the module's
-    docstring."""
+    docstring. `scorer` scores the chunks: in this process (`local_chunks`, the default) or on Ray Data."""
+    scorer = scorer or local_chunks
     columns = _columns(files[0], job)
     if job.output is None:
         if job.resume or job.overwrite:
             raise UsageError("--resume and --overwrite need --output: a run printing to stdout keeps no parts")
-        return _score(engine, job, files, columns, _StdoutSink(), done_chunks=0)
+        return _score(scorer(engine, job, files, columns, 0), job, files, _StdoutSink())
     output = Path(job.output)
     fmt = OUTPUT_FORMATS.get(output.suffix.lower())
     if fmt is None:
@@ -117,7 +118,7 @@ def run_table_job(engine: Engine, job: TableJob, files: list[Path]) -> TableSumm
         atomic_write_json(parts / "manifest.json", manifest)
         sink = _PartSink(parts, fmt)
         try:
-            summary = _score(engine, job, files, columns, sink, done)
+            summary = _score(scorer(engine, job, files, columns, done), job, files, sink)
         except BaseException as err:
             kept = sink.count(parts)
             if kept:
@@ -163,9 +164,11 @@ def _text_lines(path: Path) -> Iterator[tuple[Path, int, dict | DataError]]:
                 yield path, line, {TEXT_LINE: text}
 
 
-def _sequence(path: Path, line: int, row: dict, columns: tuple[str, str | None]) -> tuple[str, str | None]:
+def row_sequence(path: Path, line: int | None, row: dict, columns: tuple[str, str | None],
+                 plain_text: bool) -> tuple[str, str | None]:
+    """A row's (text, pair or None); a DataError naming the file, line and column when it has none."""
     text_column, pair_column = columns
-    if text_column == TEXT_LINE and path.suffix.lower() == ".txt":
+    if plain_text:  # a line of a .txt file: a sentence, or a pair joined by a tab
         first, _, second = row[TEXT_LINE].partition("\t")
         return first, second or None
     missing = [c for c in columns if c and c not in row]
@@ -192,23 +195,36 @@ def _estimated_rows(files: list[Path]) -> int:
 
 # -- scoring ---------------------------------------------------------------------------------------------------
 
-def _score(engine: Engine, job: TableJob, files: list[Path], columns: tuple[str, str | None], sink,
-           done_chunks: int) -> TableSummary:
+# One chunk's outcome: (input rows, records, rejected rows); records None for a chunk a resumed run skips.
+ChunkResult = tuple[int, list[dict] | None, list[dict] | None]
+# What scores the chunks: (engine, job, files, columns, chunks already done) -> each chunk's result, in order.
+Scorer = Callable[[Engine, TableJob, list[Path], tuple[str, str | None], int], Iterator[ChunkResult]]
+
+
+def local_chunks(engine: Engine, job: TableJob, files: list[Path], columns: tuple[str, str | None],
+                 done_chunks: int) -> Iterator[ChunkResult]:
+    """Each chunk scored in this process; the chunks a resumed run finished are read past, not scored."""
+    for index, chunk in enumerate(_chunks(_rows(files, columns), job.chunk_rows)):
+        if index < done_chunks:
+            yield len(chunk), None, None
+        else:
+            yield len(chunk), *_score_chunk(engine, job, chunk, columns)
+
+
+def _score(results: Iterator[ChunkResult], job: TableJob, files: list[Path], sink) -> TableSummary:
     summary, start = TableSummary(), time.perf_counter()
     shown = job.progress and sys.stderr.isatty()
     bar = tqdm(total=_estimated_rows(files) if shown else None, unit=" rows", file=sys.stderr, disable=not shown,
                dynamic_ncols=True, smoothing=0.1)
     with bar:
-        for index, chunk in enumerate(_chunks(_rows(files, columns), job.chunk_rows)):
-            if index < done_chunks:
-                summary.resumed_rows += len(chunk)
-                bar.update(len(chunk))
-                continue
-            records, rejected = _score_chunk(engine, job, chunk, columns)
-            sink.write(index, records, rejected)
-            summary.rows += len(records)
-            summary.rejected += len(rejected)
-            bar.update(len(chunk))
+        for index, (rows, records, rejected) in enumerate(results):
+            if records is None:
+                summary.resumed_rows += rows
+            else:
+                sink.write(index, records, rejected)
+                summary.rows += len(records)
+                summary.rejected += len(rejected)
+            bar.update(rows)
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -231,7 +247,7 @@ def _score_chunk(engine: Engine, job: TableJob, chunk: list, columns: tuple[str,
         try:
             if isinstance(row, DataError):
                 raise row
-            sequences.append(_sequence(path, line, row, columns))
+            sequences.append(row_sequence(path, line, row, columns, path.suffix.lower() == ".txt"))
             kept.append(row)
         except DataError as err:
             if not job.skip_bad_rows:
@@ -241,7 +257,7 @@ def _score_chunk(engine: Engine, job: TableJob, chunk: list, columns: tuple[str,
     if not sequences:
         return [], rejected
     logits = score(engine, sequences, job.batch_size)
-    return [_record(row, logits[i], engine) for i, row in enumerate(kept)], rejected
+    return [prediction_record(row, logits[i], engine) for i, row in enumerate(kept)], rejected
 
 
 def prediction_columns(engine: Engine) -> list[str]:
@@ -252,7 +268,7 @@ def prediction_columns(engine: Engine) -> list[str]:
     return ["label", "score", *(f"probability_{label}" for label in engine.labels)]
 
 
-def _record(row: dict, logits, engine: Engine) -> dict:
+def prediction_record(row: dict, logits, engine: Engine) -> dict:
     added = prediction_columns(engine)
     record = {(f"{name}_input" if name in added else name): value for name, value in row.items()}
     if engine.is_regression:

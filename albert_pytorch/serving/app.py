@@ -419,7 +419,8 @@ def _add_tei_routes(app: FastAPI, state: ServerState) -> None:
         body = await read_json(request, options.payload_limit)
         texts = _texts(_member(body, "inputs"), options.max_client_batch_size)
         engine = state.ready_engine()
-        return JSONResponse(await run_in_threadpool(engine.tokens, texts, _flag(body, "add_special_tokens", True)))
+        add_special = _flag(body, "add_special_tokens", True)
+        return JSONResponse(await run_in_threadpool(engine.encoder.tokens, texts, add_special))
 
     @app.post("/decode", summary="token ids back into text, as text-embeddings-inference decodes them")
     async def decode(request: Request) -> Response:
@@ -427,7 +428,8 @@ def _add_tei_routes(app: FastAPI, state: ServerState) -> None:
         ids = _member(body, "ids")
         engine = state.ready_engine()
         ids = _id_lists(ids, engine.tokenizer.vocab_size, options.max_client_batch_size)
-        return JSONResponse(await run_in_threadpool(engine.decode, ids, _flag(body, "skip_special_tokens", True)))
+        skip_special = _flag(body, "skip_special_tokens", True)
+        return JSONResponse(await run_in_threadpool(engine.encoder.decode, ids, skip_special))
 
 
 def _texts(value: Any, max_inputs: int) -> list[str]:

@@ -203,34 +203,19 @@ class _Pending:
     taken: asyncio.Event = field(default_factory=asyncio.Event)  # set when a batch starts with it
 
 
-class Engine:
-    """The loaded model, its tokenizer and labels, and the batcher in front of it."""
+class Encoder:
+    """The tokenizer as the model reads it: texts and pairs to token ids, cut to `max_input_length` or refused.
 
-    def __init__(self, options: EngineOptions, metrics=None):
-        self.options, self.metrics = options, metrics
-        self.config, self.tokenizer = read_model_dir(options)
-        self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
-        self.backend = load_backend(options, self.config)
-        # a static export reads its own length and no more
-        self.max_input_length = min(options.max_input_length or self.config.max_position_embeddings,
-                                    self.backend.static_width or self.config.max_position_embeddings)
-        # The Rust tokenizer itself, twice: transformers' wrapper costs a request more than the encoding does,
-        # and it sets truncation on its shared tokenizer per call, which concurrent calls must never see.
-        as_trained = definition(self.tokenizer)  # no truncation, no padding
+    The Rust tokenizer itself, twice: transformers' wrapper costs a request more than the encoding does, and it
+    sets truncation on its shared tokenizer per call, which concurrent calls must never see. It holds no model,
+    so tokenizing can run where the model does not (Ray Data's tasks)."""
+
+    def __init__(self, tokenizer, max_input_length: int):
+        self.max_input_length = max_input_length
+        as_trained = definition(tokenizer)  # no truncation, no padding
         self._whole, self._truncating = Tokenizer.from_str(as_trained), Tokenizer.from_str(as_trained)
-        self._truncating.enable_truncation(self.max_input_length, strategy="longest_first")
-        self._readable = readable_prefix(self._whole, self.max_input_length)
-        self._queue: asyncio.Queue[_Pending] | None = None
-        self._last_timeout = -float("inf")
-        self._worker: asyncio.Task | None = None
-        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="albert-model")
-        self._tokenizer_threads = ThreadPoolExecutor(2, thread_name_prefix="albert-tokenizer")
-
-    @property
-    def is_regression(self) -> bool:
-        return self.config.is_regression
-
-    # -- tokenization ---------------------------------------------------------------------------------
+        self._truncating.enable_truncation(max_input_length, strategy="longest_first")
+        self._readable = readable_prefix(self._whole, max_input_length)
 
     def encode(self, sequences: list[tuple[str, str | None]], truncate: bool) -> Encoded:
         """Token ids of each (text, pair or None); an input over the limit is cut (truncate) or refused.
@@ -267,11 +252,34 @@ class Engine:
         """TEI's /decode: each list of ids back into text."""
         return self._whole.decode_batch(ids, skip_special_tokens=skip_special_tokens)
 
+
+class Engine:
+    """The loaded model, its tokenizer and labels, and the batcher in front of it."""
+
+    def __init__(self, options: EngineOptions, metrics=None):
+        self.options, self.metrics = options, metrics
+        self.config, self.tokenizer = read_model_dir(options)
+        self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
+        self.backend = load_backend(options, self.config)
+        # a static export reads its own length and no more
+        self.max_input_length = min(options.max_input_length or self.config.max_position_embeddings,
+                                    self.backend.static_width or self.config.max_position_embeddings)
+        self.encoder = Encoder(self.tokenizer, self.max_input_length)
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._last_timeout = -float("inf")
+        self._worker: asyncio.Task | None = None
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="albert-model")
+        self._tokenizer_threads = ThreadPoolExecutor(2, thread_name_prefix="albert-tokenizer")
+
+    @property
+    def is_regression(self) -> bool:
+        return self.config.is_regression
+
     async def tokenize(self, sequences: list[tuple[str, str | None]], truncate: bool) -> tuple[Encoded, float]:
         """`encode` off the event loop; returns its seconds too."""
         start = time.perf_counter()
-        encoded = await asyncio.get_running_loop().run_in_executor(self._tokenizer_threads, self.encode, sequences,
-                                                                   truncate)
+        encoded = await asyncio.get_running_loop().run_in_executor(self._tokenizer_threads, self.encoder.encode,
+                                                                   sequences, truncate)
         return encoded, time.perf_counter() - start
 
     # -- batching -------------------------------------------------------------------------------------

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import uvicorn
 
-from ..config import AlbertConfig
 from .app import Metrics, ServeError, ServeOptions, ServerState, create_app
 from .connections import ConnectionLimits, accept_queue_length, default_max_connections, guarded_protocol
-from .engine import Engine, EngineOptions, Timings, read_model_dir
+from .engine import Encoder, Engine, EngineOptions, Timings, read_model_dir
 
 logger = logging.getLogger("albert_pytorch.serving")
 
@@ -154,10 +153,11 @@ class RemoteEngine:
     replica answers)."""
 
     def __init__(self, options: EngineOptions, handle):
-        config = AlbertConfig.from_pretrained(options.model_dir)
+        config, self.tokenizer = read_model_dir(options)
         self.handle, self.is_regression = handle, config.is_regression
         self.labels = [config.id2label[i] for i in range(config.num_labels)]
         self.max_input_length = options.max_input_length or config.max_position_embeddings
+        self.encoder = Encoder(self.tokenizer, self.max_input_length)  # /tokenize and /decode, answered here
 
     def start(self) -> None:
         """The replicas run their own batchers."""
