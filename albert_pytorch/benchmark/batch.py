@@ -30,11 +30,13 @@ class BatchPlan:
     rows: int  # the table predict and the offline runtime score
     pipeline_rows: int  # the rows transformers' pipeline scores (its rate is per row)
     memory_rows: int  # the smaller table of the peak-memory pair; the larger has ten times as many
+    with_ray: bool  # predict --ray against the local job
 
 
-BATCH_PLANS = {"quick": (BatchPlan("demo", DEMO_SHAPE, 6000, 1000, 2000), BatchPlan("albert_base", "", 400, 100, 0)),
-               "full": (BatchPlan("demo", DEMO_SHAPE, 100_000, 5000, 100_000),
-                        BatchPlan("albert_base", "", 100_000, 2000, 0))}
+BATCH_PLANS = {"quick": (BatchPlan("demo", DEMO_SHAPE, 12_000, 1000, 2000, True),
+                         BatchPlan("albert_base", "", 800, 100, 0, False)),
+               "full": (BatchPlan("demo", DEMO_SHAPE, 100_000, 5000, 100_000, True),
+                        BatchPlan("albert_base", "", 100_000, 2000, 0, False))}
 
 
 def benchmark_batch(plan: BatchPlan, work_dir: Path, shared_dir: Path, threads: int) -> dict[str, dict]:
@@ -47,6 +49,13 @@ def benchmark_batch(plan: BatchPlan, work_dir: Path, shared_dir: Path, threads: 
                                   "rows_per_s": _offline_rate(model_dir, table, threads)}
     results["transformers_pipeline"] = {"label": "transformers pipeline (batch 32)",
                                         "rows_per_s": _pipeline_rate(model_dir, table, plan.pipeline_rows, threads)}
+    if plan.with_ray:  # the same total threads: replicas of threads // 2 each, and one such replica for scaling
+        per_replica = max(1, threads // 2)
+        for replicas in (2, 1):
+            rate, _ = _predict_job(model_dir, table, work_dir / f"ray_{plan.name}.jsonl", threads, "--ray",
+                                   "--num_replicas", str(replicas), "--threads", str(per_replica))
+            results[f"predict_ray_{replicas}"] = {"label": f"predict --ray, {replicas} replica(s) x {per_replica} "
+                                                           "thread(s)", "rows_per_s": rate}
     for row in results.values():
         logger.info("batch, %s config: %-50s %10.1f rows/s", plan.name, row["label"], row["rows_per_s"])
     if plan.memory_rows:
@@ -74,6 +83,11 @@ def batch_summary(sections: dict[str, dict]) -> dict:
                                                            / rows["transformers_pipeline"]["rows_per_s"])
         if "memory" in rows:
             report["batch_rss_ratio_10x_rows"] = rows["memory"]["ratio"]
+        if "predict_ray_2" in rows:
+            report["batch_ray_ratio_vs_local"] = (rows["predict_ray_2"]["rows_per_s"]
+                                                  / rows["predict_table"]["rows_per_s"])
+            report["batch_ray_scaling_1_to_2_replicas"] = (rows["predict_ray_2"]["rows_per_s"]
+                                                           / rows["predict_ray_1"]["rows_per_s"])
     main = "batch_albert_base" if "batch_albert_base" in sections else "batch_demo"
     for key in ("ratio_vs_offline", "ratio_vs_transformers_pipeline"):
         if f"{main}_{key}" in report:
@@ -93,18 +107,20 @@ def _table(path: Path, rows: int, shared_dir: Path) -> Path:
     return path
 
 
-def _predict_job(model_dir: Path, table: Path, output: Path, threads: int) -> tuple[float, float]:
-    """(rows/s as the job reports it, from its first row read to its last written; peak RSS in MB)."""
+def _predict_job(model_dir: Path, table: Path, output: Path, threads: int, *extra: str) -> tuple[float, float]:
+    """(rows/s after the first chunk, as the job reports it: reading, tokenizing, scoring and writing, without
+    the start-up; peak RSS in MB)."""
     command = [sys.executable, "-m", "albert_pytorch", "predict", "--model_dir", str(model_dir), "--input",
-               str(table), "--output", str(output), "--overwrite", "--quiet", "--threads", str(threads)]
+               str(table), "--output", str(output), "--overwrite", "--quiet", "--threads", str(threads),
+               "--chunk_rows", "500", *extra]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stderr = process.stderr.read()
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"predict failed ({process.returncode}): {stderr[-2000:]}")
-    rows, seconds = re.search(r"scored ([\d,]+) rows into .* in ([\d.]+) s", stderr).groups()
-    return int(rows.replace(",", "")) / float(seconds), usage.ru_maxrss / 1024
+    steady = re.search(r"([\d,]+) rows/s after the first chunk", stderr).group(1)
+    return float(steady.replace(",", "")), usage.ru_maxrss / 1024
 
 
 def _texts(table: Path, rows: int | None = None) -> list[str]:

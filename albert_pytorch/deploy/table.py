@@ -64,6 +64,14 @@ class TableSummary:
     rejected: int = 0
     seconds: float = 0.0
     resumed_rows: int = 0  # input rows a resumed run found already scored
+    first_chunk_seconds: float = 0.0  # until the first chunk was in: start-up (Ray's, the model's warm-up) included
+    first_chunk_rows: int = 0
+
+    @property
+    def steady_rows_per_s(self) -> float:
+        """Rows/s after the first chunk: the rate a larger table converges to."""
+        later = self.seconds - self.first_chunk_seconds
+        return (self.rows - self.first_chunk_rows) / later if later > 0 else 0.0
 
 
 def input_files(pattern: str) -> list[Path]:
@@ -203,7 +211,8 @@ Scorer = Callable[[Engine, TableJob, list[Path], tuple[str, str | None], int], I
 
 def local_chunks(engine: Engine, job: TableJob, files: list[Path], columns: tuple[str, str | None],
                  done_chunks: int) -> Iterator[ChunkResult]:
-    """Each chunk scored in this process; the chunks a resumed run finished are read past, not scored."""
+    """Each chunk scored in this process; the chunks a resumed run finished are read past, not scored. (Reading
+    the next chunk in a thread while the model runs gained nothing on 2 cores: the model's threads use both.)"""
     for index, chunk in enumerate(_chunks(_rows(files, columns), job.chunk_rows)):
         if index < done_chunks:
             yield len(chunk), None, None
@@ -224,6 +233,8 @@ def _score(results: Iterator[ChunkResult], job: TableJob, files: list[Path], sin
                 sink.write(index, records, rejected)
                 summary.rows += len(records)
                 summary.rejected += len(rejected)
+                if not summary.first_chunk_rows:
+                    summary.first_chunk_rows, summary.first_chunk_seconds = len(records), time.perf_counter() - start
             bar.update(rows)
     summary.seconds = time.perf_counter() - start
     return summary
@@ -449,7 +460,9 @@ def _empty(parts: Path) -> None:
 def summary_line(summary: TableSummary, output: str | None) -> str:
     rate = summary.rows / summary.seconds if summary.seconds else 0.0
     where = f" into {output}" if output else ""
-    return (f"scored {summary.rows:,} rows{where} in {summary.seconds:.1f} s ({rate:,.0f} rows/s)"
+    steady = (f"; {summary.steady_rows_per_s:,.0f} rows/s after the first chunk, which took "
+              f"{summary.first_chunk_seconds:.1f} s" if summary.rows > summary.first_chunk_rows else "")
+    return (f"scored {summary.rows:,} rows{where} in {summary.seconds:.1f} s ({rate:,.0f} rows/s{steady})"
             + (f", {summary.rejected:,} rejected (see {output}.rejected.jsonl)" if summary.rejected and output
                else f", {summary.rejected:,} rejected" if summary.rejected else "")
             + (f"; {summary.resumed_rows:,} rows were already scored by the stopped run" if summary.resumed_rows
