@@ -31,20 +31,27 @@ class BatchPlan:
     pipeline_rows: int  # the rows transformers' pipeline scores (its rate is per row)
     memory_rows: int  # the smaller table of the peak-memory pair; the larger has ten times as many
     with_ray: bool  # predict --ray against the local job
+    with_bf16: bool  # predict --bf16 too, where the CPU has bf16 units
 
 
-BATCH_PLANS = {"quick": (BatchPlan("demo", DEMO_SHAPE, 12_000, 1000, 2000, True),
-                         BatchPlan("albert_base", "", 800, 100, 0, False)),
-               "full": (BatchPlan("demo", DEMO_SHAPE, 100_000, 5000, 100_000, True),
-                        BatchPlan("albert_base", "", 100_000, 2000, 0, False))}
+BATCH_PLANS = {"quick": (BatchPlan("demo", DEMO_SHAPE, 10_000, 1000, 2000, True, False),
+                         BatchPlan("albert_base", "", 800, 100, 0, False, True)),
+               "full": (BatchPlan("demo", DEMO_SHAPE, 100_000, 5000, 100_000, True, False),
+                        BatchPlan("albert_base", "", 100_000, 2000, 0, False, True))}
 
 
-def benchmark_batch(plan: BatchPlan, work_dir: Path, shared_dir: Path, threads: int) -> dict[str, dict]:
+def benchmark_batch(plan: BatchPlan, work_dir: Path, shared_dir: Path, threads: int,
+                    bf16_units: bool) -> dict[str, dict]:
+    """Rows/s of each variant over the same table; `predict --bf16` too where the plan asks and the CPU has
+    bf16 units."""
     model_dir = serving_model(plan, work_dir, shared_dir)
     table = _table(work_dir / f"rows_{plan.name}.csv", plan.rows, shared_dir)
     results = {}
     job_rate, _ = _predict_job(model_dir, table, work_dir / f"scored_{plan.name}.jsonl", threads)
     results["predict_table"] = {"label": "predict --input CSV --output JSONL", "rows_per_s": job_rate}
+    if plan.with_bf16 and bf16_units:
+        bf16_rate, _ = _predict_job(model_dir, table, work_dir / f"scored_{plan.name}_bf16.jsonl", threads, "--bf16")
+        results["predict_table_bf16"] = {"label": "predict --bf16 (bf16 units)", "rows_per_s": bf16_rate}
     results["offline_runtime"] = {"label": "offline runtime (pre-tokenized, length-sorted)",
                                   "rows_per_s": _offline_rate(model_dir, table, threads)}
     results["transformers_pipeline"] = {"label": "transformers pipeline (batch 32)",
@@ -81,6 +88,9 @@ def batch_summary(sections: dict[str, dict]) -> dict:
         report[f"{name}_ratio_vs_offline"] = rows["predict_table"]["rows_per_s"] / rows["offline_runtime"]["rows_per_s"]
         report[f"{name}_ratio_vs_transformers_pipeline"] = (rows["predict_table"]["rows_per_s"]
                                                            / rows["transformers_pipeline"]["rows_per_s"])
+        if "predict_table_bf16" in rows:
+            report[f"{name}_ratio_vs_transformers_pipeline_bf16"] = (rows["predict_table_bf16"]["rows_per_s"]
+                                                                    / rows["transformers_pipeline"]["rows_per_s"])
         if "memory" in rows:
             report["batch_rss_ratio_10x_rows"] = rows["memory"]["ratio"]
         if "predict_ray_2" in rows:
@@ -89,7 +99,7 @@ def batch_summary(sections: dict[str, dict]) -> dict:
             report["batch_ray_scaling_1_to_2_replicas"] = (rows["predict_ray_2"]["rows_per_s"]
                                                            / rows["predict_ray_1"]["rows_per_s"])
     main = "batch_albert_base" if "batch_albert_base" in sections else "batch_demo"
-    for key in ("ratio_vs_offline", "ratio_vs_transformers_pipeline"):
+    for key in ("ratio_vs_offline", "ratio_vs_transformers_pipeline", "ratio_vs_transformers_pipeline_bf16"):
         if f"{main}_{key}" in report:
             report[f"batch_{key}"] = report[f"{main}_{key}"]
     for key, value in report.items():

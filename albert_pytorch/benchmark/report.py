@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
             del variants  # three models and their optimizer states: free them before inference
         if "inference" in args.sections:
             sections["inference"], inference_checks = benchmark_inference(
-                work, device, precision, plan.infer_rounds, Path(tmp), with_bf16=ceilings.bf16 is not None)
+                work, device, precision, plan.infer_rounds, Path(tmp), bf16_units=ceilings.bf16 is not None)
             checks.update(inference_checks)
         if "pretraining" in args.sections:
             for pretrain_plan in PRETRAIN_PLANS["quick" if args.quick else "full"]:
@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
         if "batch" in args.sections:
             for batch_plan in BATCH_PLANS["quick" if args.quick else "full"]:
                 sections[f"batch_{batch_plan.name}"] = benchmark_batch(batch_plan, Path(tmp), args.shared_dir,
-                                                                        torch.get_num_threads())
+                                                                        torch.get_num_threads(),
+                                                                        bf16_units=ceilings.bf16 is not None)
     report = summarize(sections, checks, ceilings, work, device, precision)
     report["quick"] = args.quick
     if args.quick:
