@@ -632,6 +632,47 @@ def test_every_request_lands_in_exactly_one_outcome_series(trained_model):
         assert re.search(r"^te_request_inference_duration_count 2\.0$", metrics, re.M)  # TEI's and v2's
 
 
+def test_a_short_request_batched_beside_a_long_one_is_answered_before_the_long_forward(trained_model, monkeypatch):
+    engine = Engine(EngineOptions(str(trained_model), backend="torch"))
+    calls = []
+    real_logits = Engine.logits
+
+    def timed_logits(self, encoded, groups):
+        longest = max(len(encoded.ids[i]) for group in groups for i in group)
+        calls.append(longest)
+        time.sleep(0.3 if longest > 20 else 0.0)  # a long text's forward pass, made slow to see the order
+        return real_logits(self, encoded, groups)
+
+    monkeypatch.setattr(Engine, "logits", timed_logits)
+    long_text, short_text = "the film is a joy to watch . " * 8, "dull"
+
+    async def both():
+        engine.start()
+        finished = []
+
+        async def ask(text):
+            encoded = engine.encoder.encode([(text, None)], truncate=True)
+            logits, timings = await engine.infer(encoded, _never_gone)
+            finished.append(text)
+            return logits, timings
+
+        try:
+            results = await asyncio.gather(ask(long_text), ask(short_text))  # one batch: both are queued at once
+        finally:
+            await engine.stop()
+        return finished, results
+
+    finished, ((long_logits, _), (short_logits, short_timings)) = asyncio.run(both())
+    assert calls[0] < 20 < calls[1]  # one batch, its short group run first
+    assert finished == [short_text, long_text] and short_timings.inference < 0.2
+    alone = engine.logits(engine.encoder.encode([(short_text, None)], truncate=True), [[0]])
+    assert np.allclose(short_logits, alone, atol=1e-6) and long_logits.shape == (1, 2)
+
+
+async def _never_gone() -> bool:
+    return False
+
+
 def test_long_texts_are_cut_before_tokenizing_and_score_as_the_whole(trained_model):
     engine = Engine(EngineOptions(str(trained_model), backend="torch"))
     text = "the film is a joy to watch . " * 60_000  # 1.7 MB, within the payload limit

@@ -142,6 +142,8 @@ class InputTooLong(ValueError):
     """An input over the token limit, with `truncate` off."""
 
 
+# Characters a request's texts may have, in all, to be tokenized on the event loop rather than in a thread.
+INLINE_TOKENIZE_CHARS = 2048
 # How long /health reports an overload after the last request that waited too long for a batch.
 OVERLOAD_MEMORY_S = 10.0
 
@@ -276,10 +278,14 @@ class Engine:
         return self.config.is_regression
 
     async def tokenize(self, sequences: list[tuple[str, str | None]], truncate: bool) -> tuple[Encoded, float]:
-        """`encode` off the event loop; returns its seconds too."""
+        """`encode`, with its seconds: on the event loop for a few sentences (tens of microseconds, less than the
+        hand-off to a thread, and never behind a long text another request is tokenizing), else in a thread."""
         start = time.perf_counter()
-        encoded = await asyncio.get_running_loop().run_in_executor(self._tokenizer_threads, self.encoder.encode,
-                                                                   sequences, truncate)
+        if sum(len(text) + len(pair or "") for text, pair in sequences) <= INLINE_TOKENIZE_CHARS:
+            encoded = self.encoder.encode(sequences, truncate)
+        else:
+            encoded = await asyncio.get_running_loop().run_in_executor(self._tokenizer_threads, self.encoder.encode,
+                                                                       sequences, truncate)
         return encoded, time.perf_counter() - start
 
     # -- batching -------------------------------------------------------------------------------------
@@ -357,32 +363,41 @@ class Engine:
         return batch, None
 
     async def _run(self, batch: list[_Pending]) -> None:
+        """The batch's length groups, shortest first, one model call each: a request is answered as soon as its
+        rows are in, so a short sentence batched beside a long text waits for no forward pass but its own."""
         for pending in batch:
             pending.taken.set()
         rows = Encoded([row for pending in batch for row in pending.encoded.ids],
                        [row for pending in batch for row in pending.encoded.types])
-        groups = length_groups([len(row) for row in rows.ids])
+        groups = length_groups([len(row) for row in rows.ids])[::-1]
         if self.metrics is not None:
             self.metrics.batch_size.observe(len(rows.ids))
             self.metrics.batch_tokens.observe(sum(len(g) * len(rows.ids[g[0]]) for g in groups))
             self.metrics.queue_size.set(self._queue.qsize())
+        owner = [k for k, pending in enumerate(batch) for _ in pending.encoded.ids]
+        first = [sum(len(p.encoded.ids) for p in batch[:k]) for k in range(len(batch))]
+        missing = [len(pending.encoded.ids) for pending in batch]
+        logits = np.zeros((len(rows.ids), len(self.labels)), dtype=np.float32)
         start = time.perf_counter()
-        try:
-            logits = await asyncio.get_running_loop().run_in_executor(self._model_thread, self.logits, rows, groups)
-        except Exception as err:  # the model failed: every request of the batch hears why
-            logger.exception("inference failed for a batch of %d rows", len(rows.ids))
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(InferenceFailed(f"inference failed: {type(err).__name__}: {err}"))
-            return
-        inference = time.perf_counter() - start
-        offset = 0
-        for pending in batch:
-            rows = len(pending.encoded.ids)
-            if not pending.future.done():
-                pending.future.set_result((np.asarray(logits[offset:offset + rows], dtype=np.float32),
-                                           Timings(queue=start - pending.enqueued, inference=inference)))
-            offset += rows
+        for group in groups:
+            try:
+                part = await asyncio.get_running_loop().run_in_executor(self._model_thread, self.logits, rows, [group])
+            except Exception as err:  # the model failed: every request of the batch not yet answered hears why
+                logger.exception("inference failed for a batch of %d rows", len(rows.ids))
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(InferenceFailed(f"inference failed: {type(err).__name__}: "
+                                                                     f"{err}"))
+                return
+            logits[group] = part[group]
+            for row in group:
+                missing[owner[row]] -= 1
+            for k in {owner[row] for row in group}:
+                pending = batch[k]
+                if missing[k] == 0 and not pending.future.done():
+                    mine = logits[first[k]:first[k] + len(pending.encoded.ids)].copy()
+                    pending.future.set_result((mine, Timings(queue=start - pending.enqueued,
+                                                             inference=time.perf_counter() - start)))
 
     def logits(self, encoded: Encoded, groups: list[list[int]]) -> np.ndarray:
         """The model's logits for the encoded rows, [rows, labels] float32 in their order: one call per group of
