@@ -48,9 +48,10 @@ def scoring_engine(model_dir: str | os.PathLike, onnx_file: str | None = None, m
                          "--fp16/--int8)")
     options = EngineOptions(str(model_dir), backend="onnx" if onnx_file or quantize else "torch", onnx=onnx_file,
                             quantize=quantize, provider=provider, threads=threads, bf16=bf16)
-    config, _ = read_model_dir(options)  # serve's checks, with their messages
+    model_files = read_model_dir(options)  # serve's checks, with their messages
     # the model's own limit where it reads fewer positions than asked
-    return Engine(replace(options, max_input_length=min(max_seq_length, config.max_position_embeddings)))
+    limit = min(max_seq_length, model_files[0].max_position_embeddings)
+    return Engine(replace(options, max_input_length=limit), model_files=model_files)
 
 
 def score(engine: Engine, pairs: list[tuple[str, str | None]], batch_size: int) -> np.ndarray:

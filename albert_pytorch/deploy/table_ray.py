@@ -89,6 +89,15 @@ def _chunk_result(batch: dict[str, np.ndarray], job: TableJob, done: bool) -> Ch
     return rows, records, rejected
 
 
+def _check_json_lines(files: list[Path]) -> None:
+    for path in files:
+        with open(path, encoding="utf-8-sig") as handle:
+            start = handle.read(4096).lstrip()[:1]
+        if start == "[":
+            raise UsageError(f"--input {path} holds one JSON array; --ray reads JSON lines (one object per "
+                             "line): convert it, or score it without --ray")
+
+
 def _read(files: list[Path]):
     """The files as one dataset, every value as its file holds it (a CSV's fields as text, as the local job reads
     them: an id "007" stays "007")."""
@@ -108,6 +117,7 @@ def _read(files: list[Path]):
             newlines_in_values=kind == ".csv"), convert_options=pacsv.ConvertOptions(
             column_types={name: pa.string() for name in header}, strings_can_be_null=False))
     if kind in (".jsonl", ".json"):
+        _check_json_lines(files)
         return ray.data.read_json(paths, lines=True, num_cpus=0)
     if kind == ".parquet":
         return ray.data.read_parquet(paths, num_cpus=0)

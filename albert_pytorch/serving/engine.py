@@ -258,9 +258,10 @@ class Encoder:
 class Engine:
     """The loaded model, its tokenizer and labels, and the batcher in front of it."""
 
-    def __init__(self, options: EngineOptions, metrics=None):
+    def __init__(self, options: EngineOptions, metrics=None, model_files: tuple[AlbertConfig, object] | None = None):
+        """`model_files`: what `read_model_dir(options)` gave, where the caller has checked the folder already."""
         self.options, self.metrics = options, metrics
-        self.config, self.tokenizer = read_model_dir(options)
+        self.config, self.tokenizer = model_files or read_model_dir(options)
         self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
         self.backend = load_backend(options, self.config)
         # a static export reads its own length and no more

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import uvicorn
 
+from ..config import AlbertConfig
 from .app import Metrics, ServeError, ServeOptions, ServerState, create_app
 from .connections import ConnectionLimits, accept_queue_length, default_max_connections, guarded_protocol
 from .engine import Encoder, Engine, EngineOptions, Timings, read_model_dir
@@ -39,9 +40,10 @@ def ready_line(options: ServeOptions, host: str, port: int, where: str = "") -> 
 def serve(options: ServeOptions, announce: Callable[[str], None] = print) -> int:
     """Serve until SIGTERM or Ctrl-C; returns the exit code (0 after a clean drain, 1 if the model failed to
     load, which stops the server). A model directory it cannot read is refused before it binds."""
-    read_model_dir(options.engine)
+    model_files = read_model_dir(options.engine)
     listening = _bound(options)
-    return _serve_http(options, listening, lambda metrics: Engine(options.engine, metrics), "", announce)
+    return _serve_http(options, listening, lambda metrics: Engine(options.engine, metrics, model_files), "",
+                       announce)
 
 
 def _bound(options: ServeOptions) -> socket.socket:
@@ -152,8 +154,8 @@ class RemoteEngine:
     and batches what it is sent. A replica that dies while answering makes its request a 503 (retry: another
     replica answers)."""
 
-    def __init__(self, options: EngineOptions, handle):
-        config, self.tokenizer = read_model_dir(options)
+    def __init__(self, options: EngineOptions, handle, model_files: tuple[AlbertConfig, object]):
+        config, self.tokenizer = model_files
         self.handle, self.is_regression = handle, config.is_regression
         self.labels = [config.id2label[i] for i in range(config.num_labels)]
         self.max_input_length = options.max_input_length or config.max_position_embeddings
@@ -222,7 +224,7 @@ def serve_on_ray(options: ServeOptions, scale: RayOptions, announce: Callable[[s
     import ray
     from ray import serve as ray_serve
 
-    read_model_dir(options.engine)
+    model_files = read_model_dir(options.engine)
     listening = _bound(options)  # a port in use is refused before Ray starts
     ray.init(address=scale.address or "local", include_dashboard=False, log_to_driver=False)
     try:
@@ -230,7 +232,7 @@ def serve_on_ray(options: ServeOptions, scale: RayOptions, announce: Callable[[s
         handle = ray_serve.run(model_deployment(options, scale), name="albert", route_prefix=None)
         replicas = (f"{scale.min_replicas}-{scale.max_replicas} replicas" if scale.max_replicas
                     else f"{scale.num_replicas} replica{'s' if scale.num_replicas > 1 else ''}")
-        return _serve_http(options, listening, lambda metrics: RemoteEngine(options.engine, handle),
+        return _serve_http(options, listening, lambda metrics: RemoteEngine(options.engine, handle, model_files),
                            f", Ray Serve, {replicas}", announce)
     finally:
         ray_serve.shutdown()
