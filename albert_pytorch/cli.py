@@ -437,7 +437,8 @@ def build_parser(scripts: dict[str, str] | None = None) -> argparse.ArgumentPars
     option(pred, "--bf16", action="store_true", help="PyTorch in bfloat16 (fast on CPUs with bf16 units)")
     option(pred, "--threads", type=POSITIVE_INT, help="the model's intra-op threads (default the library's)")
     option(pred, "--chunk_rows", type=POSITIVE_INT, default=4096,
-           help="input rows per part of --output: the memory held, and what a resumed run may redo")
+           help="input rows per part of --output: the memory held, what a resumed run may redo, and the rows "
+                "sorted by length together (a few hundred or more, or batches pad more)")
     option(pred, "--resume", action="store_true", help="continue a stopped run into the same --output")
     option(pred, "--overwrite", action="store_true", help="replace an existing --output (or a stopped run's parts)")
     option(pred, "--skip_bad_rows", action="store_true",
