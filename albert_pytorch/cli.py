@@ -221,7 +221,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.input is None:
         if args.output or args.resume or args.overwrite or args.skip_bad_rows or args.ray:
             raise UsageError("--output, --resume, --overwrite, --skip_bad_rows and --ray score a table: give --input")
-        for record in predict(args.model_dir, read_inputs(args.texts, None), args.onnx, args.batch_size,
+        for record in predict(args.model_dir, read_inputs(args.texts), args.onnx, args.batch_size,
                               args.max_seq_length, args.provider, args.bf16):
             print(to_json(record, indent=None))
         return 0

@@ -103,3 +103,20 @@ def trained_model(tiny_task_dir, tiny_model_dir, tmp_path_factory) -> Path:
                     output_dir=str(out), max_steps=20, learning_rate=2e-3, max_seq_length=48, do_eval=False,
                     progress=False, device="cpu", report_to="none"))
     return out
+
+
+@pytest.fixture(scope="session")
+def stsb_regressor(tiny_model_dir, tmp_path_factory) -> Path:
+    """A tiny STS-B regressor (two steps on the fixture rows), as `train` leaves it."""
+    from glue_fixtures import FIXTURES
+
+    from albert_pytorch.train import TrainConfig, run
+
+    stsb = tmp_path_factory.mktemp("stsb") / "STS-B"
+    stsb.mkdir()
+    (stsb / "train.tsv").write_text(FIXTURES["STS-B"]["train.tsv"])
+    out = tmp_path_factory.mktemp("regressor") / "stsb-tiny"
+    run(TrainConfig(task_name="STS-B", data_dir=str(stsb), model_name_or_path=str(tiny_model_dir), from_scratch=True,
+                    output_dir=str(out), max_steps=2, max_seq_length=48, do_eval=False, progress=False,
+                    device="cpu", report_to="none"))
+    return out

@@ -176,8 +176,7 @@ def test_wrapper_scripts_parse_modelzoo_flags(capsys):
 def test_predict_from_pytorch_and_from_onnx_agree(model_dir, tmp_path):
     from albert_pytorch.deploy.predict import predict, read_inputs
 
-    (tmp_path / "in.tsv").write_text("a dull , lifeless movie .\nwarm , funny and smart .\n")
-    pairs = read_inputs(["the film is a joy to watch ."], tmp_path / "in.tsv")
+    pairs = read_inputs(["the film is a joy to watch .", "a dull , lifeless movie .", "warm , funny and smart ."])
     eager = list(predict(model_dir, pairs))
     for onnx_file in (export(model_dir, tmp_path, 2, 32), export(model_dir, tmp_path, 2, 32, dynamic=True)):
         exported = list(predict(model_dir, pairs, onnx_file=str(onnx_file)))

@@ -89,25 +89,15 @@ def test_a_folder_a_glob_and_plain_text_read_as_one_table(trained_model, tmp_pat
     assert abs(printed[0]["probability_positive"] - single["probabilities"]["positive"]) < 1e-6
 
 
-def test_a_regression_model_scores_pairs_of_a_table_as_predict_does(tiny_model_dir, tmp_path):
-    from glue_fixtures import FIXTURES
-
-    from albert_pytorch.train import TrainConfig, run
-
-    stsb = tmp_path / "STS-B"
-    stsb.mkdir()
-    (stsb / "train.tsv").write_text(FIXTURES["STS-B"]["train.tsv"])
-    regressor = tmp_path / "stsb-tiny"
-    run(TrainConfig(task_name="STS-B", data_dir=str(stsb), model_name_or_path=str(tiny_model_dir), from_scratch=True,
-                    output_dir=str(regressor), max_steps=2, max_seq_length=48, do_eval=False, progress=False,
-                    device="cpu", report_to="none"))
+def test_a_regression_model_scores_pairs_of_a_table_as_predict_does(stsb_regressor, tmp_path):
     pairs = [("a kettle boils", "water boils"), ("a man plays a guitar", "the stock market fell")]
     table = write_csv(tmp_path / "pairs.csv", [{"sentence1": a, "sentence2": b} for a, b in pairs])
     out = tmp_path / "scored.parquet"
-    assert predict_cli(regressor, "--input", table, "--output", out) == 0  # sentence1/sentence2 found as for training
+    # sentence1/sentence2 are found as training finds them
+    assert predict_cli(stsb_regressor, "--input", table, "--output", out) == 0
     rows = read_back(out)
     assert list(rows[0]) == ["sentence1", "sentence2", "score"]
-    expected = [r["score"] for r in predict(regressor, pairs)]
+    expected = [r["score"] for r in predict(stsb_regressor, pairs)]
     assert all(abs(r["score"] - e) < 1e-6 for r, e in zip(rows, expected, strict=True))
 
 

@@ -684,18 +684,9 @@ def test_long_texts_are_cut_before_tokenizing_and_score_as_the_whole(trained_mod
         engine.encoder.encode([(text, None)], truncate=False)
 
 
-def test_v2_gives_a_regression_model_its_score_and_no_probabilities(tiny_model_dir, tmp_path):
-    from glue_fixtures import FIXTURES
-
-    stsb = tmp_path / "STS-B"
-    stsb.mkdir()
-    (stsb / "train.tsv").write_text(FIXTURES["STS-B"]["train.tsv"])
-    regressor = tmp_path / "stsb-tiny"
-    run(TrainConfig(task_name="STS-B", data_dir=str(stsb), model_name_or_path=str(tiny_model_dir), from_scratch=True,
-                    output_dir=str(regressor), max_steps=2, max_seq_length=48, do_eval=False, progress=False,
-                    device="cpu", report_to="none"))
-    with running(app_for(regressor)) as url:
-        name = regressor.name
+def test_v2_gives_a_regression_model_its_score_and_no_probabilities(stsb_regressor):
+    with running(app_for(stsb_regressor)) as url:
+        name = stsb_regressor.name
         answer = httpx.post(f"{url}/v2/models/{name}/infer", json={"inputs": [
             {"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": ["a kettle boils"]},
             {"name": "TEXT_PAIR", "shape": [1], "datatype": "BYTES", "data": ["water boils"]}]}).json()

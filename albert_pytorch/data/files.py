@@ -168,14 +168,19 @@ def read_table(task: Task, path: Path, split: str, skip_bad_rows: bool = False) 
 
 
 def _example(task: Task, path: Path, line: int, row: dict, labelled: bool, ordinal: int) -> Example:
-    missing = [c for c in (task.text_a, task.text_b, task.label if labelled else None) if c and c not in row]
-    if missing:
-        raise DataError(path, line, f"no {', '.join(map(repr, missing))} field; found {', '.join(map(repr, row))}")
+    require_fields(row, (task.text_a, task.text_b, task.label if labelled else None), path, line)
     text_a = row_text(row, task.text_a, path, line)
     text_b = row_text(row, task.text_b, path, line) if task.text_b else None
     label = parse_label(task, row[task.label], path, line) if labelled else None
     guid = next((str(row[c]) for c in _ID_COLUMNS if c in row), str(ordinal))
     return Example(guid=guid, text_a=text_a, text_b=text_b, label=label, line=line)
+
+
+def require_fields(row: dict, columns: tuple[str | None, ...], path: Path, line: int | None) -> None:
+    """A DataError naming the columns (None: not asked for) the row lacks."""
+    missing = [c for c in columns if c and c not in row]
+    if missing:
+        raise DataError(path, line, f"no {', '.join(map(repr, missing))} field; found {', '.join(map(repr, row))}")
 
 
 def row_text(row: dict, column: str, path: Path, line: int) -> str:

@@ -16,26 +16,21 @@ from torch import nn
 from ..config import AlbertConfig
 from ..data import INPUT_NAMES
 from ..errors import UsageError
-from ..io import read_utf8
-from ..serving.engine import Encoded, Engine, EngineOptions, read_model_dir
+from ..serving.engine import Encoded, Engine, EngineOptions, probabilities, read_model_dir
 from .runtime import open_session, pad_to_batch, static_dims
 
 
-def read_inputs(texts: list[str], input_file: str | os.PathLike | None) -> list[tuple[str, str | None]]:
-    """Sentences, or tab-separated pairs, from the command line or a file (one per line)."""
-    lines = list(texts)
-    if input_file is not None:
-        if not Path(input_file).is_file():
-            raise UsageError(f"--input {input_file}: no such file")
-        text = read_utf8(input_file)
-        lines += [line for line in text.splitlines() if line.strip()]
-    pairs = []
-    for line in lines:
-        first, _, second = line.partition("\t")
-        pairs.append((first, second or None))
-    if not pairs:
+def text_pair(line: str) -> tuple[str, str | None]:
+    """A line of raw text as (sentence, None), or a pair (two sentences joined by a tab)."""
+    first, _, second = line.partition("\t")
+    return first, second or None
+
+
+def read_inputs(texts: list[str]) -> list[tuple[str, str | None]]:
+    """Sentences, or tab-separated pairs, from the command line."""
+    if not texts:
         raise ValueError("nothing to predict: give sentences as arguments or --input FILE")
-    return pairs
+    return [text_pair(text) for text in texts]
 
 
 def scoring_engine(model_dir: str | os.PathLike, onnx_file: str | None = None, max_seq_length: int = 128,
@@ -65,12 +60,6 @@ def score_encoded(engine: Engine, encoded: Encoded, batch_size: int) -> np.ndarr
     little."""
     order = sorted(range(len(encoded.ids)), key=lambda i: len(encoded.ids[i]))
     return engine.logits(encoded, [order[i:i + batch_size] for i in range(0, len(order), batch_size)])
-
-
-def probabilities(logits: np.ndarray) -> np.ndarray:
-    """Softmax over each row."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def predict(model_dir: str | os.PathLike, pairs: list[tuple[str, str | None]], onnx_file: str | None = None,

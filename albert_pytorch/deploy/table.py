@@ -26,13 +26,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..data.files import open_text, row_text, table_rows, text_columns
+from ..data.files import open_text, require_fields, row_text, table_rows, text_columns
 from ..data.tasks import DataError
 from ..errors import UsageError
 from ..io import atomic_path, atomic_write_json, atomic_write_text
 from ..rundir import LOCK_NAME, FolderLock
-from ..serving.engine import Engine
-from .predict import probabilities, score
+from ..serving.engine import Engine, probabilities
+from .predict import score, text_pair
 
 logger = logging.getLogger("albert_pytorch")
 
@@ -128,7 +128,7 @@ def run_table_job(engine: Engine, job: TableJob, files: list[Path], scorer: Scor
         try:
             summary = _score(scorer(engine, job, files, columns, done), job, files, sink)
         except BaseException as err:
-            kept = sink.count(parts)
+            kept = sink.count()
             if kept:
                 err.add_note(f"{kept} finished part(s) of {job.chunk_rows} rows each are kept in {parts}: the same "
                              "command with --resume continues after them.")
@@ -177,11 +177,8 @@ def row_sequence(path: Path, line: int | None, row: dict, columns: tuple[str, st
     """A row's (text, pair or None); a DataError naming the file, line and column when it has none."""
     text_column, pair_column = columns
     if plain_text:  # a line of a .txt file: a sentence, or a pair joined by a tab
-        first, _, second = row[TEXT_LINE].partition("\t")
-        return first, second or None
-    missing = [c for c in columns if c and c not in row]
-    if missing:
-        raise DataError(path, line, f"no {', '.join(map(repr, missing))} field; found {', '.join(map(repr, row))}")
+        return text_pair(row[TEXT_LINE])
+    require_fields(row, columns, path, line)
     return row_text(row, text_column, path, line), (row_text(row, pair_column, path, line) if pair_column else None)
 
 
@@ -315,9 +312,8 @@ class _PartSink:
         with atomic_path(self.parts / f"part-{index:06d}.{self.fmt}") as tmp:
             _write_part(tmp, self.fmt, records)
 
-    @staticmethod
-    def count(parts: Path) -> int:
-        return len(_finished_parts(parts))
+    def count(self) -> int:
+        return len(_finished_parts(self.parts, self.fmt))
 
 
 def _write_part(path: Path, fmt: str, records: list[dict]) -> None:
@@ -344,35 +340,36 @@ def _json_line(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
-def _finished_parts(parts: Path) -> list[Path]:
+def _finished_parts(parts: Path, fmt: str) -> list[Path]:
     """The parts of the first chunks, in order, up to the first one missing."""
+    names = {path.name for path in parts.iterdir()}
     found = []
-    for index in range(len(list(parts.glob("part-*")))):
-        candidates = [p for p in parts.glob(f"part-{index:06d}.*") if not p.name.endswith(".rejected.jsonl")]
-        if not candidates:
-            break
-        found.append(candidates[0])
+    while (name := f"part-{len(found):06d}.{fmt}") in names:
+        found.append(parts / name)
     return found
+
+
+def _concatenate(files: list[Path], target: Path) -> None:
+    with open(target, "wb") as out:
+        for part in files:
+            out.write(part.read_bytes())
 
 
 def _join(parts: Path, output: Path, fmt: str) -> None:
     """The parts, in order, as one output file (and one `<output>.rejected.jsonl` if rows were rejected)."""
-    files = _finished_parts(parts)
+    files = _finished_parts(parts, fmt)
     with atomic_path(output) as tmp:
         if fmt == "parquet":
             _join_parquet(files, tmp)
         elif fmt == "jsonl":
-            with open(tmp, "wb") as out:
-                for part in files:
-                    out.write(part.read_bytes())
+            _concatenate(files, tmp)
         else:
             _join_delimited(files, tmp, fmt)
     rejected = sorted(parts.glob("part-*.rejected.jsonl"))
     target = output.with_name(output.name + ".rejected.jsonl")
     if rejected:
-        with atomic_path(target) as tmp, open(tmp, "wb") as out:
-            for part in rejected:
-                out.write(part.read_bytes())
+        with atomic_path(target) as tmp:
+            _concatenate(rejected, tmp)
     elif target.exists():
         target.unlink()  # an earlier run's, which --overwrite replaces
 
@@ -448,7 +445,7 @@ def _resumable_chunks(parts: Path, manifest: dict) -> int:
         changed = [key for key in manifest if earlier.get(key) != manifest[key]]
         raise UsageError(f"--resume: the parts in {parts} were made from other {', '.join(changed)} than this "
                          "command's; run the same command as before, or start again with --overwrite")
-    return len(_finished_parts(parts))
+    return len(_finished_parts(parts, manifest["format"]))
 
 
 def _empty(parts: Path) -> None:

@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from .. import __version__
-from .engine import Engine, EngineOptions, InferenceFailed, InputTooLong, QueueTimeout
+from .engine import Engine, EngineOptions, InferenceFailed, InputTooLong, QueueTimeout, probabilities
 from .page import PAGE
 
 logger = logging.getLogger("albert_pytorch.serving")
@@ -511,11 +511,7 @@ def _sequence(item: list) -> tuple[str, str | None]:
 def _tei_scores(logits: np.ndarray, engine: Engine, raw_scores: bool) -> list[dict]:
     """[{label, score}] highest first: softmax over the classes (or the raw logits); a regression model's
     value as it is, never squashed."""
-    if engine.is_regression or raw_scores:
-        scores = logits
-    else:
-        exp = np.exp(logits - logits.max())
-        scores = exp / exp.sum()
+    scores = logits if engine.is_regression or raw_scores else probabilities(logits[None, :])[0]
     ranked = sorted(zip(engine.labels, scores.tolist(), strict=True), key=lambda pair: -pair[1])
     return [{"label": label, "score": score} for label, score in ranked]
 
@@ -576,8 +572,7 @@ def _add_v2_routes(app: FastAPI, state: ServerState) -> None:
             state.metrics.observe(timings)
             outputs = {"logits": logits}
             if not engine.is_regression:  # a softmax over one column is always 1: a regressor's score is its logit
-                exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-                outputs["probabilities"] = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+                outputs["probabilities"] = probabilities(logits).astype(np.float32)
             return v2_response(header, options.model_name, outputs)
 
 

@@ -2,9 +2,9 @@
 
 The batcher takes tokenized requests in arrival order and forms a batch of whole requests up to
 `max_batch_requests` rows and `max_batch_tokens` padded tokens (longest row x rows, what a padded batch
-costs), pads it to its own longest row, runs the model in one worker thread (so the event loop keeps
-accepting) and hands each request its own rows. A request whose client has gone is dropped before it
-costs the model anything.
+costs), splits it into groups of similar length, runs the model on each, shortest first, in one worker thread
+(so the event loop keeps accepting) and hands each request its own rows as soon as they are in. A request whose
+client has gone is dropped before it costs the model anything.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
 import re
 import time
@@ -376,7 +377,7 @@ class Engine:
             self.metrics.batch_tokens.observe(sum(len(g) * len(rows.ids[g[0]]) for g in groups))
             self.metrics.queue_size.set(self._queue.qsize())
         owner = [k for k, pending in enumerate(batch) for _ in pending.encoded.ids]
-        first = [sum(len(p.encoded.ids) for p in batch[:k]) for k in range(len(batch))]
+        first = list(itertools.accumulate((len(pending.encoded.ids) for pending in batch), initial=0))
         missing = [len(pending.encoded.ids) for pending in batch]
         logits = np.zeros((len(rows.ids), len(self.labels)), dtype=np.float32)
         start = time.perf_counter()
@@ -432,6 +433,12 @@ def readable_prefix(tokenizer: Tokenizer, max_tokens: int) -> Callable[[str], st
         return text[:match.end()] if match else text
 
     return cut
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """Softmax over each row of [rows, labels] logits."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def length_groups(lengths: list[int], tolerance: float = 0.25) -> list[list[int]]:
