@@ -137,7 +137,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from .pretrain import run
 
-    run(PretrainConfig.from_flags({k: v for k, v in vars(args).items() if k in PretrainConfig.__dataclass_fields__}))
+    run(PretrainConfig.from_flags({k: v for k, v in vars(args).items() if k in PretrainConfig.__dataclass_fields__}),
+        ray_address=args.ray)
     return 0
 
 
@@ -342,6 +343,9 @@ def build_parser(scripts: dict[str, str] | None = None) -> argparse.ArgumentPars
                                    "sentence-order prediction). The output directory loads in transformers and "
                                    "`train --model_name_or_path` fine-tunes it.")
     add_config_arguments(pretrain, PretrainConfig, "the pretraining run")
+    pretrain.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                          help="prepare the corpus's parts as Ray tasks: on a local Ray instance, or on the cluster "
+                               "at ADDRESS, whose machines must share --cache_dir (one process, not under torchrun)")
     pretrain.set_defaults(func=cmd_pretrain)
 
     pre = command("preprocess", help="dev set -> one .npy per sample (Albert_preprocess.py)")

@@ -53,12 +53,14 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # the ranks on this machine
 
     @classmethod
     def from_env(cls) -> DistContext:
-        """This process's place in the job, as torchrun's RANK, WORLD_SIZE and LOCAL_RANK say (one process: 0/1/0)."""
+        """This process's place in the job, as torchrun's RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE say
+        (one process: 0/1/0/1)."""
         return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                   int(os.environ.get("LOCAL_RANK", 0)))
+                   int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
 
     @property
     def is_main(self) -> bool:

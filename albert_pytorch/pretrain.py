@@ -25,8 +25,9 @@ from torch.utils.data import DataLoader
 from . import checkpoint as ckpt
 from .config import AlbertConfig
 from .data import EvalShardSampler, LengthGroupedBatchSampler
-from .data.corpus import PairShards, load_or_build_pair_shards
+from .data.corpus import PairSettings, PairShards
 from .data.masking import IGNORE_INDEX, MaskingCollator, MaskingSpec
+from .data.prepare import prepare_corpus
 from .device import DistContext, Precision, barrier, default_pad_multiple, init_distributed, shutdown_distributed
 from .errors import UsageError
 from .io import atomic_write_json, text_files
@@ -41,15 +42,21 @@ from .weights import resolve_model_dir
 logger = logging.getLogger("albert_pytorch")
 
 
-def run(cfg: PretrainConfig) -> dict[str, Any]:
+def run(cfg: PretrainConfig, ray_address: str | None = None) -> dict[str, Any]:
     """Pretrain as `cfg` says; returns the summary (on every process). Every input is read and checked
-    before the output folder is touched, as `train.run` does."""
+    before the output folder is touched, as `train.run` does. With `ray_address` ("local" or a cluster's
+    address), the corpus's parts are prepared as Ray tasks."""
     cfg.validate()
+    if ray_address is not None and DistContext.from_env().enabled:
+        raise UsageError("--ray prepares the corpus from one process, not from torchrun's ranks: run `pretrain "
+                         "--prepare_only --ray` first, then the torchrun job with the same corpus settings")
+    if cfg.prepare_only:
+        return prepare_only(cfg, ray_address)
     with claimed(cfg.output_dir, holder=DistContext.from_env().is_main):
         ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
         cfg = cfg.on_device(device)
         try:
-            built = build_pretraining(cfg, ctx, device)
+            built = build_pretraining(cfg, ctx, device, ray_address)
             folder = OutputFolder.check(cfg.output_dir, TRAINING, cfg.overwrite_output_dir, cfg.resume_from_checkpoint,
                                         sources=(cfg.model_name_or_path, cfg.tokenizer_name))
             with folder.opened(ctx.is_main):
@@ -73,38 +80,32 @@ class PretrainingRun:
     resume_from: Path | None
 
 
-def build_pretraining(cfg: PretrainConfig, ctx: DistContext, device: torch.device) -> PretrainingRun:
+def build_pretraining(cfg: PretrainConfig, ctx: DistContext, device: torch.device,
+                      ray_address: str | None = None) -> PretrainingRun:
     """Text files, tokenizer, model and masking for `cfg`, each checked; writes nothing but caches."""
-    try:
-        train_files = text_files(cfg.train_files)
-        validation_files = text_files(cfg.validation_files) if cfg.validation_files else None
-    except FileNotFoundError as err:
-        raise UsageError(str(err)) from None
-    model_dir = resolve_model_dir(cfg.model_name_or_path) if cfg.model_name_or_path else None
-    tokenizer_dir = Path(cfg.tokenizer_name) if cfg.tokenizer_name else model_dir
-    if not tokenizer_dir.is_dir():
-        raise UsageError(f"--tokenizer_name {tokenizer_dir}: no such folder")
-    tokenizer = load_tokenizer(tokenizer_dir)
-    config = pretraining_config(cfg, model_dir, len(tokenizer))
-    train_set = corpus_pairs(cfg, train_files, tokenizer, ctx)
-    eval_set = corpus_pairs(cfg, validation_files, tokenizer, ctx) if validation_files else None
-    identity = {"settings": run_settings(cfg), "model": config.to_dict(), "train_data": train_set.directory.name,
-                "eval_data": eval_set.directory.name if eval_set is not None else None}
+    inputs = CorpusInputs.of(cfg)
+    config = pretraining_config(cfg, inputs.model_dir, len(inputs.tokenizer))
+    train_set = corpus_pairs(cfg, inputs.train_files, inputs.tokenizer, ctx, ray_address)
+    eval_set = (corpus_pairs(cfg, inputs.validation_files, inputs.tokenizer, ctx, ray_address)
+                if inputs.validation_files else None)
+    identity = {"settings": run_settings(cfg), "model": config.to_dict(), "train_data": train_set.key,
+                "eval_data": eval_set.key if eval_set is not None else None}
     resume_from = None
     if cfg.resume_from_checkpoint:
         resume_from = ckpt.checkpoint_to_resume(Path(cfg.output_dir), cfg.resume_from_checkpoint, identity)
     torch.manual_seed(cfg.seed)
-    if model_dir is None or cfg.from_scratch:
+    if inputs.model_dir is None or cfg.from_scratch:
         model = AlbertForPreTraining.from_config(config)
     else:
-        model = AlbertForPreTraining.from_pretrained(model_dir, config=config)
+        model = AlbertForPreTraining.from_pretrained(inputs.model_dir, config=config)
     model.to(device)
     logger.info("pretraining %s parameters (%s) on %s, world size %d", f"{count_parameters(model):,}",
                 "from scratch" if cfg.from_scratch else cfg.model_name_or_path, device, ctx.world_size)
+    tokenizer = inputs.tokenizer
     spec = MaskingSpec.from_tokenizer(tokenizer, mask_prob=cfg.mlm_probability, max_ngram=cfg.max_ngram,
                                       max_predictions=cfg.max_predictions_per_seq)
     collator = MaskingCollator(tokenizer.pad_token_id, spec, cfg.pad_to_multiple_of or default_pad_multiple(device))
-    return PretrainingRun(tokenizer_dir, tokenizer, model, train_set, eval_set, collator, identity, resume_from)
+    return PretrainingRun(inputs.tokenizer_dir, tokenizer, model, train_set, eval_set, collator, identity, resume_from)
 
 
 def _pretrain(cfg: PretrainConfig, ctx: DistContext, device: torch.device, built: PretrainingRun) -> dict[str, Any]:
@@ -176,16 +177,57 @@ def pretraining_config(cfg: PretrainConfig, model_dir: Path | None, tokenizer_si
     return config
 
 
-def corpus_pairs(cfg: PretrainConfig, files: list[Path], tokenizer, ctx: DistContext) -> PairShards:
-    """The sentence-order pairs of text files, built once per machine and cached."""
+@dataclass
+class CorpusInputs:
+    """The text files and the tokenizer of a pretraining run, found and checked."""
 
-    def load() -> PairShards:
-        return load_or_build_pair_shards(files, tokenizer, cfg.max_seq_length, cfg.cache_dir, cfg.line_by_line,
-                                         cfg.short_seq_prob, cfg.seed)
+    train_files: list[Path]
+    validation_files: list[Path] | None
+    model_dir: Path | None
+    tokenizer_dir: Path
+    tokenizer: Any
 
-    shards = load() if ctx.local_rank == 0 else None
-    barrier(ctx)  # the other ranks of this machine find the pairs in the cache
-    return shards or load()
+    @classmethod
+    def of(cls, cfg: PretrainConfig) -> CorpusInputs:
+        try:
+            train_files = text_files(cfg.train_files)
+            validation_files = text_files(cfg.validation_files) if cfg.validation_files else None
+        except FileNotFoundError as err:
+            raise UsageError(str(err)) from None
+        model_dir = resolve_model_dir(cfg.model_name_or_path) if cfg.model_name_or_path else None
+        tokenizer_dir = Path(cfg.tokenizer_name) if cfg.tokenizer_name else model_dir
+        if not tokenizer_dir.is_dir():
+            raise UsageError(f"--tokenizer_name {tokenizer_dir}: no such folder")
+        return cls(train_files, validation_files, model_dir, tokenizer_dir, load_tokenizer(tokenizer_dir))
+
+
+def corpus_pairs(cfg: PretrainConfig, files: list[Path], tokenizer, ctx: DistContext,
+                 ray_address: str | None = None) -> PairShards:
+    """The sentence-order pairs of text files, each part prepared once per job (`data/prepare.py`) and cached."""
+    settings = PairSettings(cfg.max_seq_length, cfg.short_seq_prob, cfg.seed, cfg.line_by_line)
+    pairs, _ = prepare_corpus(files, tokenizer, settings, cfg.cache_dir, cfg.corpus_part_mb,
+                              cfg.preprocessing_num_workers, ctx, ray_address, cfg.progress and ctx.is_main)
+    return pairs
+
+
+def prepare_only(cfg: PretrainConfig, ray_address: str | None = None) -> dict[str, Any]:
+    """`--prepare_only`: the corpus's cache and nothing else (a CPU job ahead of the training job), every rank
+    of a torchrun job preparing its share. Returns the pair counts and what identifies them."""
+    ctx, _ = init_distributed("cpu", cfg.dist_timeout)
+    try:
+        inputs = CorpusInputs.of(cfg)
+        summary: dict[str, Any] = {}
+        for name, files in (("train", inputs.train_files), ("eval", inputs.validation_files)):
+            if files:
+                pairs = corpus_pairs(cfg, files, inputs.tokenizer, ctx, ray_address)
+                summary.update({f"{name}_pairs": len(pairs), f"{name}_data": pairs.key})
+        if ctx.is_main:
+            logger.info("prepared: %s (the training run finds it with the same corpus, tokenizer, --cache_dir, "
+                        "--max_seq_length, --short_seq_prob, --seed, --line_by_line and --corpus_part_mb)",
+                        format_values(summary))
+        return summary
+    finally:
+        shutdown_distributed()
 
 
 @torch.no_grad()

@@ -344,8 +344,17 @@ class PretrainConfig(LoopConfig):
                                     defines_run=True)
     pad_to_multiple_of: int = setting(0, "pad each batch's length to a multiple of N (0: 8 on GPU/NPU, 1 on CPU)",
                                       range=COUNT)
-    cache_dir: str | None = setting(None, "token shard cache folder", shown_default="$ALBERT_PYTORCH_CACHE's "
-                                                                                    "pretraining/")
+    cache_dir: str | None = setting(None, "token shard cache folder (on a cluster, storage every machine shares, "
+                                          "so each part is prepared once)",
+                                    shown_default="$ALBERT_PYTORCH_CACHE's pretraining/")
+    corpus_part_mb: float = setting(4.0, "text per preparation part, each cut moved on to the next document start; "
+                                         "a part's pairs have their own seed, so this changes the pairs",
+                                    range=POSITIVE)
+    preprocessing_num_workers: int | None = setting(None, "processes preparing the corpus's parts on this machine "
+                                                          "(torchrun's ranks on it share them)",
+                                                    shown_default="its cores", range=POSITIVE_INT)
+    prepare_only: bool = setting(False, "prepare the corpus's cache and stop: a CPU job ahead of the training "
+                                        "job, which needs the same corpus and corpus settings")
     output_dir: str = setting("outputs/pretrain", "where the model, checkpoints and logs go")
     optimizer: str = setting("lamb", "lamb (ALBERT's optimizer; apex's fused LAMB on CUDA/NPU when installed) or "
                                      "adamw", choices=("adamw", "lamb"), defines_run=True)
@@ -359,7 +368,7 @@ class PretrainConfig(LoopConfig):
         super().validate()
         if not self.train_files:
             raise UsageError("--train_files is missing: name the text files or folders to pretrain on")
-        if self.model_name_or_path is None and not self.from_scratch:
+        if self.model_name_or_path is None and not self.from_scratch and not self.prepare_only:
             raise UsageError("give --model_name_or_path (a model to continue pretraining), or --from_scratch")
         if self.model_name_or_path is None and self.tokenizer_name is None:
             raise UsageError("--from_scratch without --model_name_or_path needs --tokenizer_name (a directory the "

@@ -115,14 +115,31 @@ def encode_inputs(tokenizer, inputs: Sequence[tuple[str, str | None]], max_seq_l
 def definition(tokenizer) -> str:
     """The tokenizer's tokenizer.json: its vocabulary, normalizer and pre/post-processing, without the truncation
     and padding that transformers sets on it per call."""
-    data = json.loads(tokenizer.backend_tokenizer.to_str())
-    data["truncation"] = data["padding"] = None
-    return json.dumps(data, ensure_ascii=False, indent=2)
+    return json.dumps(_as_trained(tokenizer), ensure_ascii=False, indent=2)
 
 
 def fingerprint(tokenizer) -> str:
-    """A hash of the tokenizer's definition: feature caches are keyed on it."""
-    return hashlib.sha256(definition(tokenizer).encode()).hexdigest()[:16]
+    """A hash of the tokenizer's definition: caches are keyed on it (compact JSON: an indented dump of a 30,000
+    piece vocabulary takes Python's slow encoder a quarter of a second)."""
+    return hashlib.sha256(json.dumps(_as_trained(tokenizer), ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def _as_trained(tokenizer) -> dict:
+    data = json.loads(tokenizer.backend_tokenizer.to_str())
+    data["truncation"] = data["padding"] = None
+    return data
+
+
+def backend_copy(tokenizer):
+    """A copy of the Rust tokenizer behind a transformers one, without truncation or padding: transformers'
+    wrapper costs more per call than the encoding does, and sets truncation on the shared tokenizer per call,
+    which other users of it must never see. Picklable, so it travels to worker processes."""
+    from tokenizers import Tokenizer
+
+    copy = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    copy.no_truncation()
+    copy.no_padding()
+    return copy
 
 
 def train_sentencepiece(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size: int = 1000,

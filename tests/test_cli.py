@@ -62,7 +62,8 @@ CONTRACT["pretrain"] = (CONTRACT["train"] - {
     "--local-rank", "--do_lower_case", "--spm_model_file", "--train_file", "--validation_file", "--test_file",
     "--text_column", "--text_pair_column", "--label_column", "--label_names", "--task_type",
 }) | {"--train_files", "--validation_files", "--tokenizer_name", "--line_by_line", "--no-line_by_line",
-      "--short_seq_prob", "--mlm_probability", "--max_ngram", "--max_predictions_per_seq"}
+      "--short_seq_prob", "--mlm_probability", "--max_ngram", "--max_predictions_per_seq", "--corpus_part_mb",
+      "--preprocessing_num_workers", "--prepare_only", "--no-prepare_only", "--ray"}
 LAUNCHER_FLAGS = {"--data_path", "--model_path", "--task_name", "--device", "--nproc", "--output_dir", "--log_dir"}
 
 

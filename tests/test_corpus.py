@@ -82,10 +82,10 @@ def test_pair_shards_hold_exactly_the_pairs_as_model_inputs(tmp_path):
     def encode(sentences):
         return [[vocab.setdefault(w, 5 + len(vocab)) for w in s.split()] for s in sentences]
 
-    count = build_pair_shards(iter(documents), encode, 32, tmp_path / "shards", seed=3)
+    count = build_pair_shards(map(encode, documents), 32, tmp_path / "shards", seed=3)
     rng = np.random.default_rng(3)
     expected = [p for document in documents for p in sentence_order_pairs(encode(document), 32, rng)]
-    shards = PairShards(tmp_path / "shards", cls_id=2, sep_id=3)
+    shards = PairShards([tmp_path / "shards"], cls_id=2, sep_id=3)
     assert count == len(shards) == len(expected)
     for i, pair in enumerate(expected):
         item = shards[i]
@@ -96,28 +96,14 @@ def test_pair_shards_hold_exactly_the_pairs_as_model_inputs(tmp_path):
     assert shards.lengths.tolist() == [len(p.tokens_a) + len(p.tokens_b) + 3 for p in expected]
 
 
-def test_shards_are_cached_and_keyed_on_what_they_depend_on(tmp_path, tiny_tokenizer):
-    from albert_pytorch.data.corpus import load_or_build_pair_shards
-
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text(WIKITEXT)
-    first = load_or_build_pair_shards([corpus], tiny_tokenizer, 64, tmp_path / "cache")
-    again = load_or_build_pair_shards([corpus], tiny_tokenizer, 64, tmp_path / "cache")
-    assert again.tokens.filename == first.tokens.filename  # built once
-    other_seed = load_or_build_pair_shards([corpus], tiny_tokenizer, 64, tmp_path / "cache", seed=1)
-    corpus.write_text(WIKITEXT + "\n Crabs also swim .\n")
-    edited = load_or_build_pair_shards([corpus], tiny_tokenizer, 64, tmp_path / "cache")
-    assert len({first.tokens.filename, other_seed.tokens.filename, edited.tokens.filename}) == 3
-
-
 MEMORY_PROBE = """
 import resource, sys
-from albert_pytorch.data.corpus import PairShards, build_pair_shards, read_documents
+from albert_pytorch.data.corpus import PairShards, build_pair_shards, encoded_documents, read_documents
 def encode(sentences):  # a fast stand-in for the tokenizer: the memory under test is the pipeline's
     return [[5 + (len(w) * 31 + ord(w[0])) % 1000 for w in s.split()] for s in sentences]
-build_pair_shards(read_documents([sys.argv[1]]), encode, 128, sys.argv[2])
+build_pair_shards(encoded_documents(read_documents([sys.argv[1]]), encode), 128, sys.argv[2])
 build_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-shards = PairShards(sys.argv[2], 2, 3)
+shards = PairShards([sys.argv[2]], 2, 3)
 total = sum(int(shards[i]["input_ids"].sum()) for i in range(0, len(shards), 3))
 anonymous = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("RssAnon:")) // 1024
 print(len(shards), build_peak, anonymous)

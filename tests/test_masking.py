@@ -84,9 +84,9 @@ def test_batches_get_new_masks_each_epoch_and_the_same_after_a_resume(tmp_path, 
     from albert_pytorch.data.masking import MaskingCollator
 
     documents = [[TEXTS[(d + i) % 10] for i in range(d % 4 + 1)] for d in range(60)]
-    build_pair_shards(iter(documents), lambda s: tiny_tokenizer(s, add_special_tokens=False)["input_ids"], 64,
+    build_pair_shards((tiny_tokenizer(d, add_special_tokens=False)["input_ids"] for d in documents), 64,
                       tmp_path / "pairs")
-    shards = PairShards(tmp_path / "pairs", tiny_tokenizer.cls_token_id, tiny_tokenizer.sep_token_id)
+    shards = PairShards([tmp_path / "pairs"], tiny_tokenizer.cls_token_id, tiny_tokenizer.sep_token_id)
     sampler = LengthGroupedBatchSampler(shards.lengths, 4, seed=0)
     collator = MaskingCollator(tiny_tokenizer.pad_token_id, MaskingSpec.from_tokenizer(tiny_tokenizer))
     loader = DataLoader(shards, batch_sampler=sampler, collate_fn=collator)

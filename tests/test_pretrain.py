@@ -175,3 +175,20 @@ def test_overwrite_with_a_mistyped_corpus_keeps_the_earlier_pretraining(corpus, 
               "--from_scratch", "--output_dir", str(out), "--overwrite_output_dir"])
     assert done.value.code == 2
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_prepare_only_fills_the_cache_that_the_training_run_then_reads(corpus, tiny_tokenizer_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    cache = tmp_path / "cache"
+    corpus_flags = dict(validation_files=[str(corpus / "heldout.txt")], cache_dir=str(cache), corpus_part_mb=0.002)
+    with pytest.raises(SystemExit) as done:  # no --from_scratch or model: preparing needs only the tokenizer
+        main(["pretrain", "--prepare_only", "--train_files", str(corpus / "train"), "--tokenizer_name",
+              str(tiny_tokenizer_dir), "--max_seq_length", "48", "--seed", "1", "--output_dir", str(tmp_path / "no"),
+              "--validation_files", str(corpus / "heldout.txt"), "--cache_dir", str(cache), "--corpus_part_mb",
+              "0.002", "--preprocessing_num_workers", "2"])
+    assert done.value.code == 0 and not (tmp_path / "no").exists()
+    prepared = sorted(cache.iterdir())
+    assert len(prepared) > 4 and "prepared:" in caplog.text
+    summary = run(tiny_pretraining(corpus, tiny_tokenizer_dir, tmp_path / "out", max_steps=2, **corpus_flags))
+    assert sorted(cache.iterdir()) == prepared  # nothing prepared twice
+    assert summary["train_pairs"] > 0 and "0 prepared here" in caplog.text

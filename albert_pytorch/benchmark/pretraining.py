@@ -9,8 +9,9 @@ import torch
 
 from ..config import AlbertConfig
 from ..data import get_task, read_split
-from ..data.corpus import load_or_build_pair_shards
+from ..data.corpus import PairSettings
 from ..data.masking import MaskingCollator, MaskingSpec
+from ..data.prepare import prepare_corpus
 from ..device import Precision, default_pad_multiple
 from ..io import text_files
 from ..modeling import AlbertForPreTraining
@@ -42,7 +43,7 @@ def pretraining_pairs(tokenizer, corpus: Path | None, work_dir: Path, rows: int)
         corpus = work_dir / "sample.txt"
         examples, _ = read_split(get_task("SST-2"), sample_data_dir(), "train")
         corpus.write_text("\n\n".join(e.text_a for e in examples) + "\n")
-    pairs = load_or_build_pair_shards(text_files([corpus]), tokenizer, 64, cache_dir=work_dir)
+    pairs, _ = prepare_corpus(text_files([corpus]), tokenizer, PairSettings(64), cache_dir=work_dir)
     picked = np.random.default_rng(0).permutation(len(pairs))[:rows]
     return [{**pairs[int(i)], "batch_seed": int(i)} for i in picked]
 

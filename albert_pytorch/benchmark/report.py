@@ -15,6 +15,7 @@ from ..errors import UsageError
 from ..io import atomic_write_json
 from . import __doc__ as DESCRIPTION
 from .batch import BATCH_PLANS, batch_summary, benchmark_batch
+from .corpus import benchmark_corpus_preparation, corpus_summary
 from .harness import (
     DEMO_SHAPE,
     Ceilings,
@@ -45,6 +46,9 @@ RATIOS = {
 SECTIONS = ("training", "inference", "pretraining", "serving", "batch")
 
 
+# corpus preparation: (copies of WikiText-2's 2.3 MB in the text, --corpus_part_mb, rounds); ten parts or more,
+# so that two workers share the work evenly
+CORPUS_PLANS = {"quick": (1, 0.25, 2), "full": (8, 1.0, 3)}
 PRETRAIN_PLANS = {"quick": (PretrainPlan("demo", DEMO_SHAPE, 64, 3, 2),),
                   "full": (PretrainPlan("demo", DEMO_SHAPE, 64, 3, 6), PretrainPlan("albert_base", "", 16, 3, 1))}
 
@@ -105,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
                 work, device, precision, plan.infer_rounds, Path(tmp), bf16_units=ceilings.bf16 is not None)
             checks.update(inference_checks)
         if "pretraining" in args.sections:
+            sections["corpus_preparation"] = benchmark_corpus_preparation(
+                Path(tmp) / "corpus", args.shared_dir, *CORPUS_PLANS["quick" if args.quick else "full"])
             for pretrain_plan in PRETRAIN_PLANS["quick" if args.quick else "full"]:
                 sections[f"pretraining_{pretrain_plan.name}"] = benchmark_pretraining(
                     pretrain_plan, Path(tmp) / pretrain_plan.name, device, precision, args.shared_dir)
@@ -159,7 +165,7 @@ def summarize(sections: dict[str, dict], checks: dict, ceilings: Ceilings, work:
         if name.startswith("serving_"):
             serving_table(name.removeprefix("serving_"), rows)
     report = {"device": str(device), **ceilings.report(), **sections, **checks, **serving_summary(sections),
-              **batch_summary(sections)}
+              **batch_summary(sections), **corpus_summary(sections)}
     for section in ("training", "inference"):
         for row in sections.get(section, {}).values():
             row["fraction_of_ceiling"] = _fraction(row, ceilings)

@@ -32,7 +32,7 @@ from ..device import Precision
 from ..errors import UsageError
 from ..io import cache_root, sha256_file
 from ..modeling import AlbertForSequenceClassification
-from ..tokenization import definition, load_tokenizer
+from ..tokenization import backend_copy, load_tokenizer
 from ..weights import WEIGHTS_NAME
 
 logger = logging.getLogger("albert_pytorch.serving")
@@ -215,8 +215,7 @@ class Encoder:
 
     def __init__(self, tokenizer, max_input_length: int):
         self.max_input_length = max_input_length
-        as_trained = definition(tokenizer)  # no truncation, no padding
-        self._whole, self._truncating = Tokenizer.from_str(as_trained), Tokenizer.from_str(as_trained)
+        self._whole, self._truncating = backend_copy(tokenizer), backend_copy(tokenizer)
         self._truncating.enable_truncation(max_input_length, strategy="longest_first")
         self._readable = readable_prefix(self._whole, max_input_length)
 
