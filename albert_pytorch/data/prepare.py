@@ -55,7 +55,8 @@ class PreparationReport:
 
     def describe(self, source: str, pairs: int) -> str:
         rate = f" ({self.prepared_bytes / 2**20 / self.seconds:.2f} MB/s)" if self.prepared and self.seconds else ""
-        return (f"{source}: {self.parts} parts, {self.text_bytes / 2**20:.1f} MB of text, {pairs:,} pairs; "
+        parts = f"{self.parts} part" + ("s" if self.parts != 1 else "")
+        return (f"{source}: {parts}, {self.text_bytes / 2**20:.1f} MB of text, {pairs:,} pairs; "
                 f"{len(self.prepared)} prepared here in {self.seconds:.1f} s{rate}, {len(self.cached)} found in "
                 "the cache")
 
