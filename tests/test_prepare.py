@@ -100,6 +100,7 @@ from albert_pytorch.tokenization import load_tokenizer
 files, tokenizer_dir, cache, part_mb, batch_size = json.loads(sys.argv[1])
 dist.init_process_group("gloo")
 ctx = DistContext.from_env()
+cache = cache.format(rank=ctx.rank)
 pairs, report = prepare_corpus(files, load_tokenizer(tokenizer_dir), PairSettings(48, seed=5), cache, part_mb,
                                workers=2, ctx=ctx)
 sampler = LengthGroupedBatchSampler(pairs.lengths, batch_size, seed=5, world_size=ctx.world_size, rank=ctx.rank)
@@ -115,22 +116,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_ranks_prepare_disjoint_parts_and_read_what_one_process_reads(tmp_path, tiny_tokenizer,
-                                                                           tiny_tokenizer_dir):
-    files = [write_corpus(tmp_path / "a.txt", documents=210), write_corpus(tmp_path / "b.txt", offset=210)]
-    arguments = json.dumps([[str(f) for f in files], str(tiny_tokenizer_dir), str(tmp_path / "shared"), PART_MB, 3])
+def run_ranks(tmp_path, files, tiny_tokenizer_dir, cache: str, local_world_size: int) -> list[dict]:
+    """The rank script on two processes over gloo; `cache` may name each rank's own folder by {rank}."""
+    arguments = json.dumps([[str(f) for f in files], str(tiny_tokenizer_dir), cache, PART_MB, 3])
     port = _free_port()
     ranks = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, arguments], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True,
-                              env=child_env(tmp_path, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
-                                            LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)))
+                              env=child_env(tmp_path, RANK=str(r), LOCAL_RANK=str(r % local_world_size),
+                                            WORLD_SIZE="2", LOCAL_WORLD_SIZE=str(local_world_size),
+                                            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)))
              for r in (0, 1)]
     outputs = []
     for rank in ranks:
         out, err = rank.communicate(timeout=180)
         assert rank.returncode == 0, err[-3000:]
         outputs.append(json.loads(out.splitlines()[-1]))
+    return outputs
+
+
+@pytest.mark.slow
+def test_two_ranks_prepare_disjoint_parts_and_read_what_one_process_reads(tmp_path, tiny_tokenizer,
+                                                                           tiny_tokenizer_dir):
+    files = [write_corpus(tmp_path / "a.txt", documents=210), write_corpus(tmp_path / "b.txt", offset=210)]
+    outputs = run_ranks(tmp_path, files, tiny_tokenizer_dir, str(tmp_path / "shared"), local_world_size=2)
     alone, report = prepare_corpus(files, tiny_tokenizer, SETTINGS, tmp_path / "alone", PART_MB, workers=1)
     prepared = [outputs[0]["prepared"], outputs[1]["prepared"]]
     assert not set(prepared[0]) & set(prepared[1])  # no part prepared twice
@@ -144,6 +152,17 @@ def test_two_ranks_prepare_disjoint_parts_and_read_what_one_process_reads(tmp_pa
     sampler = LengthGroupedBatchSampler(alone.lengths, 6, seed=5)
     expected = [[alone[i]["input_ids"].tolist() for i in batch] for batch in list(sampler)[:20]]
     assert [a + b for a, b in zip(outputs[0]["batches"], outputs[1]["batches"], strict=True)] == expected
+
+
+@pytest.mark.slow
+def test_machines_whose_caches_are_their_own_each_end_with_every_part(tmp_path, tiny_tokenizer, tiny_tokenizer_dir):
+    files = [write_corpus(tmp_path / "a.txt")]
+    outputs = run_ranks(tmp_path, files, tiny_tokenizer_dir, str(tmp_path / "machine{rank}"), local_world_size=1)
+    alone, _ = prepare_corpus(files, tiny_tokenizer, SETTINGS, tmp_path / "alone", PART_MB, workers=1)
+    assert outputs[0]["key"] == outputs[1]["key"] == alone.key
+    for machine in ("machine0", "machine1"):
+        copy = type(alone)([tmp_path / machine / d.name for d in alone.directories], 2, 3)
+        assert shard_bytes(copy) == shard_bytes(alone)
 
 
 KILLED_SCRIPT = """
