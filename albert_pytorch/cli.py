@@ -439,7 +439,8 @@ def build_parser(scripts: dict[str, str] | None = None) -> argparse.ArgumentPars
     option(pred, "--provider", choices=("cpu", "cuda", "tensorrt", "cann"), default="cpu",
            help="ONNX Runtime provider for --onnx, with its fallback chain (tensorrt -> cuda -> cpu)")
     option(pred, "--bf16", action="store_true", help="PyTorch in bfloat16 (fast on CPUs with bf16 units)")
-    option(pred, "--threads", type=POSITIVE_INT, help="the model's intra-op threads (default the library's)")
+    option(pred, "--threads", type=POSITIVE_INT, help="the model's intra-op threads (default: the cores idle at "
+                                                        "start; OMP_NUM_THREADS when set)")
     option(pred, "--chunk_rows", type=POSITIVE_INT, default=4096,
            help="input rows per part of --output: the memory held, what a resumed run may redo, and the rows "
                 "sorted by length together (a few hundred or more, or batches pad more)")
@@ -486,7 +487,8 @@ def build_parser(scripts: dict[str, str] | None = None) -> argparse.ArgumentPars
     option(srv, "--max_input_length", type=SEQUENCE_LENGTH,
            help="tokens of one input (default: the model's position limit); longer ones are refused unless the "
                 "request says truncate")
-    option(srv, "--threads", type=POSITIVE_INT, help="the model's intra-op threads (default: the runtime's)")
+    option(srv, "--threads", type=POSITIVE_INT, help="the model's intra-op threads (default: the cores idle at "
+                                                       "start; OMP_NUM_THREADS when set)")
     option(srv, "--shutdown_timeout", type=POSITIVE, default=30.0,
            help="seconds SIGTERM waits for accepted requests before exiting")
     option(srv, "--max_connections", type=POSITIVE_INT,

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import UsageError
+from .threads import default_threads
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,19 @@ def _restart_safe_store(world_size: int, timeout: datetime.timedelta) -> dist.St
 def shutdown_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def use_threads(threads: int | None, ranks_here: int = 1) -> int:
+    """Compute with `threads` intra-op threads, or by default the idle cores at start shared among this machine's
+    `ranks_here` ranks (OMP_NUM_THREADS when set: `threads.default_threads`); returns the count in use."""
+    chosen = threads or default_threads(ranks_here)
+    if chosen:
+        torch.set_num_threads(chosen)
+    count = torch.get_num_threads()
+    how = ("--threads" if threads else "OMP_NUM_THREADS" if chosen is None
+           else "the idle cores at start" + (f", shared by {ranks_here} ranks" if ranks_here > 1 else ""))
+    logger.info("%d intra-op thread%s (%s)", count, "s" if count != 1 else "", how)
+    return count
 
 
 def barrier(ctx: DistContext) -> None:

@@ -28,7 +28,15 @@ from .data import EvalShardSampler, LengthGroupedBatchSampler
 from .data.corpus import PairSettings, PairShards
 from .data.masking import IGNORE_INDEX, MaskingCollator, MaskingSpec
 from .data.prepare import prepare_corpus
-from .device import DistContext, Precision, barrier, default_pad_multiple, init_distributed, shutdown_distributed
+from .device import (
+    DistContext,
+    Precision,
+    barrier,
+    default_pad_multiple,
+    init_distributed,
+    shutdown_distributed,
+    use_threads,
+)
 from .errors import UsageError
 from .io import atomic_write_json, text_files
 from .loop import Ranking, fit, write_trainer_state
@@ -54,7 +62,7 @@ def run(cfg: PretrainConfig, ray_address: str | None = None) -> dict[str, Any]:
         return prepare_only(cfg, ray_address)
     with claimed(cfg.output_dir, holder=DistContext.from_env().is_main):
         ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
-        cfg = cfg.on_device(device)
+        cfg = dataclasses.replace(cfg.on_device(device), threads=use_threads(cfg.threads, ctx.local_world_size))
         try:
             built = build_pretraining(cfg, ctx, device, ray_address)
             folder = OutputFolder.check(cfg.output_dir, TRAINING, cfg.overwrite_output_dir, cfg.resume_from_checkpoint,

@@ -120,6 +120,10 @@ class LoopConfig:
     resume_from_checkpoint: str | None = setting(None, "'latest' (newest good checkpoint in --output_dir) or a "
                                                        "checkpoint directory")
     num_workers: int = setting(0, "DataLoader worker processes for training batches", range=COUNT)
+    threads: int | None = setting(None, "intra-op CPU threads", range=POSITIVE_INT,
+                                  shown_default="the cores idle at start, shared among torchrun's ranks on the "
+                                                "machine (on a busy machine, spinning threads cost more than they "
+                                                "give); OMP_NUM_THREADS when set")
     torch_compile: bool = setting(False, "run the training step through torch.compile")
     dist_timeout: float = setting(600.0, "seconds a process waits for a dead peer before failing", range=POSITIVE)
     progress: bool = setting(True, "progress bars", shown_default="on when stderr is a terminal and CI is unset")

@@ -34,7 +34,7 @@ from .data import (
     read_split,
 )
 from .data.files import own_data_task
-from .device import DistContext, barrier, default_pad_multiple, init_distributed, shutdown_distributed
+from .device import DistContext, barrier, default_pad_multiple, init_distributed, shutdown_distributed, use_threads
 from .errors import UsageError
 from .evaluate import evaluate_splits, predict_logits, trainer_eval_results, write_submission
 from .io import atomic_write_json
@@ -87,7 +87,7 @@ def run(cfg: TrainConfig, model_factory: ModelFactory = sequence_classifier) -> 
     cfg.validate()
     with claimed(cfg.output_dir, holder=DistContext.from_env().is_main):
         ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
-        cfg = cfg.on_device(device)
+        cfg = dataclasses.replace(cfg.on_device(device), threads=use_threads(cfg.threads, ctx.local_world_size))
         try:
             with tempfile.TemporaryDirectory(prefix="albert-sample-model-") as scratch:
                 built = build_run(cfg, ctx, device, model_factory, Path(scratch))

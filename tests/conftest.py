@@ -39,6 +39,13 @@ def _checkout_left_as_found():
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _fixed_threads():
+    """Runs inside the test process keep the session's thread count instead of probing the idle cores each time
+    (which a busy CI host would answer differently from run to run); test_threads.py tests the probe."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _private_feature_cache(tmp_path_factory):
     """Tests (and the processes they start) never touch the user's feature cache; pytest prunes old ones."""
     os.environ["ALBERT_PYTORCH_CACHE"] = str(tmp_path_factory.mktemp("feature-cache"))

@@ -32,6 +32,7 @@ from ..device import Precision
 from ..errors import UsageError
 from ..io import cache_root, sha256_file
 from ..modeling import AlbertForSequenceClassification
+from ..threads import default_threads
 from ..tokenization import backend_copy, load_tokenizer
 from ..weights import WEIGHTS_NAME
 
@@ -52,7 +53,7 @@ class EngineOptions:
     max_batch_requests: int = 32  # rows (sentences or pairs) in one model call
     max_batch_tokens: int = 16384  # padded tokens (longest row x rows) in one model call
     max_input_length: int | None = None  # tokens per input, [CLS] and [SEP] included; default the model's limit
-    threads: int | None = None  # the model's intra-op threads; default the library's
+    threads: int | None = None  # the model's intra-op threads; default the idle cores at start (threads.py)
     bf16: bool = False  # the PyTorch backend in bfloat16 autocast
     max_queue_wait: float = 30.0  # seconds a request may wait for a batch before it is answered 503
 
@@ -67,9 +68,8 @@ class Backend:
 
 
 class TorchBackend(Backend):
-    def __init__(self, model_dir: Path, config: AlbertConfig, threads: int | None, bf16: bool):
-        if threads:
-            torch.set_num_threads(threads)
+    def __init__(self, model_dir: Path, config: AlbertConfig, threads: int, bf16: bool):
+        torch.set_num_threads(threads)
         self.model = AlbertForSequenceClassification.from_pretrained(model_dir, config=config).eval()
         self.precision = Precision(torch.bfloat16 if bf16 else None)
 
@@ -81,7 +81,7 @@ class TorchBackend(Backend):
 
 
 class OnnxBackend(Backend):
-    def __init__(self, onnx_file: Path, provider: str, threads: int | None):
+    def __init__(self, onnx_file: Path, provider: str, threads: int):
         from ..deploy.runtime import open_session, static_dims
 
         self.session = open_session(onnx_file, provider, threads=threads)
@@ -123,8 +123,10 @@ def exported_model(model_dir: Path, quantize: str | None) -> Path:
 
 def load_backend(options: EngineOptions, config: AlbertConfig) -> Backend:
     model_dir = Path(options.model_dir)
+    threads = options.threads or default_threads() or torch.get_num_threads()  # the last: OMP_NUM_THREADS's
+    logger.info("the model computes with %d intra-op thread%s", threads, "s" if threads != 1 else "")
     if options.backend == "torch":
-        return TorchBackend(model_dir, config, options.threads, options.bf16)
+        return TorchBackend(model_dir, config, threads, options.bf16)
     if options.bf16:
         raise UsageError("--bf16 is the PyTorch backend's precision: add --backend torch (ONNX Runtime runs fp32, "
                          "or int8 with --quantize int8)")
@@ -136,7 +138,7 @@ def load_backend(options: EngineOptions, config: AlbertConfig) -> Backend:
     elif options.quantize == "int8":
         raise UsageError("--quantize int8 quantizes the export serve makes itself; quantize a given --onnx file "
                          "with `opt_onnx.py --target ort --int8`")
-    return OnnxBackend(onnx_file, options.provider, options.threads)
+    return OnnxBackend(onnx_file, options.provider, threads)
 
 
 class InputTooLong(ValueError):

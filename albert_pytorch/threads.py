@@ -1,0 +1,55 @@
+"""How many intra-op threads a process computes with: by default, the cores that are idle when it starts.
+
+OpenMP's threads spin while they wait for the next parallel region, so on a machine where other work holds
+the cores each region waits for its slowest thread to be scheduled: on 2 cores beside 2 CPU-bound processes,
+the README's job ran 6-18x slower with the library's 2 threads than with 1 (docs/benchmarks.md, "busy").
+Counting the idle cores at start gives an idle machine all of them and a busy one what is left. A count the
+user sets (`--threads`, or OMP_NUM_THREADS in the environment) always wins.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def idle_cores(window_s: float = 0.2, stat_file: str = "/proc/stat") -> float | None:
+    """How many of this process's cores were idle over the next `window_s` seconds (fractions summed), from
+    the kernel's per-CPU counters; None where there are none to read (not Linux)."""
+    try:
+        before = _cpu_times(stat_file)
+        time.sleep(window_s)
+        after = _cpu_times(stat_file)
+    except OSError:
+        return None
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(before)
+    idle = 0.0
+    for cpu in allowed & set(before) & set(after):
+        total = sum(after[cpu]) - sum(before[cpu])
+        if total > 0:
+            # fields: user nice system idle iowait irq softirq steal ...; idle and iowait are free time
+            idle += (after[cpu][3] + after[cpu][4] - before[cpu][3] - before[cpu][4]) / total
+    return idle
+
+
+def _cpu_times(stat_file: str) -> dict[int, list[int]]:
+    with open(stat_file) as handle:
+        return {int(fields[0][3:]): [int(v) for v in fields[1:]]
+                for fields in (line.split() for line in handle) if fields and fields[0][3:].isdigit()
+                and fields[0].startswith("cpu")}
+
+
+def default_threads(ranks_here: int = 1) -> int | None:
+    """The intra-op threads for a process that shares this machine with `ranks_here - 1` sibling ranks: None
+    when OMP_NUM_THREADS is set (the library already follows it), else the idle cores rounded to the nearest
+    whole one, at least 1, divided among the ranks (all usable cores where idleness cannot be read)."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    idle = idle_cores()
+    cores = usable_cores() if idle is None else min(usable_cores(), round(idle))
+    return max(1, cores // max(1, ranks_here))

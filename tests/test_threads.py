@@ -1,0 +1,50 @@
+"""The thread policy: the idle cores at start, shared among a machine's ranks; what the user sets wins."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from albert_pytorch import threads
+
+
+def counters(*idle_fractions: float) -> dict[int, list[int]]:
+    """/proc/stat-like fields per CPU after 100 ticks: user nice system idle iowait ..."""
+    return {cpu: [int(100 * (1 - f)), 0, 0, int(100 * f), 0, 0, 0, 0] for cpu, f in enumerate(idle_fractions)}
+
+
+@pytest.mark.parametrize("idle, ranks, expected", [((1.0, 1.0), 1, 2), ((0.05, 0.1), 1, 1), ((0.5, 0.4), 1, 1),
+                                                   ((0.9, 0.7), 1, 2), ((1.0, 1.0), 2, 1)])
+def test_threads_follow_the_idle_cores_and_are_shared_among_ranks(monkeypatch, idle, ranks, expected):
+    readings = iter([counters(0.0, 0.0), {cpu: [a + b for a, b in zip(busy, counters(*idle)[cpu], strict=True)]
+                                          for cpu, busy in counters(0.0, 0.0).items()}])
+    monkeypatch.setattr(threads, "_cpu_times", lambda stat_file: next(readings))
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert threads.default_threads(ranks) == expected
+
+
+def test_omp_num_threads_set_by_the_user_wins(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads.default_threads() is None
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc/stat")
+def test_the_kernels_counters_read_as_a_count_of_idle_cores():
+    idle = threads.idle_cores(0.05)
+    assert idle is not None and 0 <= idle <= threads.usable_cores() + 0.01
+
+
+def test_a_run_records_the_threads_it_computed_with(tiny_task_dir, tiny_model_dir, tmp_path):
+    import torch
+    from helpers import tiny_run
+
+    from albert_pytorch.train import run
+
+    session_threads = torch.get_num_threads()
+    try:
+        run(tiny_run(tiny_task_dir, tiny_model_dir, tmp_path / "out", max_steps=1, save_steps=0, threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(session_threads)
+    assert json.loads((tmp_path / "out" / "train_config.json").read_text())["threads"] == 1
