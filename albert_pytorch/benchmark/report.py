@@ -15,6 +15,7 @@ from ..errors import UsageError
 from ..io import atomic_write_json
 from . import __doc__ as DESCRIPTION
 from .batch import BATCH_PLANS, batch_summary, benchmark_batch
+from .busy import benchmark_busy, busy_summary
 from .corpus import benchmark_corpus_preparation, corpus_summary
 from .harness import (
     DEMO_SHAPE,
@@ -43,7 +44,9 @@ RATIOS = {
     "pretrain_ratio_demo": ("pretraining_demo", "ours", "transformers_full_logits"),
     "pretrain_ratio_albert_base": ("pretraining_albert_base", "ours", "transformers_full_logits"),
 }
-SECTIONS = ("training", "inference", "pretraining", "serving", "batch")
+SECTIONS = ("training", "inference", "pretraining", "serving", "batch", "busy")
+# the busy section: (rounds, training steps per run, rows per inference run)
+BUSY_PLANS = {"quick": (3, 100, 4000), "full": (5, 300, 10000)}
 
 
 # corpus preparation: (copies of WikiText-2's 2.3 MB in the text, --corpus_part_mb, rounds); ten parts or more,
@@ -123,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
                 sections[f"batch_{batch_plan.name}"] = benchmark_batch(batch_plan, Path(tmp), args.shared_dir,
                                                                         torch.get_num_threads(),
                                                                         bf16_units=ceilings.bf16 is not None)
+        if "busy" in args.sections:
+            sections["busy"] = benchmark_busy(Path(tmp) / "busy", args.shared_dir,
+                                              *BUSY_PLANS["quick" if args.quick else "full"])
     report = summarize(sections, checks, ceilings, work, device, precision)
     report["quick"] = args.quick
     if args.quick:
@@ -165,7 +171,8 @@ def summarize(sections: dict[str, dict], checks: dict, ceilings: Ceilings, work:
         if name.startswith("serving_"):
             serving_table(name.removeprefix("serving_"), rows)
     report = {"device": str(device), **ceilings.report(), **sections, **checks, **serving_summary(sections),
-              **batch_summary(sections), **corpus_summary(sections)}
+              **batch_summary(sections), **corpus_summary(sections),
+              **busy_summary(sections)}
     for section in ("training", "inference"):
         for row in sections.get(section, {}).values():
             row["fraction_of_ceiling"] = _fraction(row, ceilings)
