@@ -62,7 +62,7 @@ def run(cfg: PretrainConfig, ray_address: str | None = None) -> dict[str, Any]:
         return prepare_only(cfg, ray_address)
     with claimed(cfg.output_dir, holder=DistContext.from_env().is_main):
         ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
-        cfg = dataclasses.replace(cfg.on_device(device), threads=use_threads(cfg.threads, ctx.local_world_size))
+        cfg = dataclasses.replace(cfg.on_device(device), threads=use_threads(cfg.thread_count(), ctx.local_world_size))
         try:
             built = build_pretraining(cfg, ctx, device, ray_address)
             folder = OutputFolder.check(cfg.output_dir, TRAINING, cfg.overwrite_output_dir, cfg.resume_from_checkpoint,

@@ -8,6 +8,7 @@ flags from them. `validate()` makes every check the settings alone allow, before
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -157,6 +158,19 @@ class LoopConfig:
                                  "--eval_strategy epoch")
         if self.load_best_model_at_end and self.save_strategy == "no":
             raise UsageError("--load_best_model_at_end needs checkpoints; drop --save_strategy no")
+
+    def thread_count(self) -> int | None:
+        """--threads; on a resume without it (or OMP_NUM_THREADS), the count the run computed with before (its
+        train_config.json): the thread split changes the order of float sums, and a resume is exact only with the
+        same split."""
+        if self.threads or not self.resume_from_checkpoint or os.environ.get("OMP_NUM_THREADS"):
+            return self.threads
+        try:
+            with open(os.path.join(self.output_dir, "train_config.json"), encoding="utf-8") as handle:
+                recorded = json.load(handle).get("threads")
+        except (OSError, ValueError):
+            return None
+        return recorded if isinstance(recorded, int) and recorded > 0 else None
 
     def on_device(self, device: torch.device):
         """The settings as they run on `device`: fp16 on a CPU (no native fp16 there: emulated, about 6x slower

@@ -87,7 +87,7 @@ def run(cfg: TrainConfig, model_factory: ModelFactory = sequence_classifier) -> 
     cfg.validate()
     with claimed(cfg.output_dir, holder=DistContext.from_env().is_main):
         ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
-        cfg = dataclasses.replace(cfg.on_device(device), threads=use_threads(cfg.threads, ctx.local_world_size))
+        cfg = dataclasses.replace(cfg.on_device(device), threads=use_threads(cfg.thread_count(), ctx.local_world_size))
         try:
             with tempfile.TemporaryDirectory(prefix="albert-sample-model-") as scratch:
                 built = build_run(cfg, ctx, device, model_factory, Path(scratch))

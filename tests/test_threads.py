@@ -48,3 +48,16 @@ def test_a_run_records_the_threads_it_computed_with(tiny_task_dir, tiny_model_di
     finally:
         torch.set_num_threads(session_threads)
     assert json.loads((tmp_path / "out" / "train_config.json").read_text())["threads"] == 1
+
+
+def test_a_resume_computes_with_the_threads_of_the_run_it_resumes(tmp_path, monkeypatch):
+    from albert_pytorch.run_config import TrainConfig
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    (tmp_path / "train_config.json").write_text(json.dumps({"threads": 3}))
+    resumed = TrainConfig(output_dir=str(tmp_path), resume_from_checkpoint="latest")
+    assert resumed.thread_count() == 3
+    assert TrainConfig(output_dir=str(tmp_path), resume_from_checkpoint="latest", threads=1).thread_count() == 1
+    assert TrainConfig(output_dir=str(tmp_path)).thread_count() is None  # a new run: the idle cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert resumed.thread_count() is None  # the user's environment wins
