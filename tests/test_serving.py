@@ -747,7 +747,7 @@ def test_idle_connections_past_the_file_limit_cost_real_clients_nothing(trained_
     process = subprocess.Popen(command, env=child_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, preexec_fn=low_file_limit)
     try:
-        url = next(re.search(r"at (http://\S+) ", line).group(1) for line in process.stdout if "serving" in line)
+        url = next(found.group(1) for line in process.stdout if (found := re.search(r" at (http://\S+) ", line)))
         threading.Thread(target=lambda: process.stdout.read(), daemon=True).start()
         idle = [socket.create_connection(_host_port(url)) for _ in range(300)]  # more than the server's 256 fds
         for _ in range(3):  # each real client gets its answer, an idle connection making room for it
