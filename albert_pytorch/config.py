@@ -37,6 +37,7 @@ _MAX_PARAMETERS = 5_000_000_000
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu",
                "swish", "tanh", "mish")
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,9 @@ class AlbertConfig:
     intermediate_size: int = 3072
     inner_group_num: int = 1
     hidden_act: str = "gelu_new"
+    # "sdpa": torch's fused attention kernels; "eager": matmul, softmax, matmul spelled out, as transformers names
+    # them. The same numbers; which is faster depends on the device and precision (run_config.default_attention).
+    attn_implementation: str = "sdpa"
     hidden_dropout_prob: float = 0.0
     attention_probs_dropout_prob: float = 0.0
     max_position_embeddings: int = 512
@@ -99,6 +103,9 @@ class AlbertConfig:
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(f"hidden_size={self.hidden_size} is not a multiple of "
                               f"num_attention_heads={self.num_attention_heads}")
+        if self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise ConfigError(f"attn_implementation={self.attn_implementation!r} is not one of "
+                              f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
         if self.hidden_act not in ACTIVATIONS:
             raise ConfigError(f"hidden_act={self.hidden_act!r} is not one of {', '.join(ACTIVATIONS)}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob"):

@@ -57,10 +57,11 @@ _ACTIVATIONS = {
 _EXPLICIT_ACTIVATIONS = {"gelu_new": _gelu_tanh_pow, "gelu_fast": _gelu_tanh_pow, "gelu_pytorch_tanh": _gelu_tanh_pow}
 
 # How attention and activations are computed; both give the same numbers.
-# - "sdpa": torch's fused kernels (scaled_dot_product_attention with a boolean mask, F.gelu): training
-#   and PyTorch inference.
-# - "explicit": attention as MatMul/Div/Add/Softmax/MatMul with BERT's additive mask, and the tanh GELU
-#   with Pow(x, 3): the patterns ONNX Runtime's transformer fusions and Ascend ATC's passes match. For export.
+# - "sdpa": as the config's attn_implementation says (torch's fused scaled_dot_product_attention with a
+#   boolean mask, or "eager" attention), with F.gelu: training and PyTorch inference.
+# - "explicit": eager attention (MatMul/Div/Add/Softmax/MatMul with BERT's additive mask) whatever the config,
+#   and the tanh GELU with Pow(x, 3): the patterns ONNX Runtime's transformer fusions and Ascend ATC's passes
+#   match. For export.
 IMPLEMENTATIONS = ("sdpa", "explicit")
 
 
@@ -98,20 +99,23 @@ class AlbertAttention(nn.Module):
         self.attention_dropout = config.attention_probs_dropout_prob
         self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, explicit: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool) -> torch.Tensor:
         B, T, H = x.shape
 
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        if explicit:
+        if eager:
             # ONNX Runtime's optimizer fuses this MatMul/Div/Add/Softmax/MatMul chain into one
             # Attention op; an exported SDPA it does not. `mask` is additive here.
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # (B, nh, T, T)
             if mask is not None:
                 scores = scores + mask
-            y = torch.softmax(scores, dim=-1) @ v
+            probs = torch.softmax(scores, dim=-1)
+            if self.training and self.attention_dropout:
+                probs = F.dropout(probs, self.attention_dropout)
+            y = probs @ v
         else:
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=self.attention_dropout if self.training else 0.0)
@@ -130,8 +134,8 @@ class AlbertLayer(nn.Module):
         self.full_layer_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, explicit: bool) -> torch.Tensor:
-        x = self.attention(x, mask, explicit)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool, explicit: bool) -> torch.Tensor:
+        x = self.attention(x, mask, eager)
         activation = self.explicit_activation if explicit else self.activation
         # HF applies no dropout to the FFN output (the `dropout` module exists only for its name).
         return self.full_layer_layer_norm(x + self.ffn_output(activation(self.ffn(x))))
@@ -142,9 +146,9 @@ class AlbertLayerGroup(nn.Module):
         super().__init__()
         self.albert_layers = nn.ModuleList(AlbertLayer(config) for _ in range(config.inner_group_num))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, explicit: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool, explicit: bool) -> torch.Tensor:
         for layer in self.albert_layers:
-            x = layer(x, mask, explicit)
+            x = layer(x, mask, eager, explicit)
         return x
 
 
@@ -156,13 +160,13 @@ class AlbertTransformer(nn.Module):
         self.embedding_hidden_mapping_in = nn.Linear(config.embedding_size, config.hidden_size)
         self.albert_layer_groups = nn.ModuleList(AlbertLayerGroup(config) for _ in range(config.num_hidden_groups))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, explicit: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool, explicit: bool) -> torch.Tensor:
         x = self.embedding_hidden_mapping_in(x)  # (B, T, E) -> (B, T, H)
         # Each of the num_hidden_layers steps runs a whole group; groups are reused in order. Layer i
         # uses group int(i / (layers / groups)), as Google's code and transformers compute it, which
         # also serves layer counts that are not a multiple of the group count.
         for i in range(self.num_hidden_layers):
-            x = self.albert_layer_groups[int(i / self.layers_per_group)](x, mask, explicit)
+            x = self.albert_layer_groups[int(i / self.layers_per_group)](x, mask, eager, explicit)
         return x
 
 
@@ -173,20 +177,22 @@ class AlbertModel(nn.Module):
         self.encoder = AlbertTransformer(config)
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
         self.implementation = "sdpa"  # see IMPLEMENTATIONS; changed only through `implementation(...)`
+        self.attn_implementation = config.attn_implementation
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         explicit = self.implementation == "explicit"
+        eager = explicit or self.attn_implementation == "eager"
         mask = None  # no mask at all lets SDPA pick its fastest kernel for unpadded batches
-        if attention_mask is not None and explicit:
+        if attention_mask is not None and eager:
             # BERT's additive mask, (1 - mask) * -10000, which ONNX Runtime's fusion recognizes.
             mask = (1.0 - attention_mask[:, None, None, :].float()) * -10000.0
         elif attention_mask is not None:
             # SDPA's boolean mask, True where a query may attend: (B, 1, 1, T) broadcasts over heads and queries.
             mask = attention_mask[:, None, None, :].bool()
-        sequence = self.encoder(self.embeddings(input_ids, token_type_ids), mask, explicit)  # (B, T, H)
+        sequence = self.encoder(self.embeddings(input_ids, token_type_ids), mask, eager, explicit)  # (B, T, H)
         pooled = torch.tanh(self.pooler(sequence[:, 0]))  # [CLS] -> (B, H)
         return sequence, pooled
 

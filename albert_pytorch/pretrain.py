@@ -172,7 +172,7 @@ def pretraining_config(cfg: PretrainConfig, model_dir: Path | None, tokenizer_si
     """The config to pretrain: --model_name_or_path's (any ALBERT, a fine-tuned classifier's encoder included),
     or for random init albert-base-v2's shape, whose vocabulary is the tokenizer's."""
     config = run_model_config(AlbertConfig.from_pretrained(model_dir) if model_dir else AlbertConfig(),
-                              cfg.config_overrides, cfg.max_seq_length)
+                              cfg.config_overrides, cfg.max_seq_length, cfg.attn_implementation)
     if cfg.from_scratch:
         config = dataclasses.replace(config, vocab_size=tokenizer_size)
     elif tokenizer_size > config.vocab_size:

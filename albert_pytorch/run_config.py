@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .config import AlbertConfig, ConfigError
+from .config import ATTENTION_IMPLEMENTATIONS, AlbertConfig, ConfigError
 from .data.glue import get_task
 from .device import Precision
 from .errors import UsageError
@@ -37,16 +37,25 @@ from .ranges import (
 )
 
 
-def run_model_config(config: AlbertConfig, overrides: str, max_seq_length: int) -> AlbertConfig:
-    """`config` with a run's --config_overrides applied, checked to hold --max_seq_length; either flag wrong
-    is a usage error."""
+def run_model_config(config: AlbertConfig, overrides: str, max_seq_length: int,
+                     attn_implementation: str | None = None) -> AlbertConfig:
+    """`config` with a run's --config_overrides applied, checked to hold --max_seq_length, computing attention as
+    the run says (`LoopConfig.on_device` chose it); a flag that does not fit is a usage error."""
     try:
         if overrides:
             config = config.with_overrides(overrides)
         config.check_sequence_length(max_seq_length)
     except ConfigError as err:
         raise UsageError(str(err)) from None
+    if attn_implementation is not None:
+        config = dataclasses.replace(config, attn_implementation=attn_implementation)
     return config
+
+
+def default_attention(device: torch.device, bf16: bool) -> str:
+    """The attention that trained faster, measured per device and precision (docs/benchmarks.md): eager for bf16
+    on a CPU, whose oneDNN matmuls beat the fused kernel's bf16 backward; sdpa elsewhere."""
+    return "eager" if device.type == "cpu" and bf16 else "sdpa"
 
 
 def setting(default: Any, help: str, choices: tuple[str, ...] | None = None, aliases: tuple[str, ...] = (),
@@ -121,6 +130,12 @@ class LoopConfig:
     resume_from_checkpoint: str | None = setting(None, "'latest' (newest good checkpoint in --output_dir) or a "
                                                        "checkpoint directory")
     num_workers: int = setting(0, "DataLoader worker processes for training batches", range=COUNT)
+    attn_implementation: str | None = setting(None, "attention kernels: sdpa (torch's fused ones) or eager (matmul, "
+                                                    "softmax, matmul); the same numbers, and the model's config.json "
+                                                    "carries the choice to transformers",
+                                              choices=ATTENTION_IMPLEMENTATIONS,
+                                              shown_default="eager for --bf16 on a CPU (measured 1.33x sdpa's "
+                                                            "training speed at albert-base), sdpa elsewhere")
     threads: int | None = setting(None, "intra-op CPU threads", range=POSITIVE_INT,
                                   shown_default="the cores idle at start, shared among torchrun's ranks on the "
                                                 "machine (on a busy machine, spinning threads cost more than they "
@@ -144,7 +159,7 @@ class LoopConfig:
         """Every check the settings alone allow, so that a bad flag fails before anything is written."""
         for f in dataclasses.fields(self):
             choices, value = f.metadata.get("choices"), getattr(self, f.name)
-            if choices and value not in choices:
+            if choices and value is not None and value not in choices:
                 raise UsageError(f"--{f.name} {value!r}: choose from {', '.join(choices)}")
             if f.metadata.get("range") is not None:
                 f.metadata["range"].check(f"--{f.name}", value)
@@ -173,14 +188,19 @@ class LoopConfig:
         return recorded if isinstance(recorded, int) and recorded > 0 else None
 
     def on_device(self, device: torch.device):
-        """The settings as they run on `device`: fp16 on a CPU (no native fp16 there: emulated, about 6x slower
-        than fp32) runs in fp32, said once; train_config.json records what ran."""
-        if self.fp16 and device.type == "cpu":
+        """The settings as they run on `device`; train_config.json records what ran. fp16 on a CPU (no native fp16
+        there: emulated, about 6x slower than fp32) runs in fp32, said once. Attention is --attn_implementation's,
+        or the faster measured for the device and precision: eager for bf16 on a CPU (1.33x sdpa's training steps
+        at albert-base, docs/benchmarks.md), sdpa elsewhere."""
+        cfg = self
+        if cfg.fp16 and device.type == "cpu":
             logging.getLogger("albert_pytorch").warning(
                 "--fp16 on a CPU: it has no fp16 arithmetic (emulated, about 6x slower), so this run trains in fp32 "
                 "(--bf16 is the fast mixed precision on CPUs with bf16 units)")
-            return dataclasses.replace(self, fp16=False)
-        return self
+            cfg = dataclasses.replace(cfg, fp16=False)
+        if cfg.attn_implementation is None:
+            cfg = dataclasses.replace(cfg, attn_implementation=default_attention(device, cfg.bf16))
+        return cfg
 
     @classmethod
     def from_flags(cls, given: dict[str, Any]):

@@ -177,7 +177,8 @@ def build_run(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
         task = get_task(cfg.task_name)
         data_dir, model_dir, from_scratch = _resolve_inputs(cfg, task, scratch)
     tokenizer = load_tokenizer(model_dir)
-    config = run_model_config(AlbertConfig.from_pretrained(model_dir), cfg.config_overrides, cfg.max_seq_length)
+    config = run_model_config(AlbertConfig.from_pretrained(model_dir), cfg.config_overrides, cfg.max_seq_length,
+                              cfg.attn_implementation)
     if not cfg.do_train:
         _check_head_fits(config, task, model_dir)
     config.set_labels(None if task.is_regression else list(task.names))

@@ -40,11 +40,14 @@ def padded_batch(vocab_size: int, num_labels: int):
     return ids, mask, types, labels
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("name", CONFIGS)
-def test_logits_and_loss_match_transformers(name, tmp_path):
-    ours = AlbertForSequenceClassification.from_config(tiny_config(**CONFIGS[name])).eval()
+def test_logits_and_loss_match_transformers(name, attention, tmp_path):
+    ours = AlbertForSequenceClassification.from_config(tiny_config(**CONFIGS[name],
+                                                                   attn_implementation=attention)).eval()
     ours.save_pretrained(tmp_path)
     theirs = transformers.AlbertForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert theirs.config._attn_implementation == attention  # config.json carries the choice to transformers
     ids, mask, types, labels = padded_batch(ours.config.vocab_size, ours.config.num_labels)
     with torch.no_grad():
         a = ours(ids, mask, types, labels=labels)
@@ -53,8 +56,9 @@ def test_logits_and_loss_match_transformers(name, tmp_path):
     assert (a.loss - b.loss).abs() < 1e-5
 
 
-def test_pretraining_heads_and_gradients_match_transformers(tmp_path):
-    ours = AlbertForPreTraining.from_config(tiny_config()).eval()
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_pretraining_heads_and_gradients_match_transformers(attention, tmp_path):
+    ours = AlbertForPreTraining.from_config(tiny_config(attn_implementation=attention)).eval()
     ours.save_pretrained(tmp_path)
     theirs = transformers.AlbertForPreTraining.from_pretrained(tmp_path).eval()
     ids, mask, types, _ = padded_batch(120, 2)

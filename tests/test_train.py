@@ -156,3 +156,14 @@ def test_do_predict_writes_glue_submission_files(tiny_task_dir, tiny_model_dir, 
     lines = (tmp_path / "out" / "SST-2.tsv").read_text().splitlines()
     assert lines[0] == "index\tprediction" and [line.split("\t")[0] for line in lines[1:]] == ["0", "1"]
     assert all(line.split("\t")[1] in ("0", "1") for line in lines[1:])
+
+
+def test_attention_follows_the_precision_unless_the_run_names_it(tiny_task_dir, tiny_model_dir, tmp_path):
+    from helpers import tiny_run
+
+    for name, settings, expected in (("fp32", {}, "sdpa"), ("bf16", {"bf16": True}, "eager"),
+                                     ("named", {"bf16": True, "attn_implementation": "sdpa"}, "sdpa")):
+        out = tmp_path / name
+        run(tiny_run(tiny_task_dir, tiny_model_dir, out, max_steps=1, save_steps=0, **settings))
+        assert json.loads((out / "config.json").read_text())["attn_implementation"] == expected
+        assert json.loads((out / "train_config.json").read_text())["attn_implementation"] == expected

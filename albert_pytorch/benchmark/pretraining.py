@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from ..data.prepare import prepare_corpus
 from ..device import Precision, default_pad_multiple
 from ..io import text_files
 from ..modeling import AlbertForPreTraining
+from ..run_config import default_attention
 from ..sample import sample_data_dir
 from ..tokenization import load_tokenizer
 from .harness import PretrainPlan, TimedVariant, albert_base_dir, logger
@@ -62,9 +64,11 @@ def benchmark_pretraining(plan: PretrainPlan, work_dir: Path, device: torch.devi
     rows = pretraining_pairs(tokenizer, corpus if corpus.is_dir() else None, work_dir, plan.batch_size * 8)
     batches = [rows[i:i + plan.batch_size] for i in range(0, len(rows), plan.batch_size)]
     torch.manual_seed(0)
-    ours = AlbertForPreTraining.from_config(config)
+    ours = AlbertForPreTraining.from_config(
+        dataclasses.replace(config, attn_implementation=default_attention(device, precision.dtype == torch.bfloat16)))
     ours.save_pretrained(work_dir / f"init_{plan.name}")
-    theirs = transformers.AlbertForPreTraining.from_pretrained(work_dir / f"init_{plan.name}")
+    theirs = transformers.AlbertForPreTraining.from_pretrained(work_dir / f"init_{plan.name}",
+                                                               attn_implementation="sdpa")
     mlm_collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=0)
 
     def transformers_collate(batch_rows: list[dict]) -> dict[str, torch.Tensor]:

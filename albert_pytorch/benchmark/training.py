@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..data import Collator, LengthGroupedBatchSampler
 from ..device import Precision, default_pad_multiple
 from ..modeling import AlbertForSequenceClassification
+from ..run_config import default_attention
 from .harness import PADDED, TimedVariant, Workload, forward_flops, logger
 from .reference import TransformersAlbert
 
@@ -41,7 +44,9 @@ def benchmark_training(work: Workload, device: torch.device, precision: Precisio
         model.load_state_dict(initial)
         return model
 
-    ours = AlbertForSequenceClassification(work.config)
+    # ours as a training run builds it: with the attention the run's defaults pick for this device and precision
+    attention = default_attention(device, precision.dtype == torch.bfloat16)
+    ours = AlbertForSequenceClassification(dataclasses.replace(work.config, attn_implementation=attention))
     ours.load_state_dict(initial)
     variants = {v.key: v for v in (
         TrainVariant("transformers_padded", "transformers, padded to 128", reference(), shuffled,
