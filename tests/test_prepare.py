@@ -54,13 +54,24 @@ def test_parts_cut_at_document_starts_and_read_as_the_whole_file(tmp_path, line_
     assert len(plan_parts([corpus], 700, line_by_line)) > 10
 
 
-def test_a_bad_byte_is_named_by_file_and_line_whichever_part_holds_it(tmp_path, tiny_tokenizer):
-    corpus = write_corpus(tmp_path / "corpus.txt")
+def test_a_bad_byte_is_named_by_file_and_line_whichever_part_holds_it(tmp_path, tiny_tokenizer, monkeypatch):
+    from albert_pytorch.data import corpus as corpus_module
+
+    encode = corpus_module.PartJob._encode
+
+    def slow_encode(self, sentences):  # parts that take a while, as real ones do (the pool's workers inherit it)
+        time.sleep(0.2)
+        return encode(self, sentences)
+
+    monkeypatch.setattr(corpus_module.PartJob, "_encode", slow_encode)
+    corpus = write_corpus(tmp_path / "corpus.txt", documents=300)
     lines = corpus.read_bytes().split(b"\n")
     lines[150] = b"caf\xe9 au lait ."
     corpus.write_bytes(b"\n".join(lines))
     with pytest.raises(ValueError, match=r"corpus.txt, line 151: not UTF-8"):
         prepare_corpus([corpus], tiny_tokenizer, SETTINGS, tmp_path / "cache", PART_MB, workers=2)
+    # the job stopped at the bad part: the parts queued behind it were never prepared
+    assert len(published(tmp_path / "cache")) < len(plan_parts([corpus], int(PART_MB * 2**20))) / 2
 
 
 def test_parts_are_cached_by_content_so_a_new_file_prepares_only_its_own(tmp_path, tiny_tokenizer):

@@ -123,8 +123,13 @@ def _run_parts(tasks: list[tuple[int, CorpusPart]], job: PartJob, workers: int, 
 def _in_pool(tasks: list[tuple[int, CorpusPart]], job: PartJob, workers: int) -> Iterator[PartResult]:
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(_START_METHOD),
                              initializer=_start_worker, initargs=(job,)) as pool:
-        for future in as_completed([pool.submit(_run_part, index, part) for index, part in tasks]):
-            yield future.result()
+        try:
+            for future in as_completed([pool.submit(_run_part, index, part) for index, part in tasks]):
+                yield future.result()
+        except BaseException:
+            # a bad part (or Ctrl-C) ends the job now, not after every queued part has run
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 _worker_job: PartJob | None = None
