@@ -55,6 +55,12 @@ launch() {
     local runner=(python3 -m albert_pytorch train)
     if [ "$procs" -gt 1 ]; then
         runner=(python3 -m torch.distributed.run --standalone --nproc_per_node="$procs" -m albert_pytorch train)
+        if [ -z "${OMP_NUM_THREADS:-}" ]; then
+            # torchrun pins every rank to 1 thread; give each its share of the cores idle now instead
+            # (albert_pytorch/threads.py, as a one-process run chooses); a value you set is kept
+            runner=(env OMP_NUM_THREADS="$(python3 -c "from albert_pytorch.threads import default_threads
+print(default_threads($procs))")" "${runner[@]}")
+        fi
     fi
     local start
     start=$(date +%s)
