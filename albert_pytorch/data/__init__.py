@@ -3,8 +3,9 @@
 Fine-tuning: a task's description and the one label parser (`tasks`), GLUE's nine tasks and their TSV
 reader (`glue`), a user's own CSV/TSV/JSON files (`files`), `readers.read_split` choosing between them,
 token ids cached per split and collated per batch (`features`), and GLUE's archives (`download`).
-Pretraining: raw text cut into sentence-order pairs in memory-mapped shards (`corpus`) and ALBERT's
-n-gram masking (`masking`). Both: the length-grouped and evaluation batch samplers (`samplers`) and the
+Pretraining: raw text cut into parts and sentence-order pairs in memory-mapped shards (`corpus`), each
+part prepared once per job by a pool, torchrun's ranks or Ray tasks (`prepare`), and ALBERT's n-gram
+masking (`masking`). Both: the length-grouped and evaluation batch samplers (`samplers`) and the
 one padding routine both collators use (`padding`).
 """
 
