@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..threads import usable_cores
-from .harness import logger
+from .harness import logger, spread
 from .serving import dev_sentences
 
 BURNER = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end:\n    pass\n"
@@ -107,9 +107,8 @@ def busy_summary(sections: dict[str, dict]) -> dict:
             ("idle_train_ratio_vs_old_default", "idle_train_new_default", ("idle_train_old_default",))):
         per_round = [rate / max(rows[b]["per_round"][i] for b in bases)
                      for i, rate in enumerate(rows[new]["per_round"])]
-        report[key] = float(np.median(per_round))
-        report[f"{key}_spread"] = {"min": min(per_round), "median": float(np.median(per_round)),
-                                   "max": max(per_round), "rounds": len(per_round)}
+        report[f"{key}_spread"] = rounds = spread(per_round)
+        report[key] = rounds["median"]
         logger.info("%-34s %6.2f  (rounds: min %.2f, max %.2f; %d cores)", key, report[key], min(per_round),
                     max(per_round), report["busy_cores"])
     return report

@@ -12,11 +12,10 @@ from collections.abc import Callable
 from itertools import chain
 from pathlib import Path
 
-import numpy as np
-
 from ..data.corpus import PairSettings
-from ..data.prepare import default_workers, prepare_corpus
-from .harness import albert_base_dir, logger
+from ..data.prepare import prepare_corpus
+from ..threads import usable_cores
+from .harness import albert_base_dir, logger, spread
 
 
 def benchmark_corpus_preparation(work_dir: Path, shared_dir: Path, copies: int, part_mb: float,
@@ -99,16 +98,15 @@ def corpus_summary(sections: dict[str, dict]) -> dict:
     rows = sections.get("corpus_preparation")
     if not rows:
         return {}
-    report: dict = {"corpus_prep_cores": default_workers(), "corpus_prep_text_mb": rows["ours_1_worker"]["text_mb"]}
+    report: dict = {"corpus_prep_cores": usable_cores(), "corpus_prep_text_mb": rows["ours_1_worker"]["text_mb"]}
     for key, variant, base in (("corpus_prep_ratio_vs_datasets_map", "ours_2_workers", "datasets_map_2_proc"),
                                ("corpus_prep_scaling_2_workers", "ours_2_workers", "ours_1_worker")):
         report[key] = rows[variant]["mb_per_s"] / rows[base]["mb_per_s"]
         per_round = [a / b for a, b in zip(rows[variant]["per_round_mb_per_s"], rows[base]["per_round_mb_per_s"],
                                            strict=True)]
-        report[f"{key}_spread"] = {"min": min(per_round), "median": float(np.median(per_round)),
-                                   "max": max(per_round), "rounds": len(per_round)}
+        report[f"{key}_spread"] = rounds = spread(per_round)
         logger.info("%-36s %6.2fx  (rounds: min %.2f, median %.2f, max %.2f; %d cores)", key, report[key],
-                    min(per_round), float(np.median(per_round)), max(per_round), report["corpus_prep_cores"])
+                    rounds["min"], rounds["median"], rounds["max"], report["corpus_prep_cores"])
     for name, row in rows.items():
         logger.info("corpus preparation %-22s %6.2f MB/s", name, row["mb_per_s"])
     return report

@@ -27,6 +27,12 @@ PADDED = 128
 DEMO_SHAPE = "hidden_size=128,num_attention_heads=2,intermediate_size=512,embedding_size=64,num_hidden_layers=4"
 
 
+def spread(per_round: list[float]) -> dict:
+    """A ratio's spread over the rounds it was taken in."""
+    return {"min": min(per_round), "median": float(np.median(per_round)), "max": max(per_round),
+            "rounds": len(per_round)}
+
+
 def default_shared_dir() -> Path:
     """The project's shared data: $ALBERT_PYTORCH_SHARED_DATA, else ../shared/data from the working folder."""
     return Path(os.environ.get("ALBERT_PYTORCH_SHARED_DATA", "../shared/data"))

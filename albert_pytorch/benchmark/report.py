@@ -7,7 +7,6 @@ import logging
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..device import Precision, resolve_device
@@ -27,6 +26,7 @@ from .harness import (
     forward_flops,
     load_workload,
     logger,
+    spread,
 )
 from .inference import benchmark_inference
 from .pretraining import benchmark_pretraining
@@ -184,8 +184,7 @@ def summarize(sections: dict[str, dict], checks: dict, ceilings: Ceilings, work:
         report[name] = rows[variant][unit] / rows[base][unit]
         per_round = [a / b for a, b in zip(rows[variant][f"per_round_{unit}"], rows[base][f"per_round_{unit}"],
                                            strict=True)]
-        report[f"{name}_spread"] = {"min": min(per_round), "median": float(np.median(per_round)),
-                                    "max": max(per_round), "rounds": len(per_round)}
+        report[f"{name}_spread"] = spread(per_round)
     if "training" in sections:
         ours = sections["training"]["ours"]
         train_flops_per_sample = 3 * forward_flops(work.config, work.train.lengths) / len(work.train)
@@ -196,9 +195,9 @@ def summarize(sections: dict[str, dict], checks: dict, ceilings: Ceilings, work:
                     ", ".join(f"{name} {mb:.0f} MB" for name, mb in report["peak_train_memory_mb"].items()))
     for name in RATIOS:
         if name in report:
-            spread = report[f"{name}_spread"]
-            logger.info("%-28s %6.2fx  (rounds: min %.2f, median %.2f, max %.2f)", name, report[name], spread["min"],
-                        spread["median"], spread["max"])
+            rounds = report[f"{name}_spread"]
+            logger.info("%-28s %6.2fx  (rounds: min %.2f, median %.2f, max %.2f)", name, report[name], rounds["min"],
+                        rounds["median"], rounds["max"])
     if work.weights is None and "inference" in sections:
         logger.info("note: int8 argmax agreement on random weights is a weak signal; pass --model_dir with a "
                     "fine-tuned model for a meaningful one")

@@ -237,6 +237,11 @@ class PairShards(Dataset):
                 "sentence_order_label": torch.tensor(int(labels[j]))}
 
 
+def published(directory: Path) -> bool:
+    """Whether a part's shards are in place: its folder is renamed in whole, so its last file marks it."""
+    return (directory / "labels.u8").is_file()
+
+
 def _mapped(path: Path, dtype) -> np.ndarray:
     # a part without pairs has empty files, which cannot be memory-mapped
     return np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype=dtype)
@@ -282,7 +287,7 @@ def build_pair_shards(documents: Iterable[list[list[int]]], max_seq_length: int,
         try:
             os.replace(tmp, directory)
         except OSError:
-            if not (directory / "labels.u8").is_file():
+            if not published(directory):
                 raise
             # another process (a rank of another node on a shared disk, a second run) published the same pairs first
     finally:
@@ -370,7 +375,7 @@ class PartJob:
         key = hashlib.sha256("\0".join([SHARD_FORMAT, self.tokenizer_key, repr(self.settings), digest]).encode())
         name = f"pairs_{self.settings.max_seq_length}_{key.hexdigest()[:24]}"
         directory = Path(self.cache_dir) / name
-        if (directory / "labels.u8").is_file():
+        if published(directory):
             return PartResult(index, name, (directory / "labels.u8").stat().st_size, part.size, prepared=False)
         documents = encoded_documents(part.documents(text, self.settings.line_by_line), self._encode)
         pairs = build_pair_shards(documents, self.settings.max_seq_length, directory, self.settings.short_seq_prob,

@@ -32,8 +32,9 @@ from tqdm.auto import tqdm
 
 from ..device import DistContext
 from ..io import cache_root
+from ..threads import usable_cores
 from ..tokenization import backend_copy, fingerprint
-from .corpus import CorpusPart, PairSettings, PairShards, PartJob, PartResult, plan_parts
+from .corpus import CorpusPart, PairSettings, PairShards, PartJob, PartResult, plan_parts, published
 
 logger = logging.getLogger("albert_pytorch")
 
@@ -61,11 +62,6 @@ class PreparationReport:
                 "the cache")
 
 
-def default_workers() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def prepare_corpus(paths: list[str | os.PathLike], tokenizer, settings: PairSettings,
                    cache_dir: str | os.PathLike | None = None, part_mb: float = 4.0, workers: int | None = None,
                    ctx: DistContext | None = None, ray_address: str | None = None,
@@ -81,14 +77,13 @@ def prepare_corpus(paths: list[str | os.PathLike], tokenizer, settings: PairSett
     source = ", ".join(map(str, paths))
     if not parts:
         raise ValueError(f"{source}: no text to pretrain on (the files are empty)")
-    own_workers = max(1, (workers or default_workers()) // max(1, ctx.local_world_size))
+    own_workers = max(1, (workers or usable_cores()) // max(1, ctx.local_world_size))
     mine = [(i, part) for i, part in enumerate(parts) if i % ctx.world_size == ctx.rank]
-    results = _run_parts(mine, job, own_workers, ray_address, progress)
+    own = sorted(_run_parts(mine, job, own_workers, ray_address, progress), key=lambda r: r.index)
+    results = own
     if ctx.enabled:
-        results = _gathered(results, ctx.world_size)
-        results = _fill_local_cache(results, parts, job, own_workers, ctx)
+        results = _fill_local_cache(_gathered(own, ctx.world_size), parts, job, own_workers, ctx)
     results = sorted(results, key=lambda r: r.index)
-    own = [r for r in results if r.index % ctx.world_size == ctx.rank]
     report = PreparationReport(len(parts), sum(p.size for p in parts), [r.index for r in own if r.prepared],
                                [r.index for r in own if not r.prepared],
                                sum(r.text_bytes for r in own if r.prepared), time.perf_counter() - started)
@@ -177,7 +172,7 @@ def _fill_local_cache(results: list[PartResult], parts: list[CorpusPart], job: P
                       ctx: DistContext) -> list[PartResult]:
     """Parts another machine prepared into a cache this machine cannot see, prepared here too, by this
     machine's ranks among themselves (on shared storage there are none)."""
-    missing = sorted(r.index for r in results if not (Path(job.cache_dir) / r.name / "labels.u8").is_file())
+    missing = sorted(r.index for r in results if not published(Path(job.cache_dir) / r.name))
     dist.barrier()  # every rank has looked before any adds to the cache, so they split the same list
     if missing:
         logger.warning("%d parts prepared on other machines are not in this machine's cache %s: preparing them "

@@ -211,9 +211,8 @@ class _Pending:
 class Encoder:
     """The tokenizer as the model reads it: texts and pairs to token ids, cut to `max_input_length` or refused.
 
-    The Rust tokenizer itself, twice: transformers' wrapper costs a request more than the encoding does, and it
-    sets truncation on its shared tokenizer per call, which concurrent calls must never see. It holds no model,
-    so tokenizing can run where the model does not (Ray Data's tasks)."""
+    Two copies of the Rust tokenizer (`backend_copy`), one cutting at the limit and one reading whole. It holds no
+    model, so tokenizing can run where the model does not (Ray Data's tasks)."""
 
     def __init__(self, tokenizer, max_input_length: int):
         self.max_input_length = max_input_length
