@@ -1,4 +1,5 @@
-"""How many intra-op threads a process computes with: by default, the cores that are idle when it starts.
+"""How many intra-op threads a process computes with (by default, the cores that are idle when it starts), and
+which of its threads give way to the others.
 
 OpenMP's threads spin while they wait for the next parallel region, so on a machine where other work holds
 the cores each region waits for its slowest thread to be scheduled: on 2 cores beside 2 CPU-bound processes,
@@ -10,6 +11,8 @@ user sets (`--threads`, or OMP_NUM_THREADS in the environment) always wins.
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import time
 
 
@@ -53,3 +56,21 @@ def default_threads(ranks_here: int = 1) -> int | None:
     idle = idle_cores()
     cores = usable_cores() if idle is None else min(usable_cores(), round(idle))
     return max(1, cores // max(1, ranks_here))
+
+
+# The least favoured niceness: the scheduler then runs such a thread only when no other wants the core.
+BACKGROUND_NICENESS = 19
+
+
+def lower_thread_priority() -> bool:
+    """Give the calling thread the least scheduling priority (niceness 19), so that whatever else this process
+    runs takes a core first. Linux only, where a thread's niceness is its own; elsewhere the call would lower the
+    whole process, so it does nothing. Returns whether it did it.
+
+    `serve` tokenizes long texts in such threads: at the default niceness, two clients looping 1.8 MB texts made
+    the one-sentence requests beside them 4x slower, at 19 under 2x (docs/benchmarks.md, "Serving beside long
+    texts"); a thread cannot take the priority back, which suits a pool that only does that work."""
+    if sys.platform != "linux":
+        return False
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
+    return True

@@ -22,10 +22,11 @@ import torch
 import uvicorn
 from helpers import child_env
 
+from albert_pytorch import threads
 from albert_pytorch.data.padding import model_inputs
 from albert_pytorch.deploy.predict import predict
 from albert_pytorch.serving.app import REFUSAL_DELAY_S, ServeOptions, create_app
-from albert_pytorch.serving.engine import Engine, EngineOptions, InputTooLong
+from albert_pytorch.serving.engine import Encoder, Engine, EngineOptions, InputTooLong
 from albert_pytorch.serving.server import DRAIN_MARGIN_S
 from albert_pytorch.train import TrainConfig, run
 
@@ -682,6 +683,31 @@ def test_long_texts_are_cut_before_tokenizing_and_score_as_the_whole(trained_mod
     assert cut.ids[0] == whole.ids
     with pytest.raises(InputTooLong, match="characters, far over the limit of 128 tokens"):
         engine.encoder.encode([(text, None)], truncate=False)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a thread's own niceness is Linux's")
+def test_a_long_text_is_tokenized_at_the_least_priority_and_a_short_one_on_the_loop(trained_model, monkeypatch):
+    engine = Engine(EngineOptions(str(trained_model), backend="torch"))
+    real_encode, niceness = Encoder.encode, {}
+
+    def observed(self, sequences, truncate):
+        niceness[len(sequences[0][0])] = os.getpriority(os.PRIO_PROCESS, 0)  # the calling thread's, on Linux
+        return real_encode(self, sequences, truncate)
+
+    monkeypatch.setattr(Encoder, "encode", observed)
+    loop_niceness = os.getpriority(os.PRIO_PROCESS, 0)
+    long_text, short_text = "a joy to watch . " * 1_000, "a joy to watch ."
+
+    async def tokenize_both():
+        try:
+            return [await engine.tokenize([(text, None)], True) for text in (long_text, short_text)]
+        finally:
+            await engine.stop()
+
+    (long_encoded, _), (short_encoded, _) = asyncio.run(tokenize_both())
+    assert niceness == {len(long_text): threads.BACKGROUND_NICENESS, len(short_text): loop_niceness}
+    assert os.getpriority(os.PRIO_PROCESS, 0) == loop_niceness  # the process itself keeps its priority
+    assert long_encoded.ids[0] == engine.encoder.encode([(long_text, None)], True).ids[0]
 
 
 def test_v2_gives_a_regression_model_its_score_and_no_probabilities(stsb_regressor):

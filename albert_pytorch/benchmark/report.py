@@ -30,7 +30,15 @@ from .harness import (
 )
 from .inference import benchmark_inference
 from .pretraining import benchmark_pretraining
-from .serving import SERVING_PLANS, benchmark_serving, serving_summary, serving_table
+from .serving import (
+    LONG_TEXT_ROUNDS,
+    SERVING_PLANS,
+    benchmark_long_texts,
+    benchmark_serving,
+    long_texts_table,
+    serving_summary,
+    serving_table,
+)
 from .training import benchmark_training, training_memory
 
 # --quick: more, shorter training rounds than the full run, so that even it yields a spread per ratio
@@ -121,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
             for serving_plan in SERVING_PLANS["quick" if args.quick else "full"]:
                 sections[f"serving_{serving_plan.name}"] = benchmark_serving(serving_plan, Path(tmp),
                                                                               args.shared_dir, torch.get_num_threads())
+            sections["serving_long_texts"] = benchmark_long_texts(Path(tmp),
+                                                                  LONG_TEXT_ROUNDS["quick" if args.quick else "full"])
         if "batch" in args.sections:
             for batch_plan in BATCH_PLANS["quick" if args.quick else "full"]:
                 sections[f"batch_{batch_plan.name}"] = benchmark_batch(batch_plan, Path(tmp), args.shared_dir,
@@ -168,7 +178,9 @@ def summarize(sections: dict[str, dict], checks: dict, ceilings: Ceilings, work:
                   f"{next(iter(rows.values()))['batch_size']}, <= 64 tokens)", rows, "transformers_full_logits",
                   "tokens_per_s")
     for name, rows in sections.items():
-        if name.startswith("serving_"):
+        if name == "serving_long_texts":
+            long_texts_table(rows)
+        elif name.startswith("serving_"):
             serving_table(name.removeprefix("serving_"), rows)
     report = {"device": str(device), **ceilings.report(), **sections, **checks, **serving_summary(sections),
               **batch_summary(sections), **corpus_summary(sections),

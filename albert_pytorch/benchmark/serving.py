@@ -1,8 +1,8 @@
 """Serving under load, side by side: our server with batching on and off, what a user would write instead
 (transformers' `pipeline("text-classification")` behind a FastAPI route, one request at a time), and the
 offline runtime (ONNX Runtime at batch 32 over pre-tokenized, length-sorted sentences); then a 2x open-loop
-overload. Each server runs in a process of its own on loopback; the load comes from an asyncio HTTP client,
-bounded in requests and time."""
+overload, and a one-sentence request's latency beside two clients that loop 1.8 MB texts. Each server runs in
+a process of its own on loopback; the load comes from an asyncio HTTP client, bounded in requests and time."""
 
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ from ..config import AlbertConfig
 from ..data import Collator, EvalShardSampler, get_task, read_split
 from ..data.features import build_features
 from ..modeling import AlbertForSequenceClassification
+from ..sample import prepare_sample_model
 from ..serving.engine import exported_model
 from ..tokenization import load_tokenizer, save_tokenizer_files
-from .harness import DEMO_SHAPE, albert_base_dir, logger, sst2_dir
+from .harness import DEMO_SHAPE, albert_base_dir, logger, spread, sst2_dir
 
 CONCURRENCY = (1, 16, 64)
 
@@ -40,6 +41,8 @@ class ServingPlan:
 SERVING_PLANS = {"quick": (ServingPlan("demo", DEMO_SHAPE, 400, 20, 10),),
                  "full": (ServingPlan("demo", DEMO_SHAPE, 2000, 40, 30),
                           ServingPlan("albert_base", "", 600, 60, 30))}
+# rounds of (alone, beside long texts), 100 one-sentence requests each
+LONG_TEXT_ROUNDS = {"quick": 3, "full": 5}
 
 
 def serving_model(plan: ServingPlan, work_dir: Path, shared_dir: Path) -> Path:
@@ -213,6 +216,79 @@ def recovery_seconds(url: str, sentence: str, baseline_ms: float, limit: float =
     return float("inf")
 
 
+# A client that posts a text of 1.8 MB (under serve's 2 MB --payload_limit) with "truncate": true, again as soon as
+# it is answered, for argv[2] seconds
+LONG_TEXT_CLIENT = """import http.client, json, sys, time
+body = json.dumps({"inputs": "the film is a joy to watch . " * 62_000, "truncate": True})
+connection = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=60)
+end = time.time() + float(sys.argv[2])
+while time.time() < end:
+    connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
+    connection.getresponse().read()
+"""
+
+
+def short_request_p50_ms(url: str, requests: int = 100, pause_s: float = 0.01) -> float:
+    """The median latency of one-sentence requests sent one at a time over one connection, `pause_s` apart."""
+    import http.client
+
+    host, port = url.removeprefix("http://").split(":")
+    connection, latencies = http.client.HTTPConnection(host, int(port), timeout=60), []
+    try:
+        for _ in range(requests):
+            start = time.perf_counter()
+            connection.request("POST", "/predict", '{"inputs": "a joy to watch ."}',
+                               {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"a one-sentence request was answered {response.status}")
+            latencies.append((time.perf_counter() - start) * 1000)
+            time.sleep(pause_s)
+    finally:
+        connection.close()
+    return float(np.median(latencies))
+
+
+def benchmark_long_texts(work_dir: Path, rounds: int) -> dict:
+    """`beside_long_texts` against `serve` (its defaults, two threads) on a model of the README's sample shape
+    (random weights): its small vocabulary makes a long text cheap to cut and tokenize, so its clients send the
+    most texts a second, the hardest case for the short request."""
+    model_dir = work_dir / "serve_sample"
+    prepare_sample_model(model_dir)
+    config = AlbertConfig.from_pretrained(model_dir)
+    config.set_labels(["negative", "positive"])
+    AlbertForSequenceClassification.from_config(config).save_pretrained(model_dir)
+    exported_model(model_dir, None)  # export before the server starts timing
+    process, url = start(ours(model_dir, 2))
+    try:
+        return beside_long_texts(url, rounds)
+    finally:
+        stop(process)
+
+
+def beside_long_texts(url: str, rounds: int, clients: int = 2) -> dict:
+    """A one-sentence request's p50 alone and while `clients` processes loop 1.8 MB texts, alternating, per
+    round: what a short request pays for the long texts of others."""
+    port = url.rsplit(":", 1)[1]
+    short_request_p50_ms(url, 20)  # warm-up
+    alone, beside = [], []
+    for round_number in range(rounds):
+        alone.append(short_request_p50_ms(url))
+        senders = [subprocess.Popen([sys.executable, "-c", LONG_TEXT_CLIENT, port, "120"]) for _ in range(clients)]
+        try:
+            time.sleep(1.0)  # their first texts are in
+            beside.append(short_request_p50_ms(url))
+        finally:
+            for sender in senders:
+                sender.kill()
+                sender.wait()
+        logger.info("serving beside long texts, round %d/%d: p50 %.2f ms alone, %.2f ms beside %d clients",
+                    round_number + 1, rounds, alone[-1], beside[-1], clients)
+    return {"clients": clients, "alone_p50_ms": alone, "beside_p50_ms": beside,
+            "ratio": spread([b / a for a, b in zip(alone, beside, strict=True)])}
+
+
 # -- the offline runtime -------------------------------------------------------------------------------------
 
 def offline(model_dir: Path, sentences: list[str], threads: int) -> dict:
@@ -286,13 +362,19 @@ def overload(process: subprocess.Popen, url: str, sentences: list[str], levels: 
 
 def serving_summary(sections: dict[str, dict]) -> dict:
     """The headline figures of the first serving plan (the from-scratch model's shape)."""
-    name = next((n for n in sections if n.startswith("serving_")), None)
+    report = {}
+    if "serving_long_texts" in sections:
+        ratio = sections["serving_long_texts"]["ratio"]
+        report.update(serving_short_p50_ratio_beside_long_texts=ratio["median"],
+                      serving_short_p50_ratio_beside_long_texts_spread=ratio)
+    name = next((n for n in sections if n.startswith("serving_") and n != "serving_long_texts"), None)
     if name is None:
-        return {}
+        return report
     rows = sections[name]
     top = str(CONCURRENCY[-1])
     overload_statuses = rows["overload"]["statuses"]
-    return {"serving_ratio_vs_offline": rows["ours"][top]["requests_per_s"] / rows["offline_runtime"]["samples_per_s"],
+    return {**report,
+            "serving_ratio_vs_offline": rows["ours"][top]["requests_per_s"] / rows["offline_runtime"]["samples_per_s"],
             "serving_ratio_vs_transformers_pipeline": rows["ours"][top]["requests_per_s"]
             / rows["transformers_pipeline"][top]["requests_per_s"],
             "serving_ratio_vs_no_batching": rows["ours"][top]["requests_per_s"]
@@ -317,3 +399,11 @@ def serving_table(name: str, rows: dict) -> None:
     logger.info("overload %.0f/s for %.0f s: statuses %s, connection errors %d, RSS %.0f -> %.0f MB, back to "
                 "baseline latency in %.1f s", o["rate_per_s"], o["seconds"], o["statuses"], o["connection_errors"],
                 o["rss_mb_before"], o["rss_mb_after"], o["recovery_seconds"])
+
+
+def long_texts_table(long_texts: dict) -> None:
+    logger.info("\na one-sentence request beside %d clients looping 1.8 MB texts (sample-shaped model): p50 %s ms, "
+                "alone %s ms; ratio %.2f (rounds: min %.2f, max %.2f)", long_texts["clients"],
+                "/".join(f"{v:.1f}" for v in long_texts["beside_p50_ms"]),
+                "/".join(f"{v:.1f}" for v in long_texts["alone_p50_ms"]), long_texts["ratio"]["median"],
+                long_texts["ratio"]["min"], long_texts["ratio"]["max"])

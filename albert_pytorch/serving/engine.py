@@ -32,7 +32,7 @@ from ..device import Precision
 from ..errors import UsageError
 from ..io import cache_root, sha256_file
 from ..modeling import AlbertForSequenceClassification
-from ..threads import default_threads
+from ..threads import default_threads, lower_thread_priority
 from ..tokenization import backend_copy, load_tokenizer
 from ..weights import WEIGHTS_NAME
 
@@ -273,7 +273,10 @@ class Engine:
         self._last_timeout = -float("inf")
         self._worker: asyncio.Task | None = None
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="albert-model")
-        self._tokenizer_threads = ThreadPoolExecutor(2, thread_name_prefix="albert-tokenizer")
+        # texts over INLINE_TOKENIZE_CHARS, at the least priority: a short request's work never waits for a core
+        # behind another's megabytes
+        self._tokenizer_threads = ThreadPoolExecutor(2, thread_name_prefix="albert-tokenizer",
+                                                     initializer=lower_thread_priority)
 
     @property
     def is_regression(self) -> bool:
