@@ -7,8 +7,10 @@ tensor extension included): `GET /v2`, `/v2/health/live|ready`, `/v2/models/{nam
 `probabilities` [N, labels]; `{"error"}` bodies. `GET /` is a page to try it; `/docs` the OpenAPI page.
 
 Bad input never reaches a batch: 400 malformed JSON or empty input, 413 a body over the payload limit or
-more inputs than allowed, 422 a wrong shape or type or an over-long input (with `truncate` off), 429 at
-once when the concurrency limit is reached, 503 while loading or draining, 424 when inference fails.
+more inputs than allowed, 422 a wrong shape or type or an over-long input (with `truncate` off), 429 when the
+concurrency limit is reached (after a second: `REFUSAL_DELAY_S`), 503 while loading or draining, 424 when inference
+fails. Bodies over `BACKGROUND_PARSE_BYTES` are parsed, and long texts tokenized, in threads at the least
+scheduling priority, so that short requests take the cores first.
 """
 
 from __future__ import annotations
@@ -343,6 +345,7 @@ async def read_json(request: Request, state: ServerState) -> Any:
 
 
 async def parsed(body: bytes, state: ServerState) -> Any:
+    """`parse_json(body)`, in the server's parser thread if the body is large."""
     if len(body) <= BACKGROUND_PARSE_BYTES:
         return parse_json(body)
     return await asyncio.get_running_loop().run_in_executor(state.parser, parse_json, body)
