@@ -527,6 +527,19 @@ def test_serve_whose_model_fails_to_load_after_it_binds_stops_with_exit_1(traine
     assert "Traceback" not in done.stderr
 
 
+def test_the_served_process_keeps_its_loaded_objects_out_of_the_collectors_passes(tmp_path):
+    from albert_pytorch.serving.server import GC_YOUNG_THRESHOLD
+
+    # in a child: freezing the collector in the test process would keep every test's garbage
+    code = ("import gc, json; from albert_pytorch.serving import server; before = gc.get_threshold(); "
+            "server.settle_garbage_collector(); print(json.dumps([gc.get_freeze_count(), before, gc.get_threshold()]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(tmp_path),
+                          check=True)
+    frozen, before, after = json.loads(done.stdout)
+    assert frozen > 10_000  # the framework's objects, at least
+    assert after == [GC_YOUNG_THRESHOLD, *before[1:]]
+
+
 def test_a_drain_that_overruns_its_deadline_ends_the_process(monkeypatch):
     import types
 

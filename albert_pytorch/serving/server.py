@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -64,6 +65,7 @@ def _serve_http(options: ServeOptions, listening: socket.socket, make_engine: Ca
         except Exception:
             server.should_exit = True  # a server without its model only answers 503: stop, exit 1
             raise
+        settle_garbage_collector()
         announce(ready_line(options, options.host, port, where))
         return engine
 
@@ -77,6 +79,22 @@ def _serve_http(options: ServeOptions, listening: socket.socket, make_engine: Ca
     server = DrainingServer(config, app.state.server, listening)
     server.run(sockets=[listening])
     return 0 if app.state.server.phase != "failed" else 1
+
+
+# Allocations between two of the collector's youngest-generation passes (Python's default is 700). Requests allocate
+# many short-lived objects, and every tenth pass goes one generation deeper: with 700 clients in flight, collections
+# took a third of the event loop (docs/benchmarks.md, "Serving under clients that ignore Retry-After").
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_garbage_collector() -> None:
+    """Once the model and the framework are loaded: move every object alive now (hundreds of thousands, which live as
+    long as the process) out of the cyclic collector's sight (`gc.freeze`), and let the youngest generation grow to
+    GC_YOUNG_THRESHOLD before a pass. Reference counting still frees what requests leave behind at once; the
+    collector only finds cycles, later."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 # Seconds past --shutdown_timeout after which a drain that has not ended ends the process anyway (exit 1): what
