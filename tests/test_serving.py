@@ -565,7 +565,7 @@ def test_a_drain_that_overruns_its_deadline_ends_the_process(monkeypatch):
     (b'{"inputs": ["a joy", "\\udfff"]}', 422, "an input's text_pair is not valid Unicode"),
     (b'{"inputs": ["a joy", "  "]}', 400, "an input's text_pair is empty"),
     (b'{"inputs": [["a", "b", "c"]]}', 422, "a list of three or more is a batch of single texts"),
-    # over BACKGROUND_PARSE_BYTES, parsed in the server's parser thread: the same answers
+    # over BACKGROUND_PARSE_BYTES, parsed in the server's background threads: the same answers
     (b"[" * 200_000 + b"]" * 200_000, 400, "nested too deeply"),
     (b'{"inputs": "' + b"a joy " * 60_000 + b'\\ud800"}', 422, "is not valid Unicode"),
     (b'{"inputs": "' + b"a joy " * 60_000 + b'"', 400, "malformed JSON"),
@@ -583,25 +583,32 @@ def _v2_binary(header: dict, data: bytes) -> tuple[bytes, dict]:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="a thread's own niceness is Linux's")
-def test_a_large_body_is_parsed_off_the_event_loop_at_the_least_priority(trained_model, monkeypatch):
+def test_large_bodies_and_tokenize_run_off_the_event_loop_at_the_least_priority(trained_model, monkeypatch):
     from albert_pytorch.serving import app as app_module
 
-    real_parse, niceness = app_module.parse_json, {}
+    real_parse, real_tokens, niceness = app_module.parse_json, Encoder.tokens, {}
 
-    def observed(body):
+    def observed_parse(body):
         niceness[len(body) > app_module.BACKGROUND_PARSE_BYTES] = os.getpriority(os.PRIO_PROCESS, 0)
         return real_parse(body)
 
-    monkeypatch.setattr(app_module, "parse_json", observed)
+    def observed_tokens(self, texts, add_special_tokens):
+        niceness["/tokenize"] = os.getpriority(os.PRIO_PROCESS, 0)
+        return real_tokens(self, texts, add_special_tokens)
+
+    monkeypatch.setattr(app_module, "parse_json", observed_parse)
+    monkeypatch.setattr(Encoder, "tokens", observed_tokens)
     long_text = "a joy to watch . " * 20_000  # 340 KB
     with running(app_for(trained_model)) as url:
         short_answer = httpx.post(f"{url}/predict", json={"inputs": "a joy"})
         long_answer = httpx.post(f"{url}/predict", json={"inputs": long_text, "truncate": True})
         v2_answer = httpx.post(f"{url}/v2/models/{trained_model.name}/infer", json={"inputs": [
             {"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": [long_text[:400_000]]}]})
-    assert short_answer.status_code == long_answer.status_code == 200
+        tokens = httpx.post(f"{url}/tokenize", json={"inputs": "a joy"})
+    assert short_answer.status_code == long_answer.status_code == tokens.status_code == 200
     assert v2_answer.status_code == 422  # v2 does not truncate: too long
-    assert niceness == {False: os.getpriority(os.PRIO_PROCESS, 0), True: threads.BACKGROUND_NICENESS}
+    assert niceness == {False: os.getpriority(os.PRIO_PROCESS, 0), True: threads.BACKGROUND_NICENESS,
+                        "/tokenize": threads.BACKGROUND_NICENESS}
 
 
 def test_hostile_v2_requests_get_a_4xx_not_a_500(server, trained_model):

@@ -9,8 +9,8 @@ tensor extension included): `GET /v2`, `/v2/health/live|ready`, `/v2/models/{nam
 Bad input never reaches a batch: 400 malformed JSON or empty input, 413 a body over the payload limit or
 more inputs than allowed, 422 a wrong shape or type or an over-long input (with `truncate` off), 429 when the
 concurrency limit is reached (after a second: `REFUSAL_DELAY_S`), 503 while loading or draining, 424 when inference
-fails. Bodies over `BACKGROUND_PARSE_BYTES` are parsed, and long texts tokenized, in threads at the least
-scheduling priority, so that short requests take the cores first.
+fails. Bodies over `BACKGROUND_PARSE_BYTES` are parsed, long texts tokenized and `/tokenize` and `/decode`
+answered in threads at the least scheduling priority, so that short inference requests take the cores first.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -119,9 +118,10 @@ class ServerState:
     received: int = 0  # inference requests that reached the app
     answered: int = 0  # of those, the ones answered (any status)
     started: set = field(default_factory=set)  # event loops the engine's batcher runs on
-    # where bodies over BACKGROUND_PARSE_BYTES are parsed: at the least priority, off the event loop
-    parser: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
-        1, thread_name_prefix="albert-parser", initializer=lower_thread_priority))
+    # at the least priority, off the event loop: bodies over BACKGROUND_PARSE_BYTES parsed, /tokenize and /decode
+    # answered (two threads, as the engine's tokenizer pool has: the tokenizer lets go of the GIL)
+    background: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
+        2, thread_name_prefix="albert-background", initializer=lower_thread_priority))
 
     def ready_engine(self) -> Engine:
         if self.phase != "ready" or self.engine is None:
@@ -150,7 +150,7 @@ def create_app(options: ServeOptions, load: Callable[[Metrics], Engine]) -> Fast
             await loading
         if state.engine is not None:
             await state.engine.stop()
-        state.parser.shutdown(wait=False, cancel_futures=True)
+        state.background.shutdown(wait=False, cancel_futures=True)
         logger.info("stopped: answered %d of the %d inference requests that reached it", state.answered,
                     state.received)
 
@@ -333,7 +333,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
-# A body over this many bytes is parsed in `ServerState.parser`, so that a client's megabytes of JSON (1-2 ms on
+# A body over this many bytes is parsed in `ServerState.background`, so that a client's megabytes of JSON (1-2 ms on
 # the event loop for 1.8 MB) wait for the cores behind other requests' work; a smaller one parses in less time
 # than the hand-off to a thread takes.
 BACKGROUND_PARSE_BYTES = 256 * 1024
@@ -345,10 +345,10 @@ async def read_json(request: Request, state: ServerState) -> Any:
 
 
 async def parsed(body: bytes, state: ServerState) -> Any:
-    """`parse_json(body)`, in the server's parser thread if the body is large."""
+    """`parse_json(body)`, in the server's background threads if the body is large."""
     if len(body) <= BACKGROUND_PARSE_BYTES:
         return parse_json(body)
-    return await asyncio.get_running_loop().run_in_executor(state.parser, parse_json, body)
+    return await asyncio.get_running_loop().run_in_executor(state.background, parse_json, body)
 
 
 def parse_json(body: bytes) -> Any:
@@ -444,7 +444,8 @@ def _add_tei_routes(app: FastAPI, state: ServerState) -> None:
         texts = _texts(_member(body, "inputs"), options.max_client_batch_size)
         engine = state.ready_engine()
         add_special = _flag(body, "add_special_tokens", True)
-        return JSONResponse(await run_in_threadpool(engine.encoder.tokens, texts, add_special))
+        return JSONResponse(await asyncio.get_running_loop().run_in_executor(state.background, engine.encoder.tokens,
+                                                                             texts, add_special))
 
     @app.post("/decode", summary="token ids back into text, as text-embeddings-inference decodes them")
     async def decode(request: Request) -> Response:
@@ -453,7 +454,8 @@ def _add_tei_routes(app: FastAPI, state: ServerState) -> None:
         engine = state.ready_engine()
         ids = _id_lists(ids, engine.tokenizer.vocab_size, options.max_client_batch_size)
         skip_special = _flag(body, "skip_special_tokens", True)
-        return JSONResponse(await run_in_threadpool(engine.encoder.decode, ids, skip_special))
+        return JSONResponse(await asyncio.get_running_loop().run_in_executor(state.background, engine.encoder.decode,
+                                                                             ids, skip_special))
 
 
 def _texts(value: Any, max_inputs: int) -> list[str]:
