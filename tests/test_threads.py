@@ -1,6 +1,7 @@
 """The thread policy: the idle cores at start, shared among a machine's ranks; what the user sets wins."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,12 @@ def test_a_resume_computes_with_the_threads_of_the_run_it_resumes(tmp_path, monk
     assert TrainConfig(output_dir=str(tmp_path)).thread_count() is None  # a new run: the idle cores
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert resumed.thread_count() is None  # the user's environment wins
+
+
+def test_a_thread_that_may_not_lower_its_priority_works_on(monkeypatch):
+    def forbidden(*args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(threads.os, "setpriority", forbidden)
+    with ThreadPoolExecutor(1, initializer=threads.lower_thread_priority) as pool:
+        assert pool.submit(sum, [1, 2]).result() == 3  # an initializer that raised would break the pool
