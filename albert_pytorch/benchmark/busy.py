@@ -11,32 +11,16 @@ import os
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from ..threads import usable_cores
-from .harness import logger, spread
+from .harness import logger, processes_running, spread
 from .serving import dev_sentences
 
 BURNER = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end:\n    pass\n"
 SETTINGS = {"old_default": "all cores", "new_default": None, "one_thread": "1"}
-
-
-@contextmanager
-def competitors(count: int = 2, limit_s: float = 600) -> Iterator[None]:
-    """`count` processes spinning on the CPU, each ending by itself after `limit_s` if not stopped first."""
-    burners = [subprocess.Popen([sys.executable, "-c", BURNER, str(limit_s)]) for _ in range(count)]
-    try:
-        time.sleep(1.0)  # let them take the cores, so a start-time probe sees them
-        yield
-    finally:
-        for burner in burners:
-            burner.kill()
-            burner.wait()
 
 
 def _threads_flag(setting: str) -> list[str]:
@@ -88,7 +72,9 @@ def benchmark_busy(work_dir: Path, shared_dir: Path, rounds: int, train_steps: i
     for _ in range(rounds):
         for setting in ("old_default", "new_default"):
             measure(f"idle_train_{setting}", train_rate(work_dir, setting, train_steps))
-        with competitors():
+        # 2 processes spinning on the CPU (each ending by itself after 600 s), given a second to take the cores, so
+        # that a start-time probe sees them
+        with processes_running(BURNER, ["600"], 2):
             for setting in SETTINGS:
                 measure(f"busy_train_{setting}", train_rate(work_dir, setting, train_steps))
                 measure(f"busy_infer_{setting}", infer_rate(model_dir, onnx_file, table, work_dir, setting))

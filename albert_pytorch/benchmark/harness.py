@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +35,20 @@ def spread(per_round: list[float]) -> dict:
     """A ratio's spread over the rounds it was taken in."""
     return {"min": min(per_round), "median": float(np.median(per_round)), "max": max(per_round),
             "rounds": len(per_round)}
+
+
+@contextmanager
+def processes_running(code: str, args: list[str], count: int) -> Iterator[None]:
+    """`count` Python processes running `code` with `args` (each must end by itself, bounded in time), given a
+    second to get going before the body runs; killed when it ends."""
+    processes = [subprocess.Popen([sys.executable, "-c", code, *args]) for _ in range(count)]
+    try:
+        time.sleep(1.0)
+        yield
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
 
 
 def default_shared_dir() -> Path:

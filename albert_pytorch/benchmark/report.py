@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
             for serving_plan in SERVING_PLANS["quick" if args.quick else "full"]:
                 sections[f"serving_{serving_plan.name}"] = benchmark_serving(serving_plan, Path(tmp),
                                                                               args.shared_dir, torch.get_num_threads())
-            sections["serving_long_texts"] = benchmark_long_texts(Path(tmp),
+            sections["long_text_serving"] = benchmark_long_texts(Path(tmp),
                                                                   LONG_TEXT_ROUNDS["quick" if args.quick else "full"])
         if "batch" in args.sections:
             for batch_plan in BATCH_PLANS["quick" if args.quick else "full"]:
@@ -178,7 +178,7 @@ def summarize(sections: dict[str, dict], checks: dict, ceilings: Ceilings, work:
                   f"{next(iter(rows.values()))['batch_size']}, <= 64 tokens)", rows, "transformers_full_logits",
                   "tokens_per_s")
     for name, rows in sections.items():
-        if name == "serving_long_texts":
+        if name == "long_text_serving":
             long_texts_table(rows)
         elif name.startswith("serving_"):
             serving_table(name.removeprefix("serving_"), rows)

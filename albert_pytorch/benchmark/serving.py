@@ -24,7 +24,7 @@ from ..modeling import AlbertForSequenceClassification
 from ..sample import prepare_sample_model
 from ..serving.engine import exported_model
 from ..tokenization import load_tokenizer, save_tokenizer_files
-from .harness import DEMO_SHAPE, albert_base_dir, logger, spread, sst2_dir
+from .harness import DEMO_SHAPE, albert_base_dir, logger, processes_running, spread, sst2_dir
 
 CONCURRENCY = (1, 16, 64)
 
@@ -275,14 +275,8 @@ def beside_long_texts(url: str, rounds: int, clients: int = 2) -> dict:
     alone, beside = [], []
     for round_number in range(rounds):
         alone.append(short_request_p50_ms(url))
-        senders = [subprocess.Popen([sys.executable, "-c", LONG_TEXT_CLIENT, port, "120"]) for _ in range(clients)]
-        try:
-            time.sleep(1.0)  # their first texts are in
+        with processes_running(LONG_TEXT_CLIENT, [port, "120"], clients):  # their first texts are in after a second
             beside.append(short_request_p50_ms(url))
-        finally:
-            for sender in senders:
-                sender.kill()
-                sender.wait()
         logger.info("serving beside long texts, round %d/%d: p50 %.2f ms alone, %.2f ms beside %d clients",
                     round_number + 1, rounds, alone[-1], beside[-1], clients)
     return {"clients": clients, "alone_p50_ms": alone, "beside_p50_ms": beside,
@@ -361,13 +355,14 @@ def overload(process: subprocess.Popen, url: str, sentences: list[str], levels: 
 
 
 def serving_summary(sections: dict[str, dict]) -> dict:
-    """The headline figures of the first serving plan (the from-scratch model's shape)."""
+    """The headline figures of the first serving plan (the from-scratch model's shape), and the short request's
+    latency beside long texts."""
     report = {}
-    if "serving_long_texts" in sections:
-        ratio = sections["serving_long_texts"]["ratio"]
+    if "long_text_serving" in sections:
+        ratio = sections["long_text_serving"]["ratio"]
         report.update(serving_short_p50_ratio_beside_long_texts=ratio["median"],
                       serving_short_p50_ratio_beside_long_texts_spread=ratio)
-    name = next((n for n in sections if n.startswith("serving_") and n != "serving_long_texts"), None)
+    name = next((n for n in sections if n.startswith("serving_")), None)
     if name is None:
         return report
     rows = sections[name]

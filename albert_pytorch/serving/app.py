@@ -123,6 +123,10 @@ class ServerState:
     background: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
         2, thread_name_prefix="albert-background", initializer=lower_thread_priority))
 
+    async def in_background(self, function: Callable[..., Any], *args: Any) -> Any:
+        """`function(*args)` in the background threads, awaited without holding the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.background, function, *args)
+
     def ready_engine(self) -> Engine:
         if self.phase != "ready" or self.engine is None:
             raise ServeError(503, f"the model is {self.phase if self.phase != 'ready' else 'loading'}; retry shortly",
@@ -348,7 +352,7 @@ async def parsed(body: bytes, state: ServerState) -> Any:
     """`parse_json(body)`, in the server's background threads if the body is large."""
     if len(body) <= BACKGROUND_PARSE_BYTES:
         return parse_json(body)
-    return await asyncio.get_running_loop().run_in_executor(state.background, parse_json, body)
+    return await state.in_background(parse_json, body)
 
 
 def parse_json(body: bytes) -> Any:
@@ -444,8 +448,7 @@ def _add_tei_routes(app: FastAPI, state: ServerState) -> None:
         texts = _texts(_member(body, "inputs"), options.max_client_batch_size)
         engine = state.ready_engine()
         add_special = _flag(body, "add_special_tokens", True)
-        return JSONResponse(await asyncio.get_running_loop().run_in_executor(state.background, engine.encoder.tokens,
-                                                                             texts, add_special))
+        return JSONResponse(await state.in_background(engine.encoder.tokens, texts, add_special))
 
     @app.post("/decode", summary="token ids back into text, as text-embeddings-inference decodes them")
     async def decode(request: Request) -> Response:
@@ -454,8 +457,7 @@ def _add_tei_routes(app: FastAPI, state: ServerState) -> None:
         engine = state.ready_engine()
         ids = _id_lists(ids, engine.tokenizer.vocab_size, options.max_client_batch_size)
         skip_special = _flag(body, "skip_special_tokens", True)
-        return JSONResponse(await asyncio.get_running_loop().run_in_executor(state.background, engine.encoder.decode,
-                                                                             ids, skip_special))
+        return JSONResponse(await state.in_background(engine.encoder.decode, ids, skip_special))
 
 
 def _texts(value: Any, max_inputs: int) -> list[str]:

@@ -28,11 +28,11 @@ from tokenizers import Tokenizer
 from ..config import AlbertConfig
 from ..data import INPUT_NAMES
 from ..data.padding import model_inputs
-from ..device import Precision
+from ..device import Precision, use_threads
 from ..errors import UsageError
 from ..io import cache_root, sha256_file
 from ..modeling import AlbertForSequenceClassification
-from ..threads import default_threads, lower_thread_priority
+from ..threads import lower_thread_priority
 from ..tokenization import backend_copy, load_tokenizer
 from ..weights import WEIGHTS_NAME
 
@@ -68,8 +68,7 @@ class Backend:
 
 
 class TorchBackend(Backend):
-    def __init__(self, model_dir: Path, config: AlbertConfig, threads: int, bf16: bool):
-        torch.set_num_threads(threads)
+    def __init__(self, model_dir: Path, config: AlbertConfig, bf16: bool):
         self.model = AlbertForSequenceClassification.from_pretrained(model_dir, config=config).eval()
         self.precision = Precision(torch.bfloat16 if bf16 else None)
 
@@ -123,10 +122,9 @@ def exported_model(model_dir: Path, quantize: str | None) -> Path:
 
 def load_backend(options: EngineOptions, config: AlbertConfig) -> Backend:
     model_dir = Path(options.model_dir)
-    threads = options.threads or default_threads() or torch.get_num_threads()  # the last: OMP_NUM_THREADS's
-    logger.info("the model computes with %d intra-op thread%s", threads, "s" if threads != 1 else "")
+    threads = use_threads(options.threads)  # torch's, and ONNX Runtime's count
     if options.backend == "torch":
-        return TorchBackend(model_dir, config, threads, options.bf16)
+        return TorchBackend(model_dir, config, options.bf16)
     if options.bf16:
         raise UsageError("--bf16 is the PyTorch backend's precision: add --backend torch (ONNX Runtime runs fp32, "
                          "or int8 with --quantize int8)")
