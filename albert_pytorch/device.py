@@ -10,6 +10,7 @@ import datetime
 import importlib.util
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -109,6 +110,27 @@ def _restart_safe_store(world_size: int, timeout: datetime.timedelta) -> dist.St
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
                           is_master=False, timeout=timeout)
     return dist.PrefixStore(f"albert_pytorch/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}", store)
+
+
+def end_together(ctx: DistContext, device: torch.device, timeout_s: float = 10.0) -> None:
+    """The last collective of a finished run: every rank waits here until all have arrived, then until the
+    backend has let go of it.
+
+    So no rank exits while the main one is still writing the run's last files; and no process exits while
+    one of gloo's worker threads still holds a collective's tensors: a worker that frees a tensor after
+    Python began to shut down cannot take the GIL and aborts the process ("terminate called without an
+    active exception", SIGABRT; torch 2.13, Python 3.11), and torchrun then stops the other ranks and
+    reports the finished run as failed. The token's reference count falls back to 1, ours, once the
+    worker has freed its work; until then the sleep leaves the GIL to it.
+    """
+    if not ctx.enabled:
+        return
+    token = torch.zeros(1, device=device)
+    dist.all_reduce(token)
+    deadline = time.monotonic() + timeout_s
+    while token._use_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(0.001)  # the worker that dropped the count may be waiting for the GIL to free the tensor
 
 
 def shutdown_distributed() -> None:

@@ -33,6 +33,7 @@ from .device import (
     Precision,
     barrier,
     default_pad_multiple,
+    end_together,
     init_distributed,
     shutdown_distributed,
     use_threads,
@@ -69,7 +70,9 @@ def run(cfg: PretrainConfig, ray_address: str | None = None) -> dict[str, Any]:
                                         sources=(cfg.model_name_or_path, cfg.tokenizer_name))
             with folder.opened(ctx.is_main):
                 barrier(ctx)
-                return _pretrain(cfg, ctx, device, built)
+                summary = _pretrain(cfg, ctx, device, built)
+            end_together(ctx, device)
+            return summary
         finally:
             shutdown_distributed()
 
@@ -221,7 +224,7 @@ def corpus_pairs(cfg: PretrainConfig, files: list[Path], tokenizer, ctx: DistCon
 def prepare_only(cfg: PretrainConfig, ray_address: str | None = None) -> dict[str, Any]:
     """`--prepare_only`: the corpus's cache and nothing else (a CPU job ahead of the training job), every rank
     of a torchrun job preparing its share. Returns the pair counts and what identifies them."""
-    ctx, _ = init_distributed("cpu", cfg.dist_timeout)
+    ctx, device = init_distributed("cpu", cfg.dist_timeout)
     try:
         inputs = CorpusInputs.of(cfg)
         summary: dict[str, Any] = {}
@@ -233,6 +236,7 @@ def prepare_only(cfg: PretrainConfig, ray_address: str | None = None) -> dict[st
             logger.info("prepared: %s (the training run finds it with the same corpus, tokenizer, --cache_dir, "
                         "--max_seq_length, --short_seq_prob, --seed, --line_by_line and --corpus_part_mb)",
                         format_values(summary))
+        end_together(ctx, device)
         return summary
     finally:
         shutdown_distributed()

@@ -34,7 +34,15 @@ from .data import (
     read_split,
 )
 from .data.files import own_data_task
-from .device import DistContext, barrier, default_pad_multiple, init_distributed, shutdown_distributed, use_threads
+from .device import (
+    DistContext,
+    barrier,
+    default_pad_multiple,
+    end_together,
+    init_distributed,
+    shutdown_distributed,
+    use_threads,
+)
 from .errors import UsageError
 from .evaluate import evaluate_splits, predict_logits, trainer_eval_results, write_submission
 from .io import atomic_write_json
@@ -96,7 +104,9 @@ def run(cfg: TrainConfig, model_factory: ModelFactory = sequence_classifier) -> 
                                             sources=(cfg.model_name_or_path,))
                 with folder.opened(ctx.is_main):
                     barrier(ctx)
-                    return _finetune(cfg, ctx, device, built)
+                    summary = _finetune(cfg, ctx, device, built)
+                end_together(ctx, device)
+                return summary
         finally:
             shutdown_distributed()
 

@@ -39,6 +39,40 @@ def test_ddp_training_then_exact_distributed_evaluation(tiny_task_dir, tiny_mode
     assert results[1] == results[2]
 
 
+END_TOGETHER_SCRIPT = """
+import sys, time
+from pathlib import Path
+import torch
+import torch.distributed as dist
+from albert_pytorch.device import DistContext, end_together, init_distributed, shutdown_distributed
+
+ctx, device = init_distributed("cpu")
+written = Path(sys.argv[1])
+for _ in range(20):  # collectives whose tensors gloo's workers free, the last just before the exit
+    dist.all_reduce(torch.ones(3))
+if ctx.is_main:
+    time.sleep(1.0)  # the main rank writes the run's last files
+    written.write_text("done")
+end_together(ctx, device)
+assert written.read_text() == "done", "a rank left before the main one had written its files"
+shutdown_distributed()
+"""
+
+
+@pytest.mark.slow
+def test_a_finished_run_ends_on_every_rank_together_and_exits_cleanly(tmp_path):
+    """Ranks leave together after the main one's last writes, and each exits 0: before `end_together`, a rank
+    that exited right after a collective aborted now and then (SIGABRT) as gloo freed its tensors."""
+    script = tmp_path / "end_together.py"
+    script.write_text(END_TOGETHER_SCRIPT)
+    for attempt in range(3):
+        written = tmp_path / f"written{attempt}"
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                               str(script), str(written)], env=child_env(tmp_path), capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_torchrun_store_keys_are_kept_apart_per_restart(monkeypatch, caplog):
     import datetime
 
