@@ -81,9 +81,9 @@ def prepare_corpus(paths: list[str | os.PathLike], tokenizer, settings: PairSett
     mine = [(i, part) for i, part in enumerate(parts) if i % ctx.world_size == ctx.rank]
     own = sorted(_run_parts(mine, job, own_workers, ray_address, progress), key=lambda r: r.index)
     results = own
-    if ctx.enabled:
-        results = _fill_local_cache(_gathered(own, ctx.world_size), parts, job, own_workers, ctx)
-    results = sorted(results, key=lambda r: r.index)
+    if ctx.enabled:  # every rank's results, rank after rank: back into the parts' order
+        results = sorted(_fill_local_cache(_gathered(own, ctx.world_size), parts, job, own_workers, ctx),
+                         key=lambda r: r.index)
     report = PreparationReport(len(parts), sum(p.size for p in parts), [r.index for r in own if r.prepared],
                                [r.index for r in own if not r.prepared],
                                sum(r.text_bytes for r in own if r.prepared), time.perf_counter() - started)
