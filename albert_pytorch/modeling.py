@@ -56,13 +56,71 @@ _ACTIVATIONS = {
 # The same functions spelled out for graph compilers, where the fused kernel's export is not their pattern.
 _EXPLICIT_ACTIVATIONS = {"gelu_new": _gelu_tanh_pow, "gelu_fast": _gelu_tanh_pow, "gelu_pytorch_tanh": _gelu_tanh_pow}
 
-# How attention and activations are computed; both give the same numbers.
+# How attention, activations and the shared layer's weights are computed; all give the same numbers.
 # - "sdpa": as the config's attn_implementation says (torch's fused scaled_dot_product_attention with a
-#   boolean mask, or "eager" attention), with F.gelu: training and PyTorch inference.
+#   boolean mask, or "eager" attention), with F.gelu, and each shared weight prepared once per forward
+#   (`SharedLinear`: one query-key-value GEMM, gradients summed inside the GEMMs): training and PyTorch inference.
+# - "modules": the same numbers with every nn.Linear called as a module, autograd summing the shared weights'
+#   gradients: the reference that tests and the benchmark hold SharedLinear against.
 # - "explicit": eager attention (MatMul/Div/Add/Softmax/MatMul with BERT's additive mask) whatever the config,
-#   and the tanh GELU with Pow(x, 3): the patterns ONNX Runtime's transformer fusions and Ascend ATC's passes
-#   match. For export.
-IMPLEMENTATIONS = ("sdpa", "explicit")
+#   the tanh GELU with Pow(x, 3), and the modules' separate MatMuls: the patterns ONNX Runtime's transformer
+#   fusions and Ascend ATC's passes match. For export.
+IMPLEMENTATIONS = ("sdpa", "modules", "explicit")
+
+
+def compute_dtype(weight: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul with `weight` computes in: autocast's where the caller turned it on for the weight's
+    device (every autocast op reads the same state), else the weight's own."""
+    device_type = weight.device.type
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else weight.dtype
+
+
+class SharedLinear:
+    """One forward's view of a linear map whose weight several layer applications share (ALBERT runs one
+    layer's weights 12 times): the weight and bias cast to the compute dtype once, rather than by each use,
+    and the weight's gradient summed inside each use's backward GEMM (addmm with beta 1) into one buffer.
+    Autograd would instead take 12 full-size gradients and add them one by one: 7-9% of a bf16 training step
+    at albert-base (docs/benchmarks.md, "The shared layer's gradients summed inside the GEMMs"). Make a new one
+    for every forward; `weights` and `biases` are concatenated along the output features (query, key and value
+    as one GEMM)."""
+
+    def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor], dtype: torch.dtype):
+        self.weight = torch.cat([w.to(dtype) for w in weights]) if len(weights) > 1 else weights[0].to(dtype)
+        self.bias = torch.cat([b.to(dtype) for b in biases]) if len(biases) > 1 else biases[0].to(dtype)
+        self.uses = 0  # calls in this forward
+        self.summed = 0  # backward calls since the gradient was last handed to autograd
+        self.grad: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.uses += 1
+        return _SummedGradientLinear.apply(x.to(self.weight.dtype), self.weight, self.bias, self)
+
+
+class _SummedGradientLinear(torch.autograd.Function):
+    """F.linear whose weight gradient is added into its SharedLinear's buffer; the last use's backward (the
+    first use in forward) hands the whole sum to autograd, the others give none."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, shared: SharedLinear):
+        ctx.save_for_backward(x, weight)
+        ctx.shared = shared
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        shared: SharedLinear = ctx.shared
+        rows = grad_out.reshape(-1, grad_out.shape[-1])
+        inputs = x.reshape(-1, x.shape[-1])
+        if shared.grad is None:
+            shared.grad = rows.t() @ inputs
+        else:
+            shared.grad.addmm_(rows.t(), inputs)
+        shared.summed += 1
+        grad_weight = None
+        if shared.summed == shared.uses:  # every use's gradient is in: hand it over (and start afresh for a rerun)
+            grad_weight, shared.grad, shared.summed = shared.grad, None, 0
+        return grad_out @ weight, grad_weight, rows.sum(0), None
 
 
 class AlbertEmbeddings(nn.Module):
@@ -99,13 +157,22 @@ class AlbertAttention(nn.Module):
         self.attention_dropout = config.attention_probs_dropout_prob
         self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool) -> torch.Tensor:
+    def shared(self, dtype: torch.dtype) -> dict[str, SharedLinear]:
+        qkv = (self.query, self.key, self.value)
+        return {"qkv": SharedLinear([m.weight for m in qkv], [m.bias for m in qkv], dtype),
+                "dense": SharedLinear([self.dense.weight], [self.dense.bias], dtype)}
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool,
+                shared: dict[str, SharedLinear] | None) -> torch.Tensor:
         B, T, H = x.shape
 
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
 
-        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        if shared is None:
+            q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        else:
+            q, k, v = (heads(t) for t in shared["qkv"](x).split(H, dim=-1))
         if eager:
             # ONNX Runtime's optimizer fuses this MatMul/Div/Add/Softmax/MatMul chain into one
             # Attention op; an exported SDPA it does not. `mask` is additive here.
@@ -120,7 +187,8 @@ class AlbertAttention(nn.Module):
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=self.attention_dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(B, T, H)
-        return self.LayerNorm(x + self.output_dropout(self.dense(y)))
+        y = self.dense(y) if shared is None else shared["dense"](y)
+        return self.LayerNorm(x + self.output_dropout(y))
 
 
 class AlbertLayer(nn.Module):
@@ -134,11 +202,17 @@ class AlbertLayer(nn.Module):
         self.full_layer_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool, explicit: bool) -> torch.Tensor:
-        x = self.attention(x, mask, eager)
+    def shared(self, dtype: torch.dtype) -> dict[str, SharedLinear]:
+        return {**self.attention.shared(dtype), "ffn": SharedLinear([self.ffn.weight], [self.ffn.bias], dtype),
+                "ffn_output": SharedLinear([self.ffn_output.weight], [self.ffn_output.bias], dtype)}
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool, explicit: bool,
+                shared: dict[str, SharedLinear] | None) -> torch.Tensor:
+        x = self.attention(x, mask, eager, shared)
         activation = self.explicit_activation if explicit else self.activation
+        ffn, ffn_output = (self.ffn, self.ffn_output) if shared is None else (shared["ffn"], shared["ffn_output"])
         # HF applies no dropout to the FFN output (the `dropout` module exists only for its name).
-        return self.full_layer_layer_norm(x + self.ffn_output(activation(self.ffn(x))))
+        return self.full_layer_layer_norm(x + ffn_output(activation(ffn(x))))
 
 
 class AlbertLayerGroup(nn.Module):
@@ -146,9 +220,10 @@ class AlbertLayerGroup(nn.Module):
         super().__init__()
         self.albert_layers = nn.ModuleList(AlbertLayer(config) for _ in range(config.inner_group_num))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool, explicit: bool) -> torch.Tensor:
-        for layer in self.albert_layers:
-            x = layer(x, mask, eager, explicit)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool, explicit: bool,
+                shared: list[dict[str, SharedLinear]] | None) -> torch.Tensor:
+        for j, layer in enumerate(self.albert_layers):
+            x = layer(x, mask, eager, explicit, None if shared is None else shared[j])
         return x
 
 
@@ -160,13 +235,19 @@ class AlbertTransformer(nn.Module):
         self.embedding_hidden_mapping_in = nn.Linear(config.embedding_size, config.hidden_size)
         self.albert_layer_groups = nn.ModuleList(AlbertLayerGroup(config) for _ in range(config.num_hidden_groups))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool, explicit: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool, explicit: bool,
+                share: bool) -> torch.Tensor:
         x = self.embedding_hidden_mapping_in(x)  # (B, T, E) -> (B, T, H)
+        shared = None
+        if share:  # each group's weights prepared once for all its uses in this forward (SharedLinear)
+            dtype = compute_dtype(self.embedding_hidden_mapping_in.weight)
+            shared = [[layer.shared(dtype) for layer in group.albert_layers] for group in self.albert_layer_groups]
         # Each of the num_hidden_layers steps runs a whole group; groups are reused in order. Layer i
         # uses group int(i / (layers / groups)), as Google's code and transformers compute it, which
         # also serves layer counts that are not a multiple of the group count.
         for i in range(self.num_hidden_layers):
-            x = self.albert_layer_groups[int(i / self.layers_per_group)](x, mask, eager, explicit)
+            g = int(i / self.layers_per_group)
+            x = self.albert_layer_groups[g](x, mask, eager, explicit, None if shared is None else shared[g])
         return x
 
 
@@ -192,7 +273,8 @@ class AlbertModel(nn.Module):
         elif attention_mask is not None:
             # SDPA's boolean mask, True where a query may attend: (B, 1, 1, T) broadcasts over heads and queries.
             mask = attention_mask[:, None, None, :].bool()
-        sequence = self.encoder(self.embeddings(input_ids, token_type_ids), mask, eager, explicit)  # (B, T, H)
+        sequence = self.encoder(self.embeddings(input_ids, token_type_ids), mask, eager, explicit,
+                                share=self.implementation == "sdpa")  # (B, T, H)
         pooled = torch.tanh(self.pooler(sequence[:, 0]))  # [CLS] -> (B, H)
         return sequence, pooled
 

@@ -86,6 +86,61 @@ def test_pretraining_heads_and_gradients_match_transformers(attention, tmp_path)
     assert ours.predictions.decoder.weight.data_ptr() == ours.albert.embeddings.word_embeddings.weight.data_ptr()
 
 
+def gradients(model: torch.nn.Module, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    loss.backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_close_gradients(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor], tolerance: float) -> None:
+    assert ours.keys() == theirs.keys()
+    scale = max(g.abs().max() for g in theirs.values())  # a key bias's gradient is 0 but for rounding: no per-key scale
+    for name, grad in ours.items():
+        assert (grad - theirs[name]).abs().max() <= tolerance * scale, name
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_fine_tuning_gradients_match_transformers(name, tmp_path):
+    """Training runs the shared layer's weights through SharedLinear (one query-key-value GEMM, the gradient summed
+    inside the GEMMs): its gradients are transformers' module by module, with groups and inner groups."""
+    ours = AlbertForSequenceClassification.from_config(tiny_config(**CONFIGS[name], classifier_dropout_prob=0.0))
+    ours.save_pretrained(tmp_path)
+    theirs = transformers.AlbertForSequenceClassification.from_pretrained(tmp_path)
+    ids, mask, types, labels = padded_batch(ours.config.vocab_size, ours.config.num_labels)
+    assert ours.albert.implementation == "sdpa"
+    a = gradients(ours, ours(ids, mask, types, labels=labels).loss)
+    b = gradients(theirs, theirs(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels).loss)
+    assert_close_gradients(a, b, 1e-5)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_shared_linear_computes_what_the_modules_do_in_either_precision(bf16):
+    model = AlbertForSequenceClassification.from_config(tiny_config(num_hidden_layers=4, num_hidden_groups=2,
+                                                                    classifier_dropout_prob=0.0))
+    ids, mask, types, labels = padded_batch(120, 2)
+    runs = {}
+    for implementation in ("modules", "sdpa"):
+        model.zero_grad(set_to_none=True)
+        with model.implementation(implementation), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            out = model(ids, mask, types, labels=labels)
+        runs[implementation] = out.logits.float(), gradients(model, out.loss)
+    (logits, grads), (shared_logits, shared_grads) = runs["modules"], runs["sdpa"]
+    assert torch.equal(logits, shared_logits)  # the same GEMMs forward, on the same casts
+    # bf16: each use's gradient is rounded once inside its GEMM rather than once more by a separate add
+    assert_close_gradients(shared_grads, grads, 2e-2 if bf16 else 1e-5)
+    assert all(g.dtype == torch.float32 for g in shared_grads.values())
+
+
+def test_shared_linear_gradients_survive_a_second_backward_of_the_same_graph():
+    model = AlbertForSequenceClassification.from_config(tiny_config(classifier_dropout_prob=0.0))
+    ids, mask, types, labels = padded_batch(120, 2)
+    loss = model(ids, mask, types, labels=labels).loss
+    loss.backward(retain_graph=True)
+    once = {name: p.grad.clone() for name, p in model.named_parameters()}
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert (p.grad - 2 * once[name]).abs().max() <= 1e-6 * once[name].abs().max().clamp_min(1), name
+
+
 @pytest.mark.parametrize("chunk_elements", [7 * 50, 10 ** 6])  # 7 rows a chunk: the last one partial
 def test_vocabulary_cross_entropy_is_cross_entropy_in_any_chunking(chunk_elements, monkeypatch):
     monkeypatch.setattr(modeling, "_LOGIT_CHUNK_ELEMENTS", chunk_elements)

@@ -47,6 +47,7 @@ QUICK, FULL = Plan(4, 1, 2, 1024, 64), Plan(3, 4, 2, 8192, 872)
 RATIOS = {
     "train_ratio_vs_padded": ("training", "ours", "transformers_padded"),
     "train_ratio_vs_per_batch": ("training", "ours", "transformers_per_batch"),
+    "train_ratio_shared_linear": ("training", "ours", "ours_modules"),
     "infer_ratio_fp32": ("inference", "ours_ort_fp32", "transformers_padded"),
     "infer_ratio_int8": ("inference", "ours_ort_int8", "transformers_padded"),
     "pretrain_ratio_demo": ("pretraining_demo", "ours", "transformers_full_logits"),

@@ -1,4 +1,5 @@
-"""Fine-tuning steps: transformers padded to 128 and padded per batch, against ours; and a step's peak memory."""
+"""Fine-tuning steps: transformers padded to 128 and padded per batch, against ours (and ours with the shared layer's
+gradients summed by autograd); and a step's peak memory."""
 
 from __future__ import annotations
 
@@ -29,6 +30,15 @@ class TrainVariant(TimedVariant):
         self.flops += 3 * forward_flops(self.work.config, self.work.train.lengths[rows])
 
 
+class ModulesVariant(TrainVariant):
+    """Ours with every nn.Linear called as a module, autograd summing the shared layer's weight gradients: what
+    SharedLinear (one query-key-value GEMM, gradients summed inside the GEMMs) is measured against."""
+
+    def run(self, steps: int, timed: bool = True) -> None:
+        with self.model.implementation("modules"):
+            super().run(steps, timed)
+
+
 def benchmark_training(work: Workload, device: torch.device, precision: Precision, rounds: int, steps: int,
                        batch_size: int = 32) -> tuple[dict[str, dict], list[TrainVariant]]:
     torch.manual_seed(0)
@@ -46,14 +56,19 @@ def benchmark_training(work: Workload, device: torch.device, precision: Precisio
 
     # ours as a training run builds it: with the attention the run's defaults pick for this device and precision
     attention = default_attention(device, precision.dtype == torch.bfloat16)
-    ours = AlbertForSequenceClassification(dataclasses.replace(work.config, attn_implementation=attention))
-    ours.load_state_dict(initial)
+    def ours() -> AlbertForSequenceClassification:
+        model = AlbertForSequenceClassification(dataclasses.replace(work.config, attn_implementation=attention))
+        model.load_state_dict(initial)
+        return model
+
     variants = {v.key: v for v in (
         TrainVariant("transformers_padded", "transformers, padded to 128", reference(), shuffled,
                      Collator(0, PADDED), work, device, precision),
         TrainVariant("transformers_per_batch", "transformers, padded per batch", reference(), shuffled,
                      Collator(0, pad_multiple), work, device, precision),
-        TrainVariant("ours", "ours (length-grouped, per-batch padding)", ours, grouped, Collator(0, pad_multiple),
+        ModulesVariant("ours_modules", "ours, shared weights' gradients summed by autograd", ours(), grouped,
+                       Collator(0, pad_multiple), work, device, precision),
+        TrainVariant("ours", "ours (length-grouped, per-batch padding)", ours(), grouped, Collator(0, pad_multiple),
                      work, device, precision),
     )}
     for variant in variants.values():
