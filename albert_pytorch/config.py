@@ -38,6 +38,8 @@ _MAX_PARAMETERS = 5_000_000_000
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu",
                "swish", "tanh", "mish")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+# How the tanh GELU runs in training and PyTorch inference (a run setting, not the model's: modeling.use_activation)
+ACTIVATION_IMPLEMENTATIONS = ("eager", "compiled")
 
 
 class ConfigError(ValueError):

@@ -110,6 +110,7 @@ def build_pretraining(cfg: PretrainConfig, ctx: DistContext, device: torch.devic
     else:
         model = AlbertForPreTraining.from_pretrained(inputs.model_dir, config=config)
     model.to(device)
+    model.use_activation(cfg.activation_implementation)
     logger.info("pretraining %s parameters (%s) on %s, world size %d", f"{count_parameters(model):,}",
                 "from scratch" if cfg.from_scratch else cfg.model_name_or_path, device, ctx.world_size)
     tokenizer = inputs.tokenizer

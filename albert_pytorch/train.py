@@ -208,6 +208,7 @@ def build_run(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
         resume_from = ckpt.checkpoint_to_resume(Path(cfg.output_dir), cfg.resume_from_checkpoint, identity)
     torch.manual_seed(cfg.seed)
     model = model_factory(config, None if from_scratch else model_dir).to(device)
+    model.use_activation(cfg.activation_implementation)
     fresh = getattr(model, "newly_initialized", [])
     if not cfg.do_train and fresh:
         raise UsageError(f"{model_dir} holds no trained classifier for {task.name} ({', '.join(fresh[:2])} would "

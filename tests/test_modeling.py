@@ -16,6 +16,7 @@ from albert_pytorch import (
     ConfigError,
     WeightsError,
     modeling,
+    run_config,
 )
 
 CONFIGS = {
@@ -128,6 +129,29 @@ def test_shared_linear_computes_what_the_modules_do_in_either_precision(bf16):
     # bf16: each use's gradient is rounded once inside its GEMM rather than once more by a separate add
     assert_close_gradients(shared_grads, grads, 2e-2 if bf16 else 1e-5)
     assert all(g.dtype == torch.float32 for g in shared_grads.values())
+
+
+@pytest.mark.skipif(run_config.default_activation(torch.device("cpu"), True) != "compiled",
+                    reason="no C++ compiler for inductor")
+def test_compiled_gelu_computes_what_torchs_kernel_does_forward_and_backward():
+    model = AlbertForSequenceClassification.from_config(tiny_config(classifier_dropout_prob=0.0))
+    assert model.config.hidden_act == "gelu_new"
+    ids, mask, types, labels = padded_batch(120, 2)
+    runs = {}
+    for implementation in ("eager", "compiled"):
+        model.use_activation(implementation)
+        for bf16 in (False, True):
+            model.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                out = model(ids, mask, types, labels=labels)
+            runs[implementation, bf16] = out.logits.float(), gradients(model, out.loss)
+    assert model.albert.encoder.albert_layer_groups[0].albert_layers[0].activation is modeling.compiled_gelu_tanh()
+    for bf16, tolerance in ((False, 1e-5), (True, 2e-2)):
+        (logits, grads), (compiled_logits, compiled_grads) = runs["eager", bf16], runs["compiled", bf16]
+        assert (logits - compiled_logits).abs().max() <= tolerance * logits.abs().max()
+        assert_close_gradients(compiled_grads, grads, tolerance)
+    with pytest.raises(ValueError, match="activation implementation 'fused'"):
+        model.use_activation("fused")
 
 
 def test_shared_linear_gradients_survive_a_second_backward_of_the_same_graph():

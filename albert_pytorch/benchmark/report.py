@@ -48,6 +48,7 @@ RATIOS = {
     "train_ratio_vs_padded": ("training", "ours", "transformers_padded"),
     "train_ratio_vs_per_batch": ("training", "ours", "transformers_per_batch"),
     "train_ratio_shared_linear": ("training", "ours", "ours_modules"),
+    "train_ratio_compiled_activation": ("training", "ours", "ours_eager_activation"),
     "infer_ratio_fp32": ("inference", "ours_ort_fp32", "transformers_padded"),
     "infer_ratio_int8": ("inference", "ours_ort_int8", "transformers_padded"),
     "pretrain_ratio_demo": ("pretraining_demo", "ours", "transformers_full_logits"),
@@ -190,7 +191,7 @@ def summarize(sections: dict[str, dict], checks: dict, ceilings: Ceilings, work:
         for row in sections.get(section, {}).values():
             row["fraction_of_ceiling"] = _fraction(row, ceilings)
     for name, (section, variant, base) in RATIOS.items():
-        if section not in sections:
+        if section not in sections or base not in sections[section]:
             continue
         rows = sections[section]
         unit = "tokens_per_s" if section.startswith("pretraining") else "samples_per_s"
