@@ -73,15 +73,17 @@ _ACTIVATIONS = {
 _EXPLICIT_ACTIVATIONS = {"gelu_new": _gelu_tanh_pow, "gelu_fast": _gelu_tanh_pow, "gelu_pytorch_tanh": _gelu_tanh_pow}
 
 # How attention, activations and the shared layer's weights are computed; all give the same numbers.
-# - "sdpa": as the config's attn_implementation says (torch's fused scaled_dot_product_attention with a
-#   boolean mask, or "eager" attention), with F.gelu, and each shared weight prepared once per forward
-#   (`SharedLinear`: one query-key-value GEMM, gradients summed inside the GEMMs): training and PyTorch inference.
+# - "shared": attention as the config's attn_implementation says (torch's fused scaled_dot_product_attention with
+#   a boolean mask, or "eager" attention), the activation as `use_activation` set it, and each shared weight
+#   prepared once per forward (`SharedLinear`: one query-key-value GEMM, gradients summed inside the GEMMs):
+#   training and batch inference.
 # - "modules": the same numbers with every nn.Linear called as a module, autograd summing the shared weights'
-#   gradients: the reference that tests and the benchmark hold SharedLinear against.
+#   gradients: no per-forward preparation, which costs more than it gives on a batch of one (`serve`), and the
+#   reference that tests and the benchmark hold SharedLinear against.
 # - "explicit": eager attention (MatMul/Div/Add/Softmax/MatMul with BERT's additive mask) whatever the config,
 #   the tanh GELU with Pow(x, 3), and the modules' separate MatMuls: the patterns ONNX Runtime's transformer
 #   fusions and Ascend ATC's passes match. For export.
-IMPLEMENTATIONS = ("sdpa", "modules", "explicit")
+IMPLEMENTATIONS = ("shared", "modules", "explicit")
 
 
 def compute_dtype(weight: torch.Tensor) -> torch.dtype:
@@ -273,7 +275,7 @@ class AlbertModel(nn.Module):
         self.embeddings = AlbertEmbeddings(config)
         self.encoder = AlbertTransformer(config)
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
-        self.implementation = "sdpa"  # see IMPLEMENTATIONS; changed only through `implementation(...)`
+        self.implementation = "shared"  # see IMPLEMENTATIONS; changed only through `implementation(...)`
         self.attn_implementation = config.attn_implementation
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -290,7 +292,7 @@ class AlbertModel(nn.Module):
             # SDPA's boolean mask, True where a query may attend: (B, 1, 1, T) broadcasts over heads and queries.
             mask = attention_mask[:, None, None, :].bool()
         sequence = self.encoder(self.embeddings(input_ids, token_type_ids), mask, eager, explicit,
-                                share=self.implementation == "sdpa")  # (B, T, H)
+                                share=self.implementation == "shared")  # (B, T, H)
         pooled = torch.tanh(self.pooler(sequence[:, 0]))  # [CLS] -> (B, H)
         return sequence, pooled
 

@@ -107,7 +107,7 @@ def test_fine_tuning_gradients_match_transformers(name, tmp_path):
     ours.save_pretrained(tmp_path)
     theirs = transformers.AlbertForSequenceClassification.from_pretrained(tmp_path)
     ids, mask, types, labels = padded_batch(ours.config.vocab_size, ours.config.num_labels)
-    assert ours.albert.implementation == "sdpa"
+    assert ours.albert.implementation == "shared"
     a = gradients(ours, ours(ids, mask, types, labels=labels).loss)
     b = gradients(theirs, theirs(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels).loss)
     assert_close_gradients(a, b, 1e-5)
@@ -119,12 +119,12 @@ def test_shared_linear_computes_what_the_modules_do_in_either_precision(bf16):
                                                                     classifier_dropout_prob=0.0))
     ids, mask, types, labels = padded_batch(120, 2)
     runs = {}
-    for implementation in ("modules", "sdpa"):
+    for implementation in ("modules", "shared"):
         model.zero_grad(set_to_none=True)
         with model.implementation(implementation), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             out = model(ids, mask, types, labels=labels)
         runs[implementation] = out.logits.float(), gradients(model, out.loss)
-    (logits, grads), (shared_logits, shared_grads) = runs["modules"], runs["sdpa"]
+    (logits, grads), (shared_logits, shared_grads) = runs["modules"], runs["shared"]
     assert torch.equal(logits, shared_logits)  # the same GEMMs forward, on the same casts
     # bf16: each use's gradient is rounded once inside its GEMM rather than once more by a separate add
     assert_close_gradients(shared_grads, grads, 2e-2 if bf16 else 1e-5)
@@ -302,7 +302,7 @@ def test_unreachable_hub_id_is_a_clear_error(monkeypatch):
 
 
 @pytest.mark.parametrize("hidden_act", ["gelu_new", "gelu"])
-def test_explicit_implementation_computes_what_sdpa_does_and_is_always_restored(hidden_act):
+def test_explicit_implementation_computes_what_the_default_does_and_is_always_restored(hidden_act):
     model = AlbertForSequenceClassification.from_config(tiny_config(hidden_act=hidden_act)).eval()
     ids, mask, types, _ = padded_batch(120, 2)
     with torch.no_grad():
@@ -310,11 +310,11 @@ def test_explicit_implementation_computes_what_sdpa_does_and_is_always_restored(
         with model.implementation("explicit"):
             assert model.albert.implementation == "explicit"
             explicit = model(ids, mask, types).logits
-    assert model.albert.implementation == "sdpa"
+    assert model.albert.implementation == "shared"
     assert (fused - explicit).abs().max() < 1e-5
     with pytest.raises(RuntimeError, match="export failed"), model.implementation("explicit"):
         raise RuntimeError("export failed")
-    assert model.albert.implementation == "sdpa"
+    assert model.albert.implementation == "shared"
     with pytest.raises(ValueError, match="implementation 'eager'"), model.implementation("eager"):
         pass
 

@@ -74,7 +74,9 @@ class TorchBackend(Backend):
 
     @torch.no_grad()
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        with self.precision.autocast(torch.device("cpu")):
+        # module by module: the shared weights' per-forward preparation, which pays in training, costs a
+        # single request 4-16% (docs/benchmarks.md, "The shared layer's gradients summed inside the GEMMs")
+        with self.precision.autocast(torch.device("cpu")), self.model.implementation("modules"):
             out = self.model(*(torch.from_numpy(inputs[name]) for name in INPUT_NAMES))
         return out.logits.float().numpy()
 
