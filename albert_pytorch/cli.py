@@ -13,6 +13,7 @@ import types
 import typing
 from pathlib import Path
 
+from .device import size_kernel_cache
 from .errors import UsageError
 from .io import to_json
 from .ranges import COUNT, PORT, POSITIVE, POSITIVE_INT, SEQUENCE_LENGTH, VOCAB_SIZE, Range
@@ -536,6 +537,7 @@ def main(argv: list[str] | None = None, script: str | None = None) -> None:
     SIGTERM. Handled errors print one line that names the file, line or flag and the fix; --debug adds the
     traceback. `script`: the ModelZoo wrapper (Albert_pth2onnx.py ...) that runs `argv[0]`'s command."""
     args = build_parser({argv[0]: script} if script and argv else None).parse_args(argv)
+    size_kernel_cache()
     _configure_logging(args.debug)
     _stop_on_signals()
     try:

@@ -138,6 +138,19 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
+# oneDNN, which runs bf16 and int8 matmuls on a CPU, keeps 1,024 built kernels by default. Training on per-batch
+# lengths needs many more: a bf16 step builds a few dozen per distinct length, so an epoch over SST-2's ~60 lengths
+# evicted kernels it needed again and rebuilt them step after step, 1.2x (albert-base) to 1.85x (two layers) the
+# steady step time (docs/benchmarks.md, "oneDNN's kernel cache"). A kept kernel costs little memory.
+ONEDNN_KERNEL_CACHE = 65536
+
+
+def size_kernel_cache() -> None:
+    """Let oneDNN keep every kernel this process builds (ONEDNN_PRIMITIVE_CACHE_CAPACITY, unless the user set it).
+    oneDNN reads it when it builds its first kernel: call this before any bf16 or int8 matmul."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_KERNEL_CACHE))
+
+
 def use_threads(threads: int | None, ranks_here: int = 1) -> int:
     """Compute with `threads` intra-op threads, or by default the idle cores at start shared among this machine's
     `ranks_here` ranks (OMP_NUM_THREADS when set: `threads.default_threads`); returns the count in use."""

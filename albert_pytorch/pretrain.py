@@ -36,6 +36,7 @@ from .device import (
     end_together,
     init_distributed,
     shutdown_distributed,
+    size_kernel_cache,
     use_threads,
 )
 from .errors import UsageError
@@ -63,6 +64,7 @@ def run(cfg: PretrainConfig, ray_address: str | None = None) -> dict[str, Any]:
         return prepare_only(cfg, ray_address)
     with claimed(cfg.output_dir, holder=DistContext.from_env().is_main):
         ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
+        size_kernel_cache()  # before the run's first matmul
         cfg = dataclasses.replace(cfg.on_device(device), threads=use_threads(cfg.thread_count(), ctx.local_world_size))
         try:
             built = build_pretraining(cfg, ctx, device, ray_address)

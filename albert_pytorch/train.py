@@ -41,6 +41,7 @@ from .device import (
     end_together,
     init_distributed,
     shutdown_distributed,
+    size_kernel_cache,
     use_threads,
 )
 from .errors import UsageError
@@ -95,6 +96,7 @@ def run(cfg: TrainConfig, model_factory: ModelFactory = sequence_classifier) -> 
     cfg.validate()
     with claimed(cfg.output_dir, holder=DistContext.from_env().is_main):
         ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
+        size_kernel_cache()  # before the run's first matmul
         cfg = dataclasses.replace(cfg.on_device(device), threads=use_threads(cfg.thread_count(), ctx.local_world_size))
         try:
             with tempfile.TemporaryDirectory(prefix="albert-sample-model-") as scratch:

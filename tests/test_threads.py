@@ -1,12 +1,14 @@
-"""The thread policy: the idle cores at start, shared among a machine's ranks; what the user sets wins."""
+"""The CPU runtime policy: threads from the idle cores at start, shared among a machine's ranks, and a oneDNN kernel
+cache that keeps every kernel a run builds; what the user sets wins."""
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from albert_pytorch import threads
+from albert_pytorch import device, threads
 
 
 def counters(*idle_fractions: float) -> dict[int, list[int]]:
@@ -36,12 +38,13 @@ def test_the_kernels_counters_read_as_a_count_of_idle_cores():
     assert idle is not None and 0 <= idle <= threads.usable_cores() + 0.01
 
 
-def test_a_run_records_the_threads_it_computed_with(tiny_task_dir, tiny_model_dir, tmp_path):
+def test_a_run_records_the_threads_it_computed_with(tiny_task_dir, tiny_model_dir, tmp_path, monkeypatch):
     import torch
     from helpers import tiny_run
 
     from albert_pytorch.train import run
 
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
     session_threads = torch.get_num_threads()
     try:
         run(tiny_run(tiny_task_dir, tiny_model_dir, tmp_path / "out", max_steps=1, save_steps=0, threads=1))
@@ -49,6 +52,16 @@ def test_a_run_records_the_threads_it_computed_with(tiny_task_dir, tiny_model_di
     finally:
         torch.set_num_threads(session_threads)
     assert json.loads((tmp_path / "out" / "train_config.json").read_text())["threads"] == 1
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(device.ONEDNN_KERNEL_CACHE)  # sized by the run
+
+
+def test_onednn_keeps_every_kernel_unless_the_user_sized_its_cache(monkeypatch):
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    device.size_kernel_cache()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "65536"
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "100")
+    device.size_kernel_cache()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "100"
 
 
 def test_a_resume_computes_with_the_threads_of_the_run_it_resumes(tmp_path, monkeypatch):

@@ -81,7 +81,7 @@ def benchmark_training(work: Workload, device: torch.device, precision: Precisio
                      work, device, precision),
     )}
     for variant in variants.values():
-        variant.run(1, timed=False)  # warm-up: allocator, kernels, lazy init
+        variant.warm_up(rounds * steps)  # allocator, lazy init, and the kernels of every batch shape timed below
     for round_number in range(1, rounds + 1):
         for variant in variants.values():
             logger.info("training round %d/%d: %s", round_number, rounds, variant.label)
