@@ -29,6 +29,7 @@ from .harness import (
     spread,
 )
 from .inference import benchmark_inference
+from .kernel_cache import benchmark_kernel_cache
 from .pretraining import benchmark_pretraining
 from .serving import (
     LONG_TEXT_ROUNDS,
@@ -55,6 +56,8 @@ RATIOS = {
     "pretrain_ratio_albert_base": ("pretraining_albert_base", "ours", "transformers_full_logits"),
 }
 SECTIONS = ("training", "inference", "pretraining", "serving", "batch", "busy")
+# oneDNN's kernel cache, with --bf16 on a CPU: rounds of two processes (default cache, ours)
+KERNEL_CACHE_ROUNDS = {"quick": 1, "full": 2}
 # the busy section: (rounds, training steps per run, rows per inference run)
 BUSY_PLANS = {"quick": (3, 100, 4000), "full": (5, 300, 10000)}
 
@@ -118,6 +121,9 @@ def main(argv: list[str] | None = None) -> None:
             logger.info("peak training memory: one step each")
             checks.update(training_memory(variants))
             del variants  # three models and their optimizer states: free them before inference
+            if precision.dtype == torch.bfloat16 and device.type == "cpu":  # oneDNN's bf16 kernels, built per shape
+                sections["kernel_cache"] = benchmark_kernel_cache(
+                    Path(tmp), args.shared_dir, KERNEL_CACHE_ROUNDS["quick" if args.quick else "full"])
         if "inference" in args.sections:
             sections["inference"], inference_checks = benchmark_inference(
                 work, device, precision, plan.infer_rounds, Path(tmp), bf16_units=ceilings.bf16 is not None)
@@ -208,10 +214,16 @@ def summarize(sections: dict[str, dict], checks: dict, ceilings: Ceilings, work:
                        "train_fraction_of_limit": ours["gflops"] / ceiling})
         logger.info("\npeak training memory, batch 32 padded to 128 (%s): %s", report["memory_measure"],
                     ", ".join(f"{name} {mb:.0f} MB" for name, mb in report["peak_train_memory_mb"].items()))
+    if "kernel_cache" in sections:
+        cache = sections["kernel_cache"]
+        report.update({k: cache[k] for k in ("kernel_cache_train_ratio", "kernel_cache_train_ratio_spread")})
+        logger.info("kernel_cache_train_ratio %.2fx  (steady bf16 steps over lengths %d-%d, oneDNN's default cache "
+                    "against ours; rounds: min %.2f, max %.2f)", cache["kernel_cache_train_ratio"], *cache["lengths"],
+                    cache["kernel_cache_train_ratio_spread"]["min"], cache["kernel_cache_train_ratio_spread"]["max"])
     for name in RATIOS:
         if name in report:
             rounds = report[f"{name}_spread"]
-            logger.info("%-28s %6.2fx  (rounds: min %.2f, median %.2f, max %.2f)", name, report[name], rounds["min"],
+            logger.info("%-32s %6.2fx  (rounds: min %.2f, median %.2f, max %.2f)", name, report[name], rounds["min"],
                         rounds["median"], rounds["max"])
     if work.weights is None and "inference" in sections:
         logger.info("note: int8 argmax agreement on random weights is a weak signal; pass --model_dir with a "
