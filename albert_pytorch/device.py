@@ -141,7 +141,7 @@ def shutdown_distributed() -> None:
 # oneDNN, which runs bf16 and int8 matmuls on a CPU, keeps 1,024 built kernels by default. Training on per-batch
 # lengths needs many more: a bf16 step builds a few dozen per distinct length, so an epoch over SST-2's ~60 lengths
 # evicted kernels it needed again and rebuilt them step after step, 1.2x (albert-base) to 1.85x (two layers) the
-# steady step time (docs/benchmarks.md, "oneDNN's kernel cache"). A kept kernel costs little memory.
+# steady step time (docs/benchmarks.md, "bf16 training nearer its ceiling"). A kept kernel costs little memory.
 ONEDNN_KERNEL_CACHE = 65536
 
 

@@ -98,7 +98,7 @@ class SharedLinear:
     layer's weights 12 times): the weight and bias cast to the compute dtype once, rather than by each use,
     and the weight's gradient summed inside each use's backward GEMM (addmm with beta 1) into one buffer.
     Autograd would instead take 12 full-size gradients and add them one by one: 7-9% of a bf16 training step
-    at albert-base (docs/benchmarks.md, "The shared layer's gradients summed inside the GEMMs"). Make a new one
+    at albert-base (docs/benchmarks.md, "bf16 training nearer its ceiling"). Make a new one
     for every forward; `weights` and `biases` are concatenated along the output features (query, key and value
     as one GEMM)."""
 

@@ -75,7 +75,7 @@ class TorchBackend(Backend):
     @torch.no_grad()
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         # module by module: the shared weights' per-forward preparation, which pays in training, costs a
-        # single request 4-16% (docs/benchmarks.md, "The shared layer's gradients summed inside the GEMMs")
+        # single request 4-16% (docs/benchmarks.md, "bf16 training nearer its ceiling")
         with self.precision.autocast(torch.device("cpu")), self.model.implementation("modules"):
             out = self.model(*(torch.from_numpy(inputs[name]) for name in INPUT_NAMES))
         return out.logits.float().numpy()
