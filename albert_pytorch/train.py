@@ -49,7 +49,7 @@ from .evaluate import evaluate_splits, predict_logits, trainer_eval_results, wri
 from .io import atomic_write_json
 from .loop import Ranking, fit, write_trainer_state
 from .metrics import resolve_metric
-from .modeling import AlbertForSequenceClassification, count_parameters
+from .modeling import AlbertForSequenceClassification, AlbertPreTrainedModel, count_parameters
 from .run_config import TrainConfig, run_model_config, run_settings
 from .rundir import EVALUATION, TRAINING, OutputFolder, claimed
 from .runlog import RunLog, format_values
@@ -210,7 +210,8 @@ def build_run(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
         resume_from = ckpt.checkpoint_to_resume(Path(cfg.output_dir), cfg.resume_from_checkpoint, identity)
     torch.manual_seed(cfg.seed)
     model = model_factory(config, None if from_scratch else model_dir).to(device)
-    model.use_activation(cfg.activation_implementation)
+    if isinstance(model, AlbertPreTrainedModel):  # ours; another factory's model (ONNX, transformers) has its own
+        model.use_activation(cfg.activation_implementation)
     fresh = getattr(model, "newly_initialized", [])
     if not cfg.do_train and fresh:
         raise UsageError(f"{model_dir} holds no trained classifier for {task.name} ({', '.join(fresh[:2])} would "
