@@ -113,8 +113,9 @@ def build_pretraining(cfg: PretrainConfig, ctx: DistContext, device: torch.devic
         model = AlbertForPreTraining.from_pretrained(inputs.model_dir, config=config)
     model.to(device)
     model.use_activation(cfg.activation_implementation)
-    logger.info("pretraining %s parameters (%s) on %s, world size %d", f"{count_parameters(model):,}",
-                "from scratch" if cfg.from_scratch else cfg.model_name_or_path, device, ctx.world_size)
+    logger.info("pretraining %s parameters (%s) on %s (attention %s, GELU %s), world size %d",
+                f"{count_parameters(model):,}", "from scratch" if cfg.from_scratch else cfg.model_name_or_path, device,
+                cfg.attn_implementation, cfg.activation_implementation, ctx.world_size)
     tokenizer = inputs.tokenizer
     spec = MaskingSpec.from_tokenizer(tokenizer, mask_prob=cfg.mlm_probability, max_ngram=cfg.max_ngram,
                                       max_predictions=cfg.max_predictions_per_seq)
