@@ -34,9 +34,9 @@ class ModulesVariant(TrainVariant):
     """Ours with every nn.Linear called as a module, autograd summing the shared layer's weight gradients: what
     SharedLinear (one query-key-value GEMM, gradients summed inside the GEMMs) is measured against."""
 
-    def run(self, steps: int, timed: bool = True) -> None:
+    def step(self, rows: list[int], timed: bool) -> None:  # every step, warm-up and memory measure included
         with self.model.implementation("modules"):
-            super().run(steps, timed)
+            super().step(rows, timed)
 
 
 def benchmark_training(work: Workload, device: torch.device, precision: Precision, rounds: int, steps: int,
