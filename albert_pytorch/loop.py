@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -28,7 +28,17 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .data.samplers import step_seed
-from .device import DistContext, Precision, barrier, cpu_features, has_native_bf16, synchronize
+from .device import (
+    DistContext,
+    Precision,
+    barrier,
+    cpu_features,
+    has_native_bf16,
+    init_distributed,
+    size_kernel_cache,
+    synchronize,
+    use_threads,
+)
 from .io import atomic_write_json
 from .optim import build_optimizer, linear_schedule
 from .run_config import LoopConfig
@@ -172,6 +182,18 @@ class LogWindow:
     def restart_clock(self) -> None:
         """Time spent evaluating or saving is not training time."""
         self.started, self.samples = time.perf_counter(), 0
+
+
+RunConfig = TypeVar("RunConfig", bound=LoopConfig)
+
+
+def start_on_device(cfg: RunConfig) -> tuple[RunConfig, DistContext, torch.device]:
+    """This process's device and distributed context, and the run's settings as they run there: oneDNN's kernel
+    cache sized before the run's first matmul, the threads chosen (recorded in the settings)."""
+    ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
+    size_kernel_cache()
+    cfg = dataclasses.replace(cfg.on_device(device), threads=use_threads(cfg.thread_count(), ctx.local_world_size))
+    return cfg, ctx, device
 
 
 def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext, device: torch.device,

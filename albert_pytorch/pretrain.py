@@ -36,12 +36,10 @@ from .device import (
     end_together,
     init_distributed,
     shutdown_distributed,
-    size_kernel_cache,
-    use_threads,
 )
 from .errors import UsageError
 from .io import atomic_write_json, text_files
-from .loop import Ranking, fit, write_trainer_state
+from .loop import Ranking, fit, start_on_device, write_trainer_state
 from .modeling import AlbertForPreTraining, count_parameters
 from .run_config import PretrainConfig, run_model_config, run_settings
 from .rundir import TRAINING, OutputFolder, claimed
@@ -63,9 +61,7 @@ def run(cfg: PretrainConfig, ray_address: str | None = None) -> dict[str, Any]:
     if cfg.prepare_only:
         return prepare_only(cfg, ray_address)
     with claimed(cfg.output_dir, holder=DistContext.from_env().is_main):
-        ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
-        size_kernel_cache()  # before the run's first matmul
-        cfg = dataclasses.replace(cfg.on_device(device), threads=use_threads(cfg.thread_count(), ctx.local_world_size))
+        cfg, ctx, device = start_on_device(cfg)
         try:
             built = build_pretraining(cfg, ctx, device, ray_address)
             folder = OutputFolder.check(cfg.output_dir, TRAINING, cfg.overwrite_output_dir, cfg.resume_from_checkpoint,

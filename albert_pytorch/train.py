@@ -39,15 +39,12 @@ from .device import (
     barrier,
     default_pad_multiple,
     end_together,
-    init_distributed,
     shutdown_distributed,
-    size_kernel_cache,
-    use_threads,
 )
 from .errors import UsageError
 from .evaluate import evaluate_splits, predict_logits, trainer_eval_results, write_submission
 from .io import atomic_write_json
-from .loop import Ranking, fit, write_trainer_state
+from .loop import Ranking, fit, start_on_device, write_trainer_state
 from .metrics import resolve_metric
 from .modeling import AlbertForSequenceClassification, AlbertPreTrainedModel, count_parameters
 from .run_config import TrainConfig, run_model_config, run_settings
@@ -95,9 +92,7 @@ def run(cfg: TrainConfig, model_factory: ModelFactory = sequence_classifier) -> 
     """
     cfg.validate()
     with claimed(cfg.output_dir, holder=DistContext.from_env().is_main):
-        ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
-        size_kernel_cache()  # before the run's first matmul
-        cfg = dataclasses.replace(cfg.on_device(device), threads=use_threads(cfg.thread_count(), ctx.local_world_size))
+        cfg, ctx, device = start_on_device(cfg)
         try:
             with tempfile.TemporaryDirectory(prefix="albert-sample-model-") as scratch:
                 built = build_run(cfg, ctx, device, model_factory, Path(scratch))
