@@ -154,6 +154,24 @@ def test_compiled_gelu_computes_what_torchs_kernel_does_forward_and_backward():
         model.use_activation("fused")
 
 
+@pytest.mark.skipif(run_config.default_activation(torch.device("cpu"), True) != "compiled",
+                    reason="no C++ compiler for inductor")
+def test_compiled_gelu_keeps_the_slope_autograd_would_compute_and_only_when_a_gradient_is_wanted():
+    gelu = modeling.compiled_gelu_tanh()
+    x = (torch.randn(64, 48, dtype=torch.float64) * 4).float().requires_grad_()
+    grad = torch.randn(64, 48)
+    expected_x = x.detach().double().requires_grad_()
+    F.gelu(expected_x, approximate="tanh").backward(grad.double())
+    y = gelu(x)
+    assert y.grad_fn is not None and "GeluKeepingSlope" in type(y.grad_fn).__name__
+    y.backward(grad)
+    assert torch.allclose(y.double(), F.gelu(expected_x.detach(), approximate="tanh"), atol=1e-5)
+    assert torch.allclose(x.grad.double(), expected_x.grad, atol=1e-5)
+    with torch.no_grad():
+        assert gelu(x).grad_fn is None
+    assert torch.equal(gelu(x.detach()), y.detach())  # the value-only kernel gives the same values
+
+
 def test_shared_linear_gradients_survive_a_second_backward_of_the_same_graph():
     model = AlbertForSequenceClassification.from_config(tiny_config(classifier_dropout_prob=0.0))
     ids, mask, types, labels = padded_batch(120, 2)
