@@ -6,9 +6,7 @@ import argparse
 import dataclasses
 import logging
 import os
-import signal
 import sys
-import threading
 import types
 import typing
 from pathlib import Path
@@ -18,6 +16,7 @@ from .errors import UsageError
 from .io import to_json
 from .ranges import COUNT, PORT, POSITIVE, POSITIVE_INT, SEQUENCE_LENGTH, VOCAB_SIZE, Range
 from .run_config import LoopConfig, PretrainConfig, TrainConfig
+from .signals import Terminated, stop_on_signals
 
 # the opsets torch's TorchScript exporter writes
 OPSET = Range(int, "an ONNX opset in [9, 20]", low=9, high=20)
@@ -29,15 +28,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-class Terminated(BaseException):
-    """SIGTERM (kill, timeout, a scheduler's preemption), raised where the process stands so that a run stops as
-    it does on Ctrl-C: its folder left as the run rules say, one line naming what is left."""
-
-
-def _raise_terminated(signum: int, frame) -> None:
-    raise Terminated()
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
@@ -539,7 +529,7 @@ def main(argv: list[str] | None = None, script: str | None = None) -> None:
     args = build_parser({argv[0]: script} if script and argv else None).parse_args(argv)
     size_kernel_cache()
     _configure_logging(args.debug)
-    _stop_on_signals()
+    stop_on_signals()
     try:
         code = args.func(args)
     except (KeyboardInterrupt, Terminated) as stop:
@@ -569,10 +559,3 @@ def _configure_logging(debug: bool) -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-def _stop_on_signals() -> None:
-    """SIGTERM stops a command as Ctrl-C does; and Ctrl-C works in a background job (`cmd &` in a script), whose
-    shell starts it with SIGINT ignored."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
-        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-            signal.signal(signal.SIGINT, signal.default_int_handler)

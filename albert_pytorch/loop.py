@@ -44,6 +44,7 @@ from .optim import build_optimizer, linear_schedule
 from .run_config import LoopConfig
 from .rundir import list_checkpoints
 from .runlog import RunLog
+from .signals import raise_if_signalled
 
 logger = logging.getLogger("albert_pytorch")
 
@@ -228,6 +229,7 @@ def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext,
     while state.step < total_steps and not run.stopped_early():
         sampler.set_epoch(state.epoch, state.batch_in_epoch)
         for batch in loader:
+            raise_if_signalled()
             torch.manual_seed(step_seed(cfg.seed, ctx.rank, state.epoch, state.batch_in_epoch))
             state.batch_in_epoch += 1
             ends_epoch = state.batch_in_epoch == batches_per_epoch

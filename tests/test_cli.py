@@ -224,6 +224,72 @@ def test_ctrl_c_prints_one_line_naming_the_last_checkpoint_and_exits_130(tiny_ta
     assert "interrupted. This run's last checkpoint is" in err and "--resume_from_checkpoint latest" in err
 
 
+class _SignalsItself:
+    """An object whose finalizer sends this process a signal: Python raises the handler's exception inside the
+    finalizer, prints "Exception ignored" and drops it."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+
+    def __del__(self):
+        import os
+        import time
+
+        os.kill(os.getpid(), self.signum)
+        time.sleep(1.0)  # the handler runs (and raises) in here
+
+
+@pytest.fixture
+def own_signal_handlers():
+    import signal
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def test_a_ctrl_c_python_drops_in_a_finalizer_is_raised_by_the_next_check_once(own_signal_handlers):
+    import signal
+
+    from albert_pytorch import signals
+
+    signals.stop_on_signals()
+    _SignalsItself(signal.SIGINT)  # its KeyboardInterrupt is lost
+    with pytest.raises(KeyboardInterrupt):
+        signals.raise_if_signalled()
+    signals.raise_if_signalled()  # once
+    _SignalsItself(signal.SIGTERM)
+    with pytest.raises(signals.Terminated):
+        signals.raise_if_signalled()
+
+
+def test_training_stops_at_the_next_step_on_a_ctrl_c_python_dropped(tiny_task_dir, tiny_model_dir, tmp_path,
+                                                                    monkeypatch, caplog, own_signal_handlers):
+    import signal
+
+    from albert_pytorch import loop
+
+    steps = []
+
+    def step_dropping_a_ctrl_c_at_the_third(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == 3:
+            _SignalsItself(signal.SIGINT)
+        return train_step(*args, **kwargs)
+
+    train_step = loop.train_step
+    monkeypatch.setattr(loop, "train_step", step_dropping_a_ctrl_c_at_the_third)
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--data_dir", str(tiny_task_dir), "--model_name_or_path", str(tiny_model_dir), "--from_scratch",
+              "--output_dir", str(tmp_path / "out"), "--max_steps", "40", "--save_steps", "2", "--max_seq_length",
+              "48", "--device", "cpu"])
+    assert done.value.code == 130 and len(steps) == 3
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "interrupted. This run's last checkpoint is" in errors[0]
+    assert errors[0].endswith("--resume_from_checkpoint latest.") and "checkpoint-2" in errors[0]
+
+
 @pytest.mark.parametrize("command", [
     ["train", "--data_dir", "{missing}", "--model_name_or_path", "{model}", "--output_dir", "{used}"],
     ["pretrain", "--train_files", "{missing}", "--tokenizer_name", "{model}", "--from_scratch", "--output_dir",
