@@ -141,8 +141,7 @@ class SharedLinear:
     as one GEMM)."""
 
     def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor], dtype: torch.dtype):
-        self.weight = torch.cat([w.to(dtype) for w in weights]) if len(weights) > 1 else weights[0].to(dtype)
-        self.bias = torch.cat([b.to(dtype) for b in biases]) if len(biases) > 1 else biases[0].to(dtype)
+        self.weight, self.bias = _joined(weights, dtype), _joined(biases, dtype)
         self.uses = 0  # calls in this forward
         self.summed = 0  # backward calls since the gradient was last handed to autograd
         self.grad: torch.Tensor | None = None
@@ -150,6 +149,11 @@ class SharedLinear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.uses += 1
         return _SummedGradientLinear.apply(x.to(self.weight.dtype), self.weight, self.bias, self)
+
+
+def _joined(tensors: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """`tensors` cast to `dtype` and concatenated along the output features (one alone is only cast)."""
+    return torch.cat([t.to(dtype) for t in tensors]) if len(tensors) > 1 else tensors[0].to(dtype)
 
 
 class _SummedGradientLinear(torch.autograd.Function):
