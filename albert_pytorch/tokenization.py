@@ -136,10 +136,7 @@ def backend_copy(tokenizer):
     which other users of it must never see. Picklable, so it travels to worker processes."""
     from tokenizers import Tokenizer
 
-    copy = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-    copy.no_truncation()
-    copy.no_padding()
-    return copy
+    return Tokenizer.from_str(json.dumps(_as_trained(tokenizer), ensure_ascii=False))
 
 
 def train_sentencepiece(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size: int = 1000,
