@@ -249,23 +249,36 @@ def own_signal_handlers():
         signal.signal(signum, handler)
 
 
-def test_a_ctrl_c_python_drops_in_a_finalizer_is_raised_by_the_next_check_once(own_signal_handlers):
+@pytest.fixture
+def dropped(monkeypatch) -> list:
+    """The exceptions Python drops (what it would print as "Exception ignored in ..."), in order."""
+    import sys
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: seen.append(unraisable.exc_type))
+    return seen
+
+
+def test_a_ctrl_c_python_drops_in_a_finalizer_is_raised_by_the_next_check_once(own_signal_handlers, dropped):
     import signal
 
     from albert_pytorch import signals
 
     signals.stop_on_signals()
-    _SignalsItself(signal.SIGINT)  # its KeyboardInterrupt is lost
+    _SignalsItself(signal.SIGINT)
+    assert dropped == [KeyboardInterrupt]
     with pytest.raises(KeyboardInterrupt):
         signals.raise_if_signalled()
     signals.raise_if_signalled()  # once
     _SignalsItself(signal.SIGTERM)
+    assert dropped == [KeyboardInterrupt, signals.Terminated]
     with pytest.raises(signals.Terminated):
         signals.raise_if_signalled()
 
 
 def test_training_stops_at_the_next_step_on_a_ctrl_c_python_dropped(tiny_task_dir, tiny_model_dir, tmp_path,
-                                                                    monkeypatch, caplog, own_signal_handlers):
+                                                                    monkeypatch, caplog, own_signal_handlers,
+                                                                    dropped):
     import signal
 
     from albert_pytorch import loop
@@ -284,7 +297,7 @@ def test_training_stops_at_the_next_step_on_a_ctrl_c_python_dropped(tiny_task_di
         main(["train", "--data_dir", str(tiny_task_dir), "--model_name_or_path", str(tiny_model_dir), "--from_scratch",
               "--output_dir", str(tmp_path / "out"), "--max_steps", "40", "--save_steps", "2", "--max_seq_length",
               "48", "--device", "cpu"])
-    assert done.value.code == 130 and len(steps) == 3
+    assert done.value.code == 130 and len(steps) == 3 and dropped == [KeyboardInterrupt]
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "interrupted. This run's last checkpoint is" in errors[0]
     assert errors[0].endswith("--resume_from_checkpoint latest.") and "checkpoint-2" in errors[0]
