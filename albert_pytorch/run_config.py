@@ -55,8 +55,9 @@ def run_model_config(config: AlbertConfig, overrides: str, max_seq_length: int,
 
 def default_activation(device: torch.device, bf16: bool) -> str:
     """The tanh GELU's implementation that trained faster, measured (docs/benchmarks.md): compiled for bf16 on a CPU
-    (2x faster GELU, 1.1x whole steps at albert-base) where a C++ compiler is there for inductor; eager elsewhere
-    (unmeasured on accelerators, and in fp32 on a CPU not worth the compile time that every run would pay)."""
+    (GELU forward and backward 2.1-2.5x faster, whole steps 1.0-1.1x at albert-base) where a C++ compiler is there
+    for inductor; eager elsewhere (unmeasured on accelerators, and in fp32 on a CPU not worth the compile time that
+    every run would pay)."""
     compiler = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("clang++")
     return "compiled" if device.type == "cpu" and bf16 and compiler else "eager"
 
@@ -146,10 +147,11 @@ class LoopConfig:
                                               shown_default="eager for --bf16 on a CPU (measured 1.33x sdpa's "
                                                             "training speed at albert-base), sdpa elsewhere")
     activation_implementation: str | None = setting(
-        None, "the tanh GELU: eager (torch's kernel) or compiled (torch.compile of one fused loop); the same function",
+        None, "the tanh GELU: eager (torch's kernel) or compiled (torch.compile: value and slope in one fused loop); "
+              "the same function",
         choices=ACTIVATION_IMPLEMENTATIONS,
-        shown_default="compiled for --bf16 on a CPU where a C++ compiler is installed (measured 2x faster GELU, "
-                      "1.1x training steps at albert-base), eager elsewhere")
+        shown_default="compiled for --bf16 on a CPU where a C++ compiler is installed (measured 2.1-2.5x faster "
+                      "GELU, 1.0-1.1x training steps at albert-base), eager elsewhere")
     threads: int | None = setting(None, "intra-op CPU threads", range=POSITIVE_INT,
                                   shown_default="the cores idle at start, shared among torchrun's ranks on the "
                                                 "machine (on a busy machine, spinning threads cost more than they "
