@@ -41,3 +41,14 @@ def test_cpu_training_memory_counts_state_once_and_activations_per_row(tiny_mode
     activations = {rows: size - state for rows, size in sizes.items()}
     assert activations[4] > 0
     assert 1.8 < activations[8] / activations[4] < 2.2  # saved activations grow with the batch; weights do not
+
+
+def test_the_gemm_thread_check_times_each_row_count_whole_and_halved():
+    from albert_pytorch.benchmark.gemm_threads import benchmark_gemm_threads
+
+    result = benchmark_gemm_threads(64, 256, rounds=1, rows=(64, 96))
+    assert set(result["halves_ratio"]) == {"64", "256"}
+    assert all(set(per_rows) == {"64", "96"} for per_rows in result["halves_ratio"].values())
+    ratios = [r for per_rows in result["halves_ratio"].values() for r in per_rows.values()]
+    assert all(0.05 < r < 20 for r in ratios) and result["hidden_gemm_halves_ratio_max"] == max(ratios)
+    assert set(result["hidden_gemm_idle_thread_rows"]) <= {64, 96} and result["threads"] == torch.get_num_threads()

@@ -16,6 +16,7 @@ from . import __doc__ as DESCRIPTION
 from .batch import BATCH_PLANS, batch_summary, benchmark_batch
 from .busy import benchmark_busy, busy_summary
 from .corpus import benchmark_corpus_preparation, corpus_summary
+from .gemm_threads import benchmark_gemm_threads
 from .harness import (
     DEMO_SHAPE,
     Ceilings,
@@ -58,6 +59,8 @@ RATIOS = {
 SECTIONS = ("training", "inference", "pretraining", "serving", "batch", "busy")
 # oneDNN's kernel cache, with --bf16 on a CPU: rounds of two processes (default cache, ours)
 KERNEL_CACHE_ROUNDS = {"quick": 1, "full": 2}
+# oneDNN's threads on the hidden-wide GEMMs, with --bf16 on a CPU: interleaved rounds per row count
+GEMM_THREAD_ROUNDS = {"quick": 1, "full": 3}
 # the busy section: (rounds, training steps per run, rows per inference run)
 BUSY_PLANS = {"quick": (3, 100, 4000), "full": (5, 300, 10000)}
 
@@ -124,6 +127,9 @@ def main(argv: list[str] | None = None) -> None:
             if precision.dtype == torch.bfloat16 and device.type == "cpu":  # oneDNN's bf16 kernels, built per shape
                 sections["kernel_cache"] = benchmark_kernel_cache(
                     Path(tmp), args.shared_dir, KERNEL_CACHE_ROUNDS["quick" if args.quick else "full"])
+                sections["gemm_threads"] = benchmark_gemm_threads(work.config.hidden_size,
+                                                                  work.config.intermediate_size,
+                                                                  GEMM_THREAD_ROUNDS["quick" if args.quick else "full"])
         if "inference" in args.sections:
             sections["inference"], inference_checks = benchmark_inference(
                 work, device, precision, plan.infer_rounds, Path(tmp), bf16_units=ceilings.bf16 is not None)
@@ -220,6 +226,9 @@ def summarize(sections: dict[str, dict], checks: dict, ceilings: Ceilings, work:
         logger.info("kernel_cache_train_ratio %.2fx  (steady bf16 steps over lengths %d-%d, oneDNN's default cache "
                     "against ours; rounds: min %.2f, max %.2f)", cache["kernel_cache_train_ratio"], *cache["lengths"],
                     cache["kernel_cache_train_ratio_spread"]["min"], cache["kernel_cache_train_ratio_spread"]["max"])
+    if "gemm_threads" in sections:
+        report.update({k: sections["gemm_threads"][k]
+                       for k in ("hidden_gemm_halves_ratio_max", "hidden_gemm_idle_thread_rows")})
     for name in RATIOS:
         if name in report:
             rounds = report[f"{name}_spread"]
