@@ -2,6 +2,8 @@
 (What tests share besides fixtures is in helpers.py.)"""
 
 import os
+import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -127,3 +129,20 @@ def stsb_regressor(tiny_model_dir, tmp_path_factory) -> Path:
                     output_dir=str(out), max_steps=2, max_seq_length=48, do_eval=False, progress=False,
                     device="cpu", report_to="none"))
     return out
+
+
+@pytest.fixture
+def own_signal_handlers():
+    """SIGINT's and SIGTERM's handlers put back as they were after the test."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+@pytest.fixture
+def dropped(monkeypatch) -> list:
+    """The exceptions Python drops (what it would print as "Exception ignored in ..."), in order."""
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: seen.append(unraisable.exc_type))
+    return seen

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,15 @@ def assert_resume_matches_uninterrupted(run: Callable[[Any], Any], config_for: C
     steps = [line.split('"step": ')[1].split(",")[0]
              for line in (tmp_path / "part" / "train_log.jsonl").read_text().splitlines()]
     assert len(steps) == len(set(steps))
+
+
+class SignalsItself:
+    """An object whose finalizer sends this process a signal: Python raises the handler's exception inside the
+    finalizer, prints "Exception ignored" and drops it (tests record it with the `dropped` fixture)."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+
+    def __del__(self):
+        os.kill(os.getpid(), self.signum)
+        time.sleep(1.0)  # where the handler has not run yet, it runs (and raises) in here

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import SignalsItself
 
 from albert_pytorch.cli import main
 from albert_pytorch.run_config import SAMPLE_RECIPE, TrainConfig
@@ -224,53 +225,18 @@ def test_ctrl_c_prints_one_line_naming_the_last_checkpoint_and_exits_130(tiny_ta
     assert "interrupted. This run's last checkpoint is" in err and "--resume_from_checkpoint latest" in err
 
 
-class _SignalsItself:
-    """An object whose finalizer sends this process a signal: Python raises the handler's exception inside the
-    finalizer, prints "Exception ignored" and drops it."""
-
-    def __init__(self, signum: int):
-        self.signum = signum
-
-    def __del__(self):
-        import os
-        import time
-
-        os.kill(os.getpid(), self.signum)
-        time.sleep(1.0)  # the handler runs (and raises) in here
-
-
-@pytest.fixture
-def own_signal_handlers():
-    import signal
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for signum, handler in saved.items():
-        signal.signal(signum, handler)
-
-
-@pytest.fixture
-def dropped(monkeypatch) -> list:
-    """The exceptions Python drops (what it would print as "Exception ignored in ..."), in order."""
-    import sys
-
-    seen = []
-    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: seen.append(unraisable.exc_type))
-    return seen
-
-
 def test_a_ctrl_c_python_drops_in_a_finalizer_is_raised_by_the_next_check_once(own_signal_handlers, dropped):
     import signal
 
     from albert_pytorch import signals
 
     signals.stop_on_signals()
-    _SignalsItself(signal.SIGINT)
+    SignalsItself(signal.SIGINT)
     assert dropped == [KeyboardInterrupt]
     with pytest.raises(KeyboardInterrupt):
         signals.raise_if_signalled()
     signals.raise_if_signalled()  # once
-    _SignalsItself(signal.SIGTERM)
+    SignalsItself(signal.SIGTERM)
     assert dropped == [KeyboardInterrupt, signals.Terminated]
     with pytest.raises(signals.Terminated):
         signals.raise_if_signalled()
@@ -288,7 +254,7 @@ def test_training_stops_at_the_next_step_on_a_ctrl_c_python_dropped(tiny_task_di
     def step_dropping_a_ctrl_c_at_the_third(*args, **kwargs):
         steps.append(1)
         if len(steps) == 3:
-            _SignalsItself(signal.SIGINT)
+            SignalsItself(signal.SIGINT)
         return train_step(*args, **kwargs)
 
     train_step = loop.train_step

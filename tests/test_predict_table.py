@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import TEXTS, child_env
+from helpers import TEXTS, SignalsItself, child_env
 
 from albert_pytorch.cli import main
 from albert_pytorch.deploy.predict import predict
@@ -179,6 +179,27 @@ def test_a_stopped_run_resumes_to_what_an_uninterrupted_run_writes(trained_model
     else:
         assert out.read_bytes() == reference.read_bytes()
     assert not parts.exists()
+
+
+def test_a_ctrl_c_python_dropped_stops_the_run_after_that_chunk_keeping_it(trained_model, tmp_path, monkeypatch,
+                                                                           caplog, own_signal_handlers, dropped):
+    from albert_pytorch.deploy import table as table_job
+
+    table = write_csv(tmp_path / "in.csv", [{"sentence": t} for t in sentences(40)])
+    scored = []
+
+    def chunk_dropping_a_ctrl_c_at_the_second(*args):
+        scored.append(1)
+        if len(scored) == 2:
+            SignalsItself(signal.SIGINT)
+        return score_chunk(*args)
+
+    score_chunk = table_job._score_chunk
+    monkeypatch.setattr(table_job, "_score_chunk", chunk_dropping_a_ctrl_c_at_the_second)
+    out = tmp_path / "out.jsonl"
+    assert predict_cli(trained_model, "--input", table, "--output", out, "--chunk_rows", 5) == 130
+    assert dropped == [KeyboardInterrupt] and len(scored) == 2
+    assert "2 finished part(s) of 5 rows each are kept" in caplog.text and not out.exists()
 
 
 def test_resuming_with_other_inputs_is_refused(trained_model, tmp_path, caplog):

@@ -32,6 +32,7 @@ from ..errors import UsageError
 from ..io import atomic_path, atomic_write_json, atomic_write_text
 from ..rundir import LOCK_NAME, FolderLock
 from ..serving.engine import Engine, probabilities
+from ..signals import raise_if_signalled
 from .predict import score, text_pair
 
 logger = logging.getLogger("albert_pytorch")
@@ -233,6 +234,7 @@ def _score(results: Iterator[ChunkResult], job: TableJob, files: list[Path], sin
                 if not summary.first_chunk_rows:
                     summary.first_chunk_rows, summary.first_chunk_seconds = len(records), time.perf_counter() - start
             bar.update(rows)
+            raise_if_signalled()  # a Ctrl-C that Python dropped: stop with this chunk kept
     summary.seconds = time.perf_counter() - start
     return summary
 
