@@ -50,13 +50,18 @@ def _gelu_tanh_sigmoid(x: torch.Tensor) -> torch.Tensor:
     the form inductor turns into one vectorized loop (torch's tanh-GELU kernel spends 2.2 ms on 2.4 M bf16 values,
     where a whole fp32 tanh takes 0.5)."""
     x32 = x.float()
-    return (x32 * torch.sigmoid(2 * _GELU_C * (x32 + 0.044715 * x32 * x32 * x32))).to(x.dtype)
+    return (x32 * _sigmoid_2z(x32)).to(x.dtype)
+
+
+def _sigmoid_2z(x32: torch.Tensor) -> torch.Tensor:
+    """sigmoid(2z), z = sqrt(2/pi) (x + 0.044715 x^3): the tanh GELU's gate, 0.5 * (1 + tanh z)."""
+    return torch.sigmoid(2 * _GELU_C * (x32 + 0.044715 * x32 * x32 * x32))
 
 
 def _gelu_tanh_sigmoid_and_slope(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`_gelu_tanh_sigmoid` and its derivative at x, both from the one sigmoid s: d/dx x*s(2z) = s + 2x s (1 - s) z'."""
     x32 = x.float()
-    s = torch.sigmoid(2 * _GELU_C * (x32 + 0.044715 * x32 * x32 * x32))
+    s = _sigmoid_2z(x32)
     slope = s + 2 * _GELU_C * x32 * s * (1 - s) * (1 + 3 * 0.044715 * x32 * x32)
     return (x32 * s).to(x.dtype), slope.to(x.dtype)
 
@@ -137,11 +142,12 @@ class SharedLinear:
     and the weight's gradient summed inside each use's backward GEMM (addmm with beta 1) into one buffer.
     Autograd would instead take 12 full-size gradients and add them one by one: 7-9% of a bf16 training step
     at albert-base (docs/benchmarks.md, "bf16 training nearer its ceiling"). Make a new one
-    for every forward; `weights` and `biases` are concatenated along the output features (query, key and value
-    as one GEMM)."""
+    for every forward; the weights and biases of `linears` are concatenated along the output features (query,
+    key and value as one GEMM)."""
 
-    def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor], dtype: torch.dtype):
-        self.weight, self.bias = _joined(weights, dtype), _joined(biases, dtype)
+    def __init__(self, linears: list[nn.Linear], dtype: torch.dtype):
+        self.weight = _joined([m.weight for m in linears], dtype)
+        self.bias = _joined([m.bias for m in linears], dtype)
         self.uses = 0  # calls in this forward
         self.summed = 0  # backward calls since the gradient was last handed to autograd
         self.grad: torch.Tensor | None = None
@@ -218,9 +224,8 @@ class AlbertAttention(nn.Module):
         self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def shared(self, dtype: torch.dtype) -> dict[str, SharedLinear]:
-        qkv = (self.query, self.key, self.value)
-        return {"qkv": SharedLinear([m.weight for m in qkv], [m.bias for m in qkv], dtype),
-                "dense": SharedLinear([self.dense.weight], [self.dense.bias], dtype)}
+        return {"qkv": SharedLinear([self.query, self.key, self.value], dtype),
+                "dense": SharedLinear([self.dense], dtype)}
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool,
                 shared: dict[str, SharedLinear] | None) -> torch.Tensor:
@@ -263,8 +268,8 @@ class AlbertLayer(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def shared(self, dtype: torch.dtype) -> dict[str, SharedLinear]:
-        return {**self.attention.shared(dtype), "ffn": SharedLinear([self.ffn.weight], [self.ffn.bias], dtype),
-                "ffn_output": SharedLinear([self.ffn_output.weight], [self.ffn_output.bias], dtype)}
+        return {**self.attention.shared(dtype), "ffn": SharedLinear([self.ffn], dtype),
+                "ffn_output": SharedLinear([self.ffn_output], dtype)}
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool, explicit: bool,
                 shared: dict[str, SharedLinear] | None) -> torch.Tensor:
