@@ -36,6 +36,6 @@ def raise_if_signalled() -> None:
     would already have ended what is running (between training steps, between scored chunks), so it finds one only
     if Python dropped it."""
     if _received:
-        signum = _received.pop()
+        signum = _received[-1]
         _received.clear()
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
