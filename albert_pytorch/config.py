@@ -38,8 +38,9 @@ _MAX_PARAMETERS = 5_000_000_000
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu",
                "swish", "tanh", "mish")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
-# How the tanh GELU runs in training and PyTorch inference (a run setting, not the model's: modeling.use_activation)
-ACTIVATION_IMPLEMENTATIONS = ("eager", "compiled")
+# Whose kernels run the element-wise and layout work in training and PyTorch inference: torch's own, or
+# torch.compile's (a run setting, not the model's: modeling.use_kernels)
+KERNEL_IMPLEMENTATIONS = ("eager", "compiled")
 
 
 class ConfigError(ValueError):

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ACTIVATION_IMPLEMENTATIONS, AlbertConfig
+from .config import KERNEL_IMPLEMENTATIONS, AlbertConfig
 from .io import atomic_write
 from .weights import WEIGHTS_NAME, WeightsError, load_state_dict, normalize_keys, resolve_model_dir
 
@@ -100,6 +100,17 @@ def compiled_gelu_tanh() -> Callable[[torch.Tensor], torch.Tensor]:
     return gelu
 
 
+def _transposed(a: torch.Tensor) -> torch.Tensor:
+    return a.t().contiguous()
+
+
+@functools.cache
+def compiled_transpose() -> Callable[[torch.Tensor], torch.Tensor]:
+    """A matrix's transpose made contiguous, through torch.compile: inductor's tiled loop is 2-4x torch's strided
+    copy on bf16 rows (0.25 against 0.8 ms for 1,312 x 768). Built once per process; shapes are dynamic."""
+    return torch.compile(_transposed, dynamic=True)
+
+
 _ACTIVATIONS = {
     "gelu": F.gelu,
     "gelu_new": _gelu_tanh,
@@ -117,9 +128,9 @@ _EXPLICIT_ACTIVATIONS = {"gelu_new": _gelu_tanh_pow, "gelu_fast": _gelu_tanh_pow
 
 # How attention, activations and the shared layer's weights are computed; all give the same numbers.
 # - "shared": attention as the config's attn_implementation says (torch's fused scaled_dot_product_attention with
-#   a boolean mask, or "eager" attention), the activation as `use_activation` set it, and each shared weight
-#   prepared once per forward (`SharedLinear`: one query-key-value GEMM, gradients summed inside the GEMMs):
-#   training and batch inference.
+#   a boolean mask, or "eager" attention), the activation and the weight gradients' operands as `use_kernels` set
+#   them, and each shared weight prepared once per forward (`SharedLinear`: one query-key-value GEMM, gradients
+#   summed inside the GEMMs): training and batch inference.
 # - "modules": the same numbers with every nn.Linear called as a module, autograd summing the shared weights'
 #   gradients: no per-forward preparation, which costs more than it gives on a batch of one (`serve`), and the
 #   reference that tests and the benchmark hold SharedLinear against.
@@ -143,11 +154,21 @@ class SharedLinear:
     Autograd would instead take 12 full-size gradients and add them one by one: 7-9% of a bf16 training step
     at albert-base (docs/benchmarks.md, "bf16 training nearer its ceiling"). Make a new one
     for every forward; the weights and biases of `linears` are concatenated along the output features (query,
-    key and value as one GEMM)."""
+    key and value as one GEMM).
 
-    def __init__(self, linears: list[nn.Linear], dtype: torch.dtype):
+    `transpose`, where given, makes a contiguous transpose for the weight-gradient GEMMs: their operands are
+    the uses' rows, which the GEMM reads transposed, and oneDNN's AMX GEMM runs about 2x as fast on a contiguous
+    transposed copy as on the strided view (docs/benchmarks.md, "the weight gradients' operands"). The narrower
+    of the two operands is the one copied; where that is the input, the buffer sums the transposed gradient,
+    transposed back once when handed over. Without it, the GEMMs read the strided views."""
+
+    def __init__(self, linears: list[nn.Linear], dtype: torch.dtype,
+                 transpose: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.weight = _joined([m.weight for m in linears], dtype)
         self.bias = _joined([m.bias for m in linears], dtype)
+        self.transpose = transpose
+        out_features, in_features = self.weight.shape
+        self.sums_transposed = transpose is not None and in_features < out_features
         self.uses = 0  # calls in this forward
         self.summed = 0  # backward calls since the gradient was last handed to autograd
         self.grad: torch.Tensor | None = None
@@ -155,6 +176,28 @@ class SharedLinear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.uses += 1
         return _SummedGradientLinear.apply(x.to(self.weight.dtype), self.weight, self.bias, self)
+
+    def add_weight_gradient(self, grad_rows: torch.Tensor, input_rows: torch.Tensor) -> None:
+        """Add one use's weight gradient, grad_rows^T @ input_rows, to the buffer."""
+        if self.sums_transposed:
+            a, b = self.transpose(input_rows), grad_rows
+        elif self.transpose is not None and grad_rows.shape[1] < input_rows.shape[1]:
+            a, b = self.transpose(grad_rows), input_rows
+        else:
+            a, b = grad_rows.t(), input_rows
+        if self.grad is None:
+            self.grad = a @ b
+        else:
+            self.grad.addmm_(a, b)
+        self.summed += 1
+
+    def summed_gradient(self) -> torch.Tensor | None:
+        """The weight's whole gradient once every use's is in (the buffer starts afresh for a rerun), else None."""
+        if self.summed < self.uses:
+            return None
+        grad = self.transpose(self.grad) if self.sums_transposed else self.grad
+        self.grad, self.summed = None, 0
+        return grad
 
 
 def _joined(tensors: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
@@ -177,16 +220,8 @@ class _SummedGradientLinear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         shared: SharedLinear = ctx.shared
         rows = grad_out.reshape(-1, grad_out.shape[-1])
-        inputs = x.reshape(-1, x.shape[-1])
-        if shared.grad is None:
-            shared.grad = rows.t() @ inputs
-        else:
-            shared.grad.addmm_(rows.t(), inputs)
-        shared.summed += 1
-        grad_weight = None
-        if shared.summed == shared.uses:  # every use's gradient is in: hand it over (and start afresh for a rerun)
-            grad_weight, shared.grad, shared.summed = shared.grad, None, 0
-        return grad_out @ weight, grad_weight, rows.sum(0), None
+        shared.add_weight_gradient(rows, x.reshape(-1, x.shape[-1]))
+        return grad_out @ weight, shared.summed_gradient(), rows.sum(0), None
 
 
 class AlbertEmbeddings(nn.Module):
@@ -223,9 +258,9 @@ class AlbertAttention(nn.Module):
         self.attention_dropout = config.attention_probs_dropout_prob
         self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def shared(self, dtype: torch.dtype) -> dict[str, SharedLinear]:
-        return {"qkv": SharedLinear([self.query, self.key, self.value], dtype),
-                "dense": SharedLinear([self.dense], dtype)}
+    def shared(self, dtype: torch.dtype, transpose: Callable | None) -> dict[str, SharedLinear]:
+        return {"qkv": SharedLinear([self.query, self.key, self.value], dtype, transpose),
+                "dense": SharedLinear([self.dense], dtype, transpose)}
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool,
                 shared: dict[str, SharedLinear] | None) -> torch.Tensor:
@@ -267,9 +302,9 @@ class AlbertLayer(nn.Module):
         self.full_layer_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def shared(self, dtype: torch.dtype) -> dict[str, SharedLinear]:
-        return {**self.attention.shared(dtype), "ffn": SharedLinear([self.ffn], dtype),
-                "ffn_output": SharedLinear([self.ffn_output], dtype)}
+    def shared(self, dtype: torch.dtype, transpose: Callable | None) -> dict[str, SharedLinear]:
+        return {**self.attention.shared(dtype, transpose), "ffn": SharedLinear([self.ffn], dtype, transpose),
+                "ffn_output": SharedLinear([self.ffn_output], dtype, transpose)}
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool, explicit: bool,
                 shared: dict[str, SharedLinear] | None) -> torch.Tensor:
@@ -299,6 +334,7 @@ class AlbertTransformer(nn.Module):
         self.layers_per_group = config.num_hidden_layers / config.num_hidden_groups  # may be fractional
         self.embedding_hidden_mapping_in = nn.Linear(config.embedding_size, config.hidden_size)
         self.albert_layer_groups = nn.ModuleList(AlbertLayerGroup(config) for _ in range(config.num_hidden_groups))
+        self.transpose: Callable | None = None  # SharedLinear's, set by `use_kernels`
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool, explicit: bool,
                 share: bool) -> torch.Tensor:
@@ -306,7 +342,8 @@ class AlbertTransformer(nn.Module):
         shared = None
         if share:  # each group's weights prepared once for all its uses in this forward (SharedLinear)
             dtype = compute_dtype(self.embedding_hidden_mapping_in.weight)
-            shared = [[layer.shared(dtype) for layer in group.albert_layers] for group in self.albert_layer_groups]
+            shared = [[layer.shared(dtype, self.transpose) for layer in group.albert_layers]
+                      for group in self.albert_layer_groups]
         # Each of the num_hidden_layers steps runs a whole group; groups are reused in order. Layer i
         # uses group int(i / (layers / groups)), as Google's code and transformers compute it, which
         # also serves layer counts that are not a multiple of the group count.
@@ -389,18 +426,23 @@ class AlbertPreTrainedModel(nn.Module):
         finally:
             albert.implementation = previous
 
-    def use_activation(self, implementation: str) -> None:
-        """Compute the tanh GELU (hidden_act gelu_new and its aliases) as `implementation` says (see
-        ACTIVATION_IMPLEMENTATIONS); the same function either way, to float rounding. Export keeps its own form."""
-        if implementation not in ACTIVATION_IMPLEMENTATIONS:
-            raise ValueError(f"activation implementation {implementation!r}: use one of "
-                             f"{', '.join(ACTIVATION_IMPLEMENTATIONS)}")
+    def use_kernels(self, implementation: str) -> None:
+        """Run the element-wise and layout work of training and PyTorch inference on `implementation`'s kernels
+        (see KERNEL_IMPLEMENTATIONS): "compiled" computes the tanh GELU (hidden_act gelu_new and its aliases)
+        through torch.compile with its slope kept for backward, and has SharedLinear feed its weight-gradient
+        GEMMs a contiguous transposed copy made by a compiled kernel; "eager" uses torch's GELU kernel and the
+        GEMMs read strided views. The same numbers either way, to float rounding. Export keeps its own form."""
+        if implementation not in KERNEL_IMPLEMENTATIONS:
+            raise ValueError(f"kernel implementation {implementation!r}: use one of "
+                             f"{', '.join(KERNEL_IMPLEMENTATIONS)}")
+        compiled = implementation == "compiled"
         act = self.config.hidden_act
-        function = compiled_gelu_tanh() if implementation == "compiled" and act in _EXPLICIT_ACTIVATIONS else \
-            _ACTIVATIONS[act]
+        function = compiled_gelu_tanh() if compiled and act in _EXPLICIT_ACTIVATIONS else _ACTIVATIONS[act]
         for module in self.modules():
             if isinstance(module, AlbertLayer):
                 module.activation = function
+            elif isinstance(module, AlbertTransformer):
+                module.transpose = compiled_transpose() if compiled else None
 
     def init_weights(self) -> None:
         self.apply(self._init_module)

@@ -108,10 +108,10 @@ def build_pretraining(cfg: PretrainConfig, ctx: DistContext, device: torch.devic
     else:
         model = AlbertForPreTraining.from_pretrained(inputs.model_dir, config=config)
     model.to(device)
-    model.use_activation(cfg.activation_implementation)
-    logger.info("pretraining %s parameters (%s) on %s (attention %s, GELU %s), world size %d",
+    model.use_kernels(cfg.kernels)
+    logger.info("pretraining %s parameters (%s) on %s (attention %s, kernels %s), world size %d",
                 f"{count_parameters(model):,}", "from scratch" if cfg.from_scratch else cfg.model_name_or_path, device,
-                cfg.attn_implementation, cfg.activation_implementation, ctx.world_size)
+                cfg.attn_implementation, cfg.kernels, ctx.world_size)
     tokenizer = inputs.tokenizer
     spec = MaskingSpec.from_tokenizer(tokenizer, mask_prob=cfg.mlm_probability, max_ngram=cfg.max_ngram,
                                       max_predictions=cfg.max_predictions_per_seq)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .config import ACTIVATION_IMPLEMENTATIONS, ATTENTION_IMPLEMENTATIONS, AlbertConfig, ConfigError
+from .config import ATTENTION_IMPLEMENTATIONS, KERNEL_IMPLEMENTATIONS, AlbertConfig, ConfigError
 from .data.glue import get_task
 from .device import Precision
 from .errors import UsageError
@@ -53,11 +53,12 @@ def run_model_config(config: AlbertConfig, overrides: str, max_seq_length: int,
     return config
 
 
-def default_activation(device: torch.device, bf16: bool) -> str:
-    """The tanh GELU's implementation that trained faster, measured (docs/benchmarks.md): compiled for bf16 on a CPU
-    (GELU forward and backward 2.1-2.5x faster, whole steps 1.0-1.1x at albert-base) where a C++ compiler is there
-    for inductor; eager elsewhere (unmeasured on accelerators, and in fp32 on a CPU not worth the compile time that
-    every run would pay)."""
+def default_kernels(device: torch.device, bf16: bool) -> str:
+    """The kernels that trained faster, measured (docs/benchmarks.md): compiled for bf16 on a CPU (the GELU's forward
+    and backward 2.1-2.5x, the weight-gradient GEMMs on transposed copies about 2x; whole steps 1.1-1.15x at
+    albert-base) where a C++ compiler is there for inductor; eager elsewhere (unmeasured on accelerators, and in
+    fp32 on a CPU, where MKL reads transposed operands at full speed, not worth the compile time that every run
+    would pay)."""
     compiler = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("clang++")
     return "compiled" if device.type == "cpu" and bf16 and compiler else "eager"
 
@@ -146,12 +147,13 @@ class LoopConfig:
                                               choices=ATTENTION_IMPLEMENTATIONS,
                                               shown_default="eager for --bf16 on a CPU (measured 1.33x sdpa's "
                                                             "training speed at albert-base), sdpa elsewhere")
-    activation_implementation: str | None = setting(
-        None, "the tanh GELU: eager (torch's kernel) or compiled (torch.compile: value and slope in one fused loop); "
-              "the same function",
-        choices=ACTIVATION_IMPLEMENTATIONS,
-        shown_default="compiled for --bf16 on a CPU where a C++ compiler is installed (measured 2.1-2.5x faster "
-                      "GELU, 1.0-1.1x training steps at albert-base), eager elsewhere")
+    kernels: str | None = setting(
+        None, "kernels for the element-wise and layout work: eager (torch's) or compiled (torch.compile: the tanh "
+              "GELU's value and slope in one loop, and contiguous transposed operands for the shared weights' "
+              "gradient GEMMs); the same numbers",
+        choices=KERNEL_IMPLEMENTATIONS,
+        shown_default="compiled for --bf16 on a CPU where a C++ compiler is installed (measured 1.1-1.15x training "
+                      "steps at albert-base), eager elsewhere")
     threads: int | None = setting(None, "intra-op CPU threads", range=POSITIVE_INT,
                                   shown_default="the cores idle at start, shared among torchrun's ranks on the "
                                                 "machine (on a busy machine, spinning threads cost more than they "
@@ -216,8 +218,8 @@ class LoopConfig:
             cfg = dataclasses.replace(cfg, fp16=False)
         if cfg.attn_implementation is None:
             cfg = dataclasses.replace(cfg, attn_implementation=default_attention(device, cfg.bf16))
-        if cfg.activation_implementation is None:
-            cfg = dataclasses.replace(cfg, activation_implementation=default_activation(device, cfg.bf16))
+        if cfg.kernels is None:
+            cfg = dataclasses.replace(cfg, kernels=default_kernels(device, cfg.bf16))
         return cfg
 
     @classmethod

@@ -206,15 +206,15 @@ def build_run(cfg: TrainConfig, ctx: DistContext, device: torch.device, model_fa
     torch.manual_seed(cfg.seed)
     model = model_factory(config, None if from_scratch else model_dir).to(device)
     if isinstance(model, AlbertPreTrainedModel):  # ours; another factory's model (ONNX, transformers) has its own
-        model.use_activation(cfg.activation_implementation)
+        model.use_kernels(cfg.kernels)
     fresh = getattr(model, "newly_initialized", [])
     if not cfg.do_train and fresh:
         raise UsageError(f"{model_dir} holds no trained classifier for {task.name} ({', '.join(fresh[:2])} would "
                          f"start random, and so would its scores): fine-tune it first, with train "
                          f"--model_name_or_path {model_dir}")
-    logger.info("%s: %s parameters, %s on %s (attention %s, GELU %s), world size %d", task.name,
+    logger.info("%s: %s parameters, %s on %s (attention %s, kernels %s), world size %d", task.name,
                 f"{count_parameters(model):,}", cfg.precision.name, device, cfg.attn_implementation,
-                cfg.activation_implementation, ctx.world_size)
+                cfg.kernels, ctx.world_size)
     collator = Collator(tokenizer.pad_token_id, cfg.pad_to_multiple_of or default_pad_multiple(device))
     return FinetuneRun(task, data_dir, model_dir, tokenizer, model, collator, train_set, eval_sets, test_sets,
                        identity, resume_from)

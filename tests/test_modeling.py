@@ -131,30 +131,53 @@ def test_shared_linear_computes_what_the_modules_do_in_either_precision(bf16):
     assert all(g.dtype == torch.float32 for g in shared_grads.values())
 
 
-@pytest.mark.skipif(run_config.default_activation(torch.device("cpu"), True) != "compiled",
+@pytest.mark.parametrize("out_features, in_features, copied", [(12, 4, "inputs"), (4, 12, "gradients"), (6, 6, None)])
+def test_shared_linear_gives_its_gradient_gemms_transposed_copies_of_the_narrower_operand(out_features, in_features,
+                                                                                        copied):
+    copies = []
+
+    def transpose(a: torch.Tensor) -> torch.Tensor:
+        copies.append(tuple(a.shape))
+        return a.t().contiguous()
+
+    linear = torch.nn.Linear(in_features, out_features)
+    shared = modeling.SharedLinear([linear], torch.float32, transpose)
+    inputs = [torch.randn(5, in_features) for _ in range(3)]
+    sum((use + 1) * shared(x).square().sum() for use, x in enumerate(inputs)).backward()
+    summed = linear.weight.grad.clone()
+    linear.weight.grad = None
+    sum((use + 1) * linear(x).square().sum() for use, x in enumerate(inputs)).backward()  # autograd's sum
+    assert torch.allclose(summed, linear.weight.grad, rtol=1e-5, atol=1e-6)
+    expected = {"inputs": [(5, in_features)] * 3 + [(in_features, out_features)],  # and the sum transposed back
+                "gradients": [(5, out_features)] * 3, None: []}[copied]
+    assert copies == expected
+
+
+@pytest.mark.skipif(run_config.default_kernels(torch.device("cpu"), True) != "compiled",
                     reason="no C++ compiler for inductor")
-def test_compiled_gelu_computes_what_torchs_kernel_does_forward_and_backward():
+def test_compiled_kernels_compute_what_torchs_do_forward_and_backward():
     model = AlbertForSequenceClassification.from_config(tiny_config(classifier_dropout_prob=0.0))
     assert model.config.hidden_act == "gelu_new"
     ids, mask, types, labels = padded_batch(120, 2)
     runs = {}
     for implementation in ("eager", "compiled"):
-        model.use_activation(implementation)
+        model.use_kernels(implementation)
         for bf16 in (False, True):
             model.zero_grad(set_to_none=True)
             with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
                 out = model(ids, mask, types, labels=labels)
             runs[implementation, bf16] = out.logits.float(), gradients(model, out.loss)
     assert model.albert.encoder.albert_layer_groups[0].albert_layers[0].activation is modeling.compiled_gelu_tanh()
+    assert model.albert.encoder.transpose is modeling.compiled_transpose()
     for bf16, tolerance in ((False, 1e-5), (True, 2e-2)):
         (logits, grads), (compiled_logits, compiled_grads) = runs["eager", bf16], runs["compiled", bf16]
         assert (logits - compiled_logits).abs().max() <= tolerance * logits.abs().max()
         assert_close_gradients(compiled_grads, grads, tolerance)
-    with pytest.raises(ValueError, match="activation implementation 'fused'"):
-        model.use_activation("fused")
+    with pytest.raises(ValueError, match="kernel implementation 'fused'"):
+        model.use_kernels("fused")
 
 
-@pytest.mark.skipif(run_config.default_activation(torch.device("cpu"), True) != "compiled",
+@pytest.mark.skipif(run_config.default_kernels(torch.device("cpu"), True) != "compiled",
                     reason="no C++ compiler for inductor")
 def test_compiled_gelu_keeps_the_slope_autograd_would_compute_and_only_when_a_gradient_is_wanted():
     gelu = modeling.compiled_gelu_tanh()

@@ -50,7 +50,7 @@ RATIOS = {
     "train_ratio_vs_padded": ("training", "ours", "transformers_padded"),
     "train_ratio_vs_per_batch": ("training", "ours", "transformers_per_batch"),
     "train_ratio_shared_linear": ("training", "ours", "ours_modules"),
-    "train_ratio_compiled_activation": ("training", "ours", "ours_eager_activation"),
+    "train_ratio_compiled_kernels": ("training", "ours", "ours_eager_kernels"),
     "infer_ratio_fp32": ("inference", "ours_ort_fp32", "transformers_padded"),
     "infer_ratio_int8": ("inference", "ours_ort_int8", "transformers_padded"),
     "pretrain_ratio_demo": ("pretraining_demo", "ours", "transformers_full_logits"),

@@ -10,7 +10,7 @@ import torch
 from ..data import Collator, LengthGroupedBatchSampler
 from ..device import Precision, default_pad_multiple
 from ..modeling import AlbertForSequenceClassification
-from ..run_config import default_activation, default_attention
+from ..run_config import default_attention, default_kernels
 from .harness import PADDED, TimedVariant, Workload, forward_flops, logger
 from .reference import TransformersAlbert
 
@@ -54,21 +54,21 @@ def benchmark_training(work: Workload, device: torch.device, precision: Precisio
         model.load_state_dict(initial)
         return model
 
-    # ours as a training run builds it: with the attention and activation the run's defaults pick for this device
-    # and precision
+    # ours as a training run builds it: with the attention and kernels the run's defaults pick for this device and
+    # precision
     bf16 = precision.dtype == torch.bfloat16
-    attention, activation = default_attention(device, bf16), default_activation(device, bf16)
+    attention, kernels = default_attention(device, bf16), default_kernels(device, bf16)
 
-    def ours(activation: str = activation) -> AlbertForSequenceClassification:
+    def ours(kernels: str = kernels) -> AlbertForSequenceClassification:
         model = AlbertForSequenceClassification(dataclasses.replace(work.config, attn_implementation=attention))
         model.load_state_dict(initial)
-        model.use_activation(activation)
+        model.use_kernels(kernels)
         return model
 
-    # where the default GELU is the compiled one, ours with torch's kernel too, to show what compiling gives
-    eager_activation = [TrainVariant("ours_eager_activation", "ours, torch's tanh-GELU kernel", ours("eager"),
-                                     grouped, Collator(0, pad_multiple), work, device, precision)
-                        ] if activation != "eager" else []
+    # where the default kernels are the compiled ones, ours with torch's too, to show what compiling gives
+    eager_kernels = [TrainVariant("ours_eager_kernels", "ours, torch's eager kernels", ours("eager"),
+                                  grouped, Collator(0, pad_multiple), work, device, precision)
+                     ] if kernels != "eager" else []
     variants = {v.key: v for v in (
         TrainVariant("transformers_padded", "transformers, padded to 128", reference(), shuffled,
                      Collator(0, PADDED), work, device, precision),
@@ -76,7 +76,7 @@ def benchmark_training(work: Workload, device: torch.device, precision: Precisio
                      Collator(0, pad_multiple), work, device, precision),
         ModulesVariant("ours_modules", "ours, shared weights' gradients summed by autograd", ours(), grouped,
                        Collator(0, pad_multiple), work, device, precision),
-        *eager_activation,
+        *eager_kernels,
         TrainVariant("ours", "ours (length-grouped, per-batch padding)", ours(), grouped, Collator(0, pad_multiple),
                      work, device, precision),
     )}
