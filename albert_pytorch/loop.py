@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from . import gemm_rows
 from .data.samplers import step_seed
 from .device import (
     DistContext,
@@ -39,7 +40,9 @@ from .device import (
     synchronize,
     use_threads,
 )
+from .gemm_rows import RowSplit
 from .io import atomic_write_json
+from .modeling import AlbertPreTrainedModel
 from .optim import build_optimizer, linear_schedule
 from .run_config import LoopConfig
 from .rundir import list_checkpoints
@@ -195,6 +198,24 @@ def start_on_device(cfg: RunConfig) -> tuple[RunConfig, DistContext, torch.devic
     size_kernel_cache()
     cfg = dataclasses.replace(cfg.on_device(device), threads=use_threads(cfg.thread_count(), ctx.local_world_size))
     return cfg, ctx, device
+
+
+def split_gemm_rows(cfg: RunConfig, ctx: DistContext, device: torch.device, model: AlbertPreTrainedModel,
+                    max_rows: int, trains: bool) -> RunConfig:
+    """Apply the run's --gemm_row_split to `model`: the one given, the one the run being resumed recorded, or, for a
+    bf16 training run on a CPU in one process, the one measured here (several processes would time each other's
+    load); off elsewhere. Returns the settings with it filled in, for train_config.json."""
+    spec = cfg.row_split()
+    if spec is None:
+        split = None
+        if trains and cfg.bf16 and device.type == "cpu" and ctx.world_size == 1:
+            config = model.config
+            split = gemm_rows.measure(config.hidden_size, config.intermediate_size, max_rows, torch.bfloat16)
+            logger.info("GEMMs with a %d-wide output, measured on %d threads: %s", config.hidden_size,
+                        torch.get_num_threads(), f"row chunks ({split.spec()})" if split else "whole calls")
+        spec = split.spec() if split else gemm_rows.OFF
+    model.split_gemm_rows(RowSplit.parse(spec))
+    return dataclasses.replace(cfg, gemm_row_split=spec)
 
 
 def fit(model: nn.Module, loader: DataLoader, cfg: LoopConfig, ctx: DistContext, device: torch.device,

@@ -20,12 +20,15 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import gemm_rows
 from .config import KERNEL_IMPLEMENTATIONS, AlbertConfig
+from .gemm_rows import RowSplit
 from .io import atomic_write
 from .weights import WEIGHTS_NAME, WeightsError, load_state_dict, normalize_keys, resolve_model_dir
 
@@ -156,17 +159,19 @@ class SharedLinear:
     for every forward; the weights and biases of `linears` are concatenated along the output features (query,
     key and value as one GEMM).
 
-    `transpose`, where given, makes a contiguous transpose for the weight-gradient GEMMs: their operands are
-    the uses' rows, which the GEMM reads transposed, and oneDNN's AMX GEMM runs about 2x as fast on a contiguous
-    transposed copy as on the strided view (docs/benchmarks.md, "the weight gradients' operands"). The narrower
-    of the two operands is the one copied; where that is the input, the buffer sums the transposed gradient,
-    transposed back once when handed over. Without it, the GEMMs read the strided views."""
+    `row_split` runs the GEMMs whose output is its width in row chunks where the host's oneDNN would leave a
+    thread idle (`gemm_rows`). `transpose`, where given, makes a contiguous transpose for the weight-gradient GEMMs:
+    their operands are the uses' rows, which the GEMM reads transposed, and oneDNN's AMX GEMM runs about 2x as fast
+    on a contiguous transposed copy as on the strided view (docs/benchmarks.md, "the weight gradients' operands").
+    The narrower of the two operands is the one copied; where that is the input, the buffer sums the transposed
+    gradient, transposed back once when handed over. Without it, the GEMMs read the strided views."""
 
     def __init__(self, linears: list[nn.Linear], dtype: torch.dtype,
-                 transpose: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 transpose: Callable[[torch.Tensor], torch.Tensor] | None = None, row_split: RowSplit | None = None):
         self.weight = _joined([m.weight for m in linears], dtype)
         self.bias = _joined([m.bias for m in linears], dtype)
         self.transpose = transpose
+        self.row_split = row_split
         out_features, in_features = self.weight.shape
         self.sums_transposed = transpose is not None and in_features < out_features
         self.uses = 0  # calls in this forward
@@ -213,7 +218,8 @@ class _SummedGradientLinear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, shared: SharedLinear):
         ctx.save_for_backward(x, weight)
         ctx.shared = shared
-        return F.linear(x, weight, bias)
+        y = gemm_rows.matmul(x.reshape(-1, x.shape[-1]), weight.t(), bias, shared.row_split)
+        return y.view(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
@@ -221,7 +227,8 @@ class _SummedGradientLinear(torch.autograd.Function):
         shared: SharedLinear = ctx.shared
         rows = grad_out.reshape(-1, grad_out.shape[-1])
         shared.add_weight_gradient(rows, x.reshape(-1, x.shape[-1]))
-        return grad_out @ weight, shared.summed_gradient(), rows.sum(0), None
+        grad_x = gemm_rows.matmul(rows, weight, None, shared.row_split).view(x.shape)
+        return grad_x, shared.summed_gradient(), rows.sum(0), None
 
 
 class AlbertEmbeddings(nn.Module):
@@ -258,9 +265,10 @@ class AlbertAttention(nn.Module):
         self.attention_dropout = config.attention_probs_dropout_prob
         self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def shared(self, dtype: torch.dtype, transpose: Callable | None) -> dict[str, SharedLinear]:
-        return {"qkv": SharedLinear([self.query, self.key, self.value], dtype, transpose),
-                "dense": SharedLinear([self.dense], dtype, transpose)}
+    def shared(self, *how: Any) -> dict[str, SharedLinear]:
+        """This forward's SharedLinears; `how` is SharedLinear's arguments after the linears."""
+        return {"qkv": SharedLinear([self.query, self.key, self.value], *how),
+                "dense": SharedLinear([self.dense], *how)}
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool,
                 shared: dict[str, SharedLinear] | None) -> torch.Tensor:
@@ -302,9 +310,9 @@ class AlbertLayer(nn.Module):
         self.full_layer_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def shared(self, dtype: torch.dtype, transpose: Callable | None) -> dict[str, SharedLinear]:
-        return {**self.attention.shared(dtype, transpose), "ffn": SharedLinear([self.ffn], dtype, transpose),
-                "ffn_output": SharedLinear([self.ffn_output], dtype, transpose)}
+    def shared(self, *how: Any) -> dict[str, SharedLinear]:
+        return {**self.attention.shared(*how), "ffn": SharedLinear([self.ffn], *how),
+                "ffn_output": SharedLinear([self.ffn_output], *how)}
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool, explicit: bool,
                 shared: dict[str, SharedLinear] | None) -> torch.Tensor:
@@ -335,6 +343,7 @@ class AlbertTransformer(nn.Module):
         self.embedding_hidden_mapping_in = nn.Linear(config.embedding_size, config.hidden_size)
         self.albert_layer_groups = nn.ModuleList(AlbertLayerGroup(config) for _ in range(config.num_hidden_groups))
         self.transpose: Callable | None = None  # SharedLinear's, set by `use_kernels`
+        self.row_split: RowSplit | None = None  # SharedLinear's, set by `split_gemm_rows`
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, eager: bool, explicit: bool,
                 share: bool) -> torch.Tensor:
@@ -342,7 +351,7 @@ class AlbertTransformer(nn.Module):
         shared = None
         if share:  # each group's weights prepared once for all its uses in this forward (SharedLinear)
             dtype = compute_dtype(self.embedding_hidden_mapping_in.weight)
-            shared = [[layer.shared(dtype, self.transpose) for layer in group.albert_layers]
+            shared = [[layer.shared(dtype, self.transpose, self.row_split) for layer in group.albert_layers]
                       for group in self.albert_layer_groups]
         # Each of the num_hidden_layers steps runs a whole group; groups are reused in order. Layer i
         # uses group int(i / (layers / groups)), as Google's code and transformers compute it, which
@@ -443,6 +452,13 @@ class AlbertPreTrainedModel(nn.Module):
                 module.activation = function
             elif isinstance(module, AlbertTransformer):
                 module.transpose = compiled_transpose() if compiled else None
+
+    def split_gemm_rows(self, split: RowSplit | None) -> None:
+        """Run the shared layers' GEMMs with `split`'s output width in its row chunks (`gemm_rows`); None: whole.
+        The same products, each row's sums split among threads as oneDNN chooses for each call."""
+        for module in self.modules():
+            if isinstance(module, AlbertTransformer):
+                module.row_split = split
 
     def init_weights(self) -> None:
         self.apply(self._init_module)

@@ -39,7 +39,7 @@ from .device import (
 )
 from .errors import UsageError
 from .io import atomic_write_json, text_files
-from .loop import Ranking, fit, start_on_device, write_trainer_state
+from .loop import Ranking, fit, split_gemm_rows, start_on_device, write_trainer_state
 from .modeling import AlbertForPreTraining, count_parameters
 from .run_config import PretrainConfig, run_model_config, run_settings
 from .rundir import TRAINING, OutputFolder, claimed
@@ -68,6 +68,7 @@ def run(cfg: PretrainConfig, ray_address: str | None = None) -> dict[str, Any]:
                                         sources=(cfg.model_name_or_path, cfg.tokenizer_name))
             with folder.opened(ctx.is_main):
                 barrier(ctx)
+                cfg = split_gemm_rows(cfg, ctx, device, built.model, cfg.batch_size * cfg.max_seq_length, trains=True)
                 summary = _pretrain(cfg, ctx, device, built)
             end_together(ctx, device)
             return summary

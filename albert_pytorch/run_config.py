@@ -22,6 +22,7 @@ from .config import ATTENTION_IMPLEMENTATIONS, KERNEL_IMPLEMENTATIONS, AlbertCon
 from .data.glue import get_task
 from .device import Precision
 from .errors import UsageError
+from .gemm_rows import RowSplit
 from .metrics import resolve_metric
 from .ranges import (
     COUNT,
@@ -154,6 +155,12 @@ class LoopConfig:
         choices=KERNEL_IMPLEMENTATIONS,
         shown_default="compiled for --bf16 on a CPU where a C++ compiler is installed (measured 1.1-1.15x training "
                       "steps at albert-base), eager elsewhere")
+    gemm_row_split: str | None = setting(
+        None, "the shared layer's GEMMs with a hidden-wide output run in row chunks where the host's oneDNN would "
+              "leave a thread idle: off, or WIDTH:CHUNK:LO-HI[,LO-HI...] (calls of at most CHUNK rows for row counts "
+              "in those windows); the same products",
+        shown_default="measured when a --bf16 run starts on a CPU in one process (about 2 s at albert-base; "
+                      "train_config.json records it and a resume reuses it), off elsewhere")
     threads: int | None = setting(None, "intra-op CPU threads", range=POSITIVE_INT,
                                   shown_default="the cores idle at start, shared among torchrun's ranks on the "
                                                 "machine (on a busy machine, spinning threads cost more than they "
@@ -185,6 +192,11 @@ class LoopConfig:
             raise UsageError("--num_train_epochs must be positive (or give --max_steps)")
         if self.fp16 and self.bf16:
             raise UsageError("choose one of --fp16 and --bf16")
+        if self.gemm_row_split is not None:
+            try:
+                RowSplit.parse(self.gemm_row_split)
+            except ValueError as err:
+                raise UsageError(f"--gemm_row_split {err}") from None
         for name in ("load_best_model_at_end", "early_stopping_patience"):
             if getattr(self, name) and not self.evaluates_during_training:
                 raise UsageError(f"--{name} ranks evaluations made during training: add --eval_steps N or "
@@ -196,14 +208,33 @@ class LoopConfig:
         """--threads; on a resume without it (or OMP_NUM_THREADS), the count the run computed with before (its
         train_config.json): the thread split changes the order of float sums, and a resume is exact only with the
         same split."""
-        if self.threads or not self.resume_from_checkpoint or os.environ.get("OMP_NUM_THREADS"):
+        if self.threads or os.environ.get("OMP_NUM_THREADS"):
             return self.threads
+        recorded = self.recorded("threads")
+        return recorded if isinstance(recorded, int) and recorded > 0 else None
+
+    def row_split(self) -> str | None:
+        """--gemm_row_split; on a resume without it, the split the run computed with before (as `thread_count`)."""
+        if self.gemm_row_split is not None:
+            return self.gemm_row_split
+        recorded = self.recorded("gemm_row_split")
+        if not isinstance(recorded, str):
+            return None
+        try:
+            RowSplit.parse(recorded)
+        except ValueError:
+            return None  # an edited record: measured afresh
+        return recorded
+
+    def recorded(self, name: str) -> Any:
+        """Setting `name` as the run being resumed recorded it in its train_config.json; None for a new run."""
+        if not self.resume_from_checkpoint:
+            return None
         try:
             with open(os.path.join(self.output_dir, "train_config.json"), encoding="utf-8") as handle:
-                recorded = json.load(handle).get("threads")
-        except (OSError, ValueError):
+                return json.load(handle).get(name)
+        except (OSError, ValueError, AttributeError):
             return None
-        return recorded if isinstance(recorded, int) and recorded > 0 else None
 
     def on_device(self, device: torch.device):
         """The settings as they run on `device`; train_config.json records what ran. fp16 on a CPU (no native fp16

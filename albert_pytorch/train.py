@@ -44,7 +44,7 @@ from .device import (
 from .errors import UsageError
 from .evaluate import evaluate_splits, predict_logits, trainer_eval_results, write_submission
 from .io import atomic_write_json
-from .loop import Ranking, fit, start_on_device, write_trainer_state
+from .loop import Ranking, fit, split_gemm_rows, start_on_device, write_trainer_state
 from .metrics import resolve_metric
 from .modeling import AlbertForSequenceClassification, AlbertPreTrainedModel, count_parameters
 from .run_config import TrainConfig, run_model_config, run_settings
@@ -101,6 +101,9 @@ def run(cfg: TrainConfig, model_factory: ModelFactory = sequence_classifier) -> 
                                             sources=(cfg.model_name_or_path,))
                 with folder.opened(ctx.is_main):
                     barrier(ctx)
+                    if isinstance(built.model, AlbertPreTrainedModel):
+                        cfg = split_gemm_rows(cfg, ctx, device, built.model, cfg.batch_size * cfg.max_seq_length,
+                                              trains=cfg.do_train)
                     summary = _finetune(cfg, ctx, device, built)
                 end_together(ctx, device)
                 return summary

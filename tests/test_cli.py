@@ -18,7 +18,7 @@ SUBCOMMANDS = ("train", "evaluate", "pretrain", "preprocess", "pth2onnx", "opt_o
 # A rename here breaks users' scripts and the ModelZoo launchers: change it only on purpose.
 CONTRACT = {
     "train": {
-        "--task_name", "--data_dir", "--threads", "--attn_implementation", "--kernels",
+        "--task_name", "--data_dir", "--threads", "--attn_implementation", "--kernels", "--gemm_row_split",
         "--model_name_or_path", "--output_dir",
         "--do_train", "--no-do_train",
         "--do_eval", "--no-do_eval", "--do_predict", "--no-do_predict", "--max_seq_length", "--max_train_samples",

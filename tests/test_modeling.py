@@ -131,6 +131,22 @@ def test_shared_linear_computes_what_the_modules_do_in_either_precision(bf16):
     assert all(g.dtype == torch.float32 for g in shared_grads.values())
 
 
+def test_the_shared_layers_compute_the_same_with_their_gemms_in_row_chunks():
+    model = AlbertForSequenceClassification.from_config(tiny_config(classifier_dropout_prob=0.0)).eval()  # no dropout
+    ids, mask, types, labels = padded_batch(120, 2)
+    runs = []
+    for split in (None, modeling.RowSplit(model.config.hidden_size, 3, ((1, 10_000),))):
+        model.split_gemm_rows(split)
+        model.zero_grad(set_to_none=True)
+        out = model(ids, mask, types, labels=labels)
+        out.loss.backward()
+        runs.append((out.logits, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (logits, grads), (split_logits, split_grads) = runs
+    assert torch.allclose(logits, split_logits, atol=1e-6)
+    assert grads.keys() == split_grads.keys()
+    assert all(torch.allclose(grads[n], split_grads[n], atol=1e-6) for n in grads)
+
+
 @pytest.mark.parametrize("out_features, in_features, copied", [(12, 4, "inputs"), (4, 12, "gradients"), (6, 6, None)])
 def test_shared_linear_gives_its_gradient_gemms_transposed_copies_of_the_narrower_operand(out_features, in_features,
                                                                                         copied):

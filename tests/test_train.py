@@ -167,3 +167,18 @@ def test_attention_follows_the_precision_unless_the_run_names_it(tiny_task_dir, 
         run(tiny_run(tiny_task_dir, tiny_model_dir, out, max_steps=1, save_steps=0, **settings))
         assert json.loads((out / "config.json").read_text())["attn_implementation"] == expected
         assert json.loads((out / "train_config.json").read_text())["attn_implementation"] == expected
+
+
+def test_the_gemm_row_split_is_measured_for_bf16_on_a_cpu_and_recorded(tiny_task_dir, tiny_model_dir, tmp_path):
+    from helpers import tiny_run
+
+    from albert_pytorch.gemm_rows import RowSplit
+
+    recorded = {}
+    for name, settings in (("fp32", {}), ("bf16", {"bf16": True}), ("named", {"gemm_row_split": "32:4:1-9999"})):
+        out = tmp_path / name
+        run(tiny_run(tiny_task_dir, tiny_model_dir, out, max_steps=1, save_steps=0, **settings))
+        recorded[name] = json.loads((out / "train_config.json").read_text())["gemm_row_split"]
+    assert recorded["fp32"] == "off" and recorded["named"] == "32:4:1-9999"
+    assert isinstance(recorded["bf16"], str)
+    RowSplit.parse(recorded["bf16"])  # what this host measured: a window or none

@@ -2,7 +2,9 @@
 3.12's bf16 matmul ran those of about 672 to 1,500 rows (batch 32 at lengths 21-47) on one thread (docs/benchmarks.md,
 fourteenth session). Each such GEMM (the attention output and FFN output projections' shapes) is timed here whole
 and as two halves of its rows, interleaved, over batch 32's row counts: where the halves are much faster, oneDNN
-left a thread idle. A diagnostic of the host's oneDNN, not of our code: training never splits a GEMM."""
+left a thread idle. A diagnostic of the host's oneDNN, beside what our training does about it: a bf16 run on a CPU
+measures the window at start and runs those GEMMs in row chunks (`gemm_rows`; the training section's
+`train_ratio_gemm_row_split`)."""
 
 from __future__ import annotations
 

@@ -51,6 +51,7 @@ RATIOS = {
     "train_ratio_vs_per_batch": ("training", "ours", "transformers_per_batch"),
     "train_ratio_shared_linear": ("training", "ours", "ours_modules"),
     "train_ratio_compiled_kernels": ("training", "ours", "ours_eager_kernels"),
+    "train_ratio_gemm_row_split": ("training", "ours", "ours_whole_gemms"),
     "infer_ratio_fp32": ("inference", "ours_ort_fp32", "transformers_padded"),
     "infer_ratio_int8": ("inference", "ours_ort_int8", "transformers_padded"),
     "pretrain_ratio_demo": ("pretraining_demo", "ours", "transformers_full_logits"),
@@ -217,7 +218,7 @@ def summarize(sections: dict[str, dict], checks: dict, ceilings: Ceilings, work:
         train_flops_per_sample = 3 * forward_flops(work.config, work.train.lengths) / len(work.train)
         ceiling = ceilings.of(ours["format"])
         report.update({"train_physical_limit_samples_per_s": ceiling * 1e9 / train_flops_per_sample,
-                       "train_fraction_of_limit": ours["gflops"] / ceiling})
+                       "train_fraction_of_limit": ours["gflops"] / ceiling, "gemm_row_split": ours["gemm_row_split"]})
         logger.info("\npeak training memory, batch 32 padded to 128 (%s): %s", report["memory_measure"],
                     ", ".join(f"{name} {mb:.0f} MB" for name, mb in report["peak_train_memory_mb"].items()))
     if "kernel_cache" in sections:

@@ -1,5 +1,6 @@
 """Fine-tuning steps: transformers padded to 128 and padded per batch, against ours (and ours with the shared layer's
-gradients summed by autograd, and with torch's tanh-GELU kernel where ours compiles it); and a step's peak memory."""
+gradients summed by autograd, with torch's eager kernels where ours compiles them, and with every GEMM one call where
+ours splits some in row chunks); and a step's peak memory."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import dataclasses
 
 import torch
 
+from .. import gemm_rows
 from ..data import Collator, LengthGroupedBatchSampler
 from ..device import Precision, default_pad_multiple
+from ..gemm_rows import RowSplit
 from ..modeling import AlbertForSequenceClassification
 from ..run_config import default_attention, default_kernels
 from .harness import PADDED, TimedVariant, Workload, forward_flops, logger
@@ -58,17 +61,25 @@ def benchmark_training(work: Workload, device: torch.device, precision: Precisio
     # precision
     bf16 = precision.dtype == torch.bfloat16
     attention, kernels = default_attention(device, bf16), default_kernels(device, bf16)
+    # the row split a training run measures where it starts (bf16 on a CPU): here for the longest batch timed
+    split = gemm_rows.measure(work.config.hidden_size, work.config.intermediate_size,
+                              batch_size * max(work.train.lengths), precision.dtype
+                              ) if bf16 and device.type == "cpu" else None
 
-    def ours(kernels: str = kernels) -> AlbertForSequenceClassification:
+    def ours(kernels: str = kernels, split: RowSplit | None = split) -> AlbertForSequenceClassification:
         model = AlbertForSequenceClassification(dataclasses.replace(work.config, attn_implementation=attention))
         model.load_state_dict(initial)
         model.use_kernels(kernels)
+        model.split_gemm_rows(split)
         return model
 
     # where the default kernels are the compiled ones, ours with torch's too, to show what compiling gives
     eager_kernels = [TrainVariant("ours_eager_kernels", "ours, torch's eager kernels", ours("eager"),
                                   grouped, Collator(0, pad_multiple), work, device, precision)
                      ] if kernels != "eager" else []
+    # where the measured split runs some GEMMs in row chunks, ours with whole calls too, to show what it gives
+    whole_gemms = [TrainVariant("ours_whole_gemms", "ours, every GEMM one call", ours(split=None), grouped,
+                                Collator(0, pad_multiple), work, device, precision)] if split is not None else []
     variants = {v.key: v for v in (
         TrainVariant("transformers_padded", "transformers, padded to 128", reference(), shuffled,
                      Collator(0, PADDED), work, device, precision),
@@ -77,6 +88,7 @@ def benchmark_training(work: Workload, device: torch.device, precision: Precisio
         ModulesVariant("ours_modules", "ours, shared weights' gradients summed by autograd", ours(), grouped,
                        Collator(0, pad_multiple), work, device, precision),
         *eager_kernels,
+        *whole_gemms,
         TrainVariant("ours", "ours (length-grouped, per-batch padding)", ours(), grouped, Collator(0, pad_multiple),
                      work, device, precision),
     )}
@@ -90,6 +102,7 @@ def benchmark_training(work: Workload, device: torch.device, precision: Precisio
     results = {v.key: {"label": v.label, "format": number_format, "samples_per_s": v.count / v.seconds,
                        "gflops": v.flops / v.seconds / 1e9,
                        "per_round_samples_per_s": v.per_round} for v in variants.values()}
+    results["ours"]["gemm_row_split"] = split.spec() if split is not None else gemm_rows.OFF
     return results, variants
 
 
