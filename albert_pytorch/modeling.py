@@ -20,7 +20,6 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -265,8 +264,9 @@ class AlbertAttention(nn.Module):
         self.attention_dropout = config.attention_probs_dropout_prob
         self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def shared(self, *how: Any) -> dict[str, SharedLinear]:
-        """This forward's SharedLinears; `how` is SharedLinear's arguments after the linears."""
+    def shared(self, dtype: torch.dtype, transpose: Callable | None,
+               row_split: RowSplit | None) -> dict[str, SharedLinear]:
+        how = (dtype, transpose, row_split)  # see SharedLinear
         return {"qkv": SharedLinear([self.query, self.key, self.value], *how),
                 "dense": SharedLinear([self.dense], *how)}
 
@@ -310,7 +310,9 @@ class AlbertLayer(nn.Module):
         self.full_layer_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def shared(self, *how: Any) -> dict[str, SharedLinear]:
+    def shared(self, dtype: torch.dtype, transpose: Callable | None,
+               row_split: RowSplit | None) -> dict[str, SharedLinear]:
+        how = (dtype, transpose, row_split)  # see SharedLinear
         return {**self.attention.shared(*how), "ffn": SharedLinear([self.ffn], *how),
                 "ffn_output": SharedLinear([self.ffn_output], *how)}
 

@@ -158,7 +158,7 @@ class LoopConfig:
     gemm_row_split: str | None = setting(
         None, "the shared layer's GEMMs with a hidden-wide output run in row chunks where the host's oneDNN would "
               "leave a thread idle: off, or WIDTH:CHUNK:LO-HI[,LO-HI...] (calls of at most CHUNK rows for row counts "
-              "in those windows); the same products",
+              "in those windows); the same products, to float rounding",
         shown_default="measured when a --bf16 run starts on a CPU in one process (about 2 s at albert-base; "
                       "train_config.json records it and a resume reuses it), off elsewhere")
     threads: int | None = setting(None, "intra-op CPU threads", range=POSITIVE_INT,
