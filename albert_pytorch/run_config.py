@@ -56,7 +56,7 @@ def run_model_config(config: AlbertConfig, overrides: str, max_seq_length: int,
 
 def default_kernels(device: torch.device, bf16: bool) -> str:
     """The kernels that trained faster, measured (docs/benchmarks.md): compiled for bf16 on a CPU (the GELU's forward
-    and backward 2.1-2.5x, the weight-gradient GEMMs on transposed copies about 2x; whole steps 1.1-1.15x at
+    and backward 2.1-2.5x, the weight-gradient GEMMs on transposed copies about 2x; whole steps 1.13-1.18x at
     albert-base) where a C++ compiler is there for inductor; eager elsewhere (unmeasured on accelerators, and in
     fp32 on a CPU, where MKL reads transposed operands at full speed, not worth the compile time that every run
     would pay)."""
@@ -153,8 +153,8 @@ class LoopConfig:
               "GELU's value and slope in one loop, and contiguous transposed operands for the shared weights' "
               "gradient GEMMs); the same numbers",
         choices=KERNEL_IMPLEMENTATIONS,
-        shown_default="compiled for --bf16 on a CPU where a C++ compiler is installed (measured 1.1-1.15x training "
-                      "steps at albert-base), eager elsewhere")
+        shown_default="compiled for --bf16 on a CPU where a C++ compiler is installed (measured 1.13-1.18x "
+                      "training steps at albert-base), eager elsewhere")
     gemm_row_split: str | None = setting(
         None, "the shared layer's GEMMs with a hidden-wide output run in row chunks where the host's oneDNN would "
               "leave a thread idle: off, or WIDTH:CHUNK:LO-HI[,LO-HI...] (calls of at most CHUNK rows for row counts "
