@@ -1,7 +1,8 @@
 """Stopping on Ctrl-C and SIGTERM. Each raises where the process stands (KeyboardInterrupt, `Terminated`) and is
 also recorded: Python drops an exception raised inside a finalizer (it prints "Exception ignored in ..." and goes
-on), so a signal that lands there would be lost and a run would go on; the training loop (between steps) and the
-table-scoring job (between chunks) call `raise_if_signalled()` to stop on such a one."""
+on), so a signal that lands there would be lost and a run would go on; the training loop (between steps), the
+table-scoring job (between chunks) and corpus preparation (between parts) call `raise_if_signalled()` to stop on
+such a one."""
 
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ def stop_on_signals() -> None:
 
 def raise_if_signalled() -> None:
     """Raise what a signal received since the handlers were set raised, once more. Called where that exception
-    would already have ended what is running (between training steps, between scored chunks), so it finds one only
-    if Python dropped it."""
+    would already have ended what is running (between training steps, scored chunks, prepared parts), so it finds
+    one only if Python dropped it."""
     if _received:
         signum = _received[-1]
         _received.clear()

@@ -2,6 +2,7 @@
 number of pool workers or ranks, each rank prepares its own parts, and a killed preparation keeps what it
 finished."""
 
+import contextlib
 import json
 import os
 import signal
@@ -223,3 +224,33 @@ def test_ray_tasks_prepare_the_shards_the_pool_does(tmp_path, tiny_tokenizer):
     local, _ = prepare_corpus(files, tiny_tokenizer, SETTINGS, tmp_path / "local", PART_MB, workers=2)
     on_ray, report = prepare_corpus(files, tiny_tokenizer, SETTINGS, tmp_path / "ray", PART_MB, ray_address="local")
     assert report.prepared == list(range(report.parts)) and shard_bytes(on_ray) == shard_bytes(local)
+
+
+def test_a_ctrl_c_python_dropped_stops_preparation_after_that_part(tmp_path, tiny_tokenizer, monkeypatch,
+                                                                    own_signal_handlers, dropped):
+    from helpers import SignalsItself
+
+    from albert_pytorch.data import prepare
+    from albert_pytorch.signals import stop_on_signals
+
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    cache = tmp_path / "cache"
+    in_pool = prepare._in_pool
+    handed = []
+
+    def pool_dropping_a_ctrl_c_at_the_second_part(*args):
+        with contextlib.closing(in_pool(*args)) as results:  # closed with this one, as the job closes the pool's
+            for result in results:
+                handed.append(result.index)
+                if len(handed) == 2:
+                    SignalsItself(signal.SIGINT)
+                yield result
+
+    monkeypatch.setattr(prepare, "_in_pool", pool_dropping_a_ctrl_c_at_the_second_part)
+    stop_on_signals()
+    with pytest.raises(KeyboardInterrupt):
+        prepare_corpus([corpus], tiny_tokenizer, SETTINGS, cache, PART_MB, workers=1)
+    assert dropped == [KeyboardInterrupt] and len(handed) == 2  # without the check it would have run to the end
+    monkeypatch.setattr(prepare, "_in_pool", in_pool)
+    pairs, report = prepare_corpus([corpus], tiny_tokenizer, SETTINGS, cache, PART_MB, workers=1)
+    assert set(handed) <= set(report.cached) and len(report.cached) + len(report.prepared) == report.parts > 2

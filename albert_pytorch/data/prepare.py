@@ -17,6 +17,7 @@ and a corpus that grows by a file prepares only the new file's parts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ..device import DistContext
 from ..io import cache_root
+from ..signals import raise_if_signalled
 from ..threads import usable_cores
 from ..tokenization import backend_copy, fingerprint
 from .corpus import CorpusPart, PairSettings, PairShards, PartJob, PartResult, plan_parts, published
@@ -99,19 +101,18 @@ def prepare_corpus(paths: list[str | os.PathLike], tokenizer, settings: PairSett
 
 def _run_parts(tasks: list[tuple[int, CorpusPart]], job: PartJob, workers: int, ray_address: str | None,
                progress: bool) -> list[PartResult]:
+    results: list[PartResult] = []
+    if not tasks:
+        return results
     bar = tqdm(total=sum(part.size for _, part in tasks), unit="B", unit_scale=True, desc="preparing the corpus",
                disable=not progress)
-    results = []
-    with bar:
-        if ray_address is not None:
-            done = _on_ray(tasks, job, ray_address)
-        elif tasks:
-            done = _in_pool(tasks, job, min(workers, len(tasks)))
-        else:
-            done = iter(())
+    done = _on_ray(tasks, job, ray_address) if ray_address is not None else _in_pool(tasks, job,
+                                                                                        min(workers, len(tasks)))
+    with bar, contextlib.closing(done):  # closed at once on a stop: the pool cancels the parts not yet started
         for result in done:
             results.append(result)
             bar.update(result.text_bytes)
+            raise_if_signalled()  # a Ctrl-C that Python dropped: stop, the parts prepared so far kept in the cache
     return results
 
 
