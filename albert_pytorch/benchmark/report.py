@@ -218,7 +218,12 @@ def summarize(sections: dict[str, dict], checks: dict, ceilings: Ceilings, work:
         train_flops_per_sample = 3 * forward_flops(work.config, work.train.lengths) / len(work.train)
         ceiling = ceilings.of(ours["format"])
         report.update({"train_physical_limit_samples_per_s": ceiling * 1e9 / train_flops_per_sample,
-                       "train_fraction_of_limit": ours["gflops"] / ceiling, "gemm_row_split": ours["gemm_row_split"]})
+                       "train_fraction_of_limit": ours["gflops"] / ceiling, "gemm_row_split": ours["gemm_row_split"],
+                       "train_fraction_of_round_ceiling": spread(ours["per_round_fraction_of_round_ceiling"])})
+        logger.info("train_fraction_of_limit %.3f (against the ceiling measured at the start, %.0f GFLOP/s); per "
+                    "round, against a ceiling measured beside it (%s GFLOP/s): %s", report["train_fraction_of_limit"],
+                    ceiling, ", ".join(f"{c:.0f}" for c in ours["round_ceilings_gflops"]),
+                    ", ".join(f"{f:.3f}" for f in ours["per_round_fraction_of_round_ceiling"]))
         logger.info("\npeak training memory, batch 32 padded to 128 (%s): %s", report["memory_measure"],
                     ", ".join(f"{name} {mb:.0f} MB" for name, mb in report["peak_train_memory_mb"].items()))
     if "kernel_cache" in sections:

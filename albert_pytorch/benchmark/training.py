@@ -14,7 +14,7 @@ from ..device import Precision, default_pad_multiple
 from ..gemm_rows import RowSplit
 from ..modeling import AlbertForSequenceClassification
 from ..run_config import default_attention, default_kernels
-from .harness import PADDED, TimedVariant, Workload, forward_flops, logger
+from .harness import PADDED, TimedVariant, Workload, forward_flops, logger, matmul_ceiling
 from .reference import TransformersAlbert
 
 
@@ -25,12 +25,18 @@ class TrainVariant(TimedVariant):
                  work: Workload, device: torch.device, precision: Precision):
         super().__init__(key, label, model, batches, device, precision, learning_rate=2e-5)
         self.collator, self.work, self.flops = collator, work, 0.0
+        self.per_round_gflops: list[float] = []
 
     def collate(self, rows: list[int]) -> dict[str, torch.Tensor]:
         return self.collator([self.work.train[i] for i in rows])
 
     def after_timed_step(self, rows: list[int]) -> None:
         self.flops += 3 * forward_flops(self.work.config, self.work.train.lengths[rows])
+
+    def timed_round(self, steps: int) -> None:
+        flops, seconds = self.flops, self.seconds
+        super().timed_round(steps)
+        self.per_round_gflops.append((self.flops - flops) / (self.seconds - seconds) / 1e9)
 
 
 class ModulesVariant(TrainVariant):
@@ -94,15 +100,21 @@ def benchmark_training(work: Workload, device: torch.device, precision: Precisio
     )}
     for variant in variants.values():
         variant.warm_up(rounds * steps)  # allocator, lazy init, and the kernels of every batch shape timed below
+    ceilings = []  # torch's matmul ceiling in ours' format, just before each of ours' rounds: the host drifts
     for round_number in range(1, rounds + 1):
         for variant in variants.values():
             logger.info("training round %d/%d: %s", round_number, rounds, variant.label)
+            if variant.key == "ours":
+                ceilings.append(matmul_ceiling(device, torch.bfloat16 if bf16 else torch.float32, seconds=0.5))
             variant.timed_round(steps)
     number_format = "bf16" if precision.dtype == torch.bfloat16 else "fp32"
     results = {v.key: {"label": v.label, "format": number_format, "samples_per_s": v.count / v.seconds,
                        "gflops": v.flops / v.seconds / 1e9,
                        "per_round_samples_per_s": v.per_round} for v in variants.values()}
     results["ours"]["gemm_row_split"] = split.spec() if split is not None else gemm_rows.OFF
+    results["ours"]["per_round_fraction_of_round_ceiling"] = [
+        gflops / ceiling for gflops, ceiling in zip(variants["ours"].per_round_gflops, ceilings, strict=True)]
+    results["ours"]["round_ceilings_gflops"] = ceilings
     return results, variants
 
 
