@@ -172,7 +172,9 @@ class SharedLinear:
         self.transpose = transpose
         self.row_split = row_split
         out_features, in_features = self.weight.shape
-        self.sums_transposed = transpose is not None and in_features < out_features
+        # the weight-gradient GEMMs' operand copied transposed: the narrower one, where the widths differ
+        self.copied = None if transpose is None or in_features == out_features else \
+            "input" if in_features < out_features else "gradient"
         self.uses = 0  # calls in this forward
         self.summed = 0  # backward calls since the gradient was last handed to autograd
         self.grad: torch.Tensor | None = None
@@ -183,9 +185,9 @@ class SharedLinear:
 
     def add_weight_gradient(self, grad_rows: torch.Tensor, input_rows: torch.Tensor) -> None:
         """Add one use's weight gradient, grad_rows^T @ input_rows, to the buffer."""
-        if self.sums_transposed:
+        if self.copied == "input":  # the buffer sums the transposed gradient
             a, b = self.transpose(input_rows), grad_rows
-        elif self.transpose is not None and grad_rows.shape[1] < input_rows.shape[1]:
+        elif self.copied == "gradient":
             a, b = self.transpose(grad_rows), input_rows
         else:
             a, b = grad_rows.t(), input_rows
@@ -199,7 +201,7 @@ class SharedLinear:
         """The weight's whole gradient once every use's is in (the buffer starts afresh for a rerun), else None."""
         if self.summed < self.uses:
             return None
-        grad = self.transpose(self.grad) if self.sums_transposed else self.grad
+        grad = self.transpose(self.grad) if self.copied == "input" else self.grad
         self.grad, self.summed = None, 0
         return grad
 
