@@ -8,11 +8,14 @@ measures the window at start and runs those GEMMs in row chunks (`gemm_rows`; th
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 import torch
 
+from .. import gemm_rows
+from ..gemm_rows import RowSplit
 from .harness import logger
 
 ROWS = tuple(32 * length for length in range(4, 61, 4))  # batch 32 at lengths 4 to 60
@@ -32,16 +35,14 @@ def _median_seconds(run, repeats: int) -> float:
 def halves_ratio(rows: int, inner: int, width: int, rounds: int, repeats: int = 5) -> float:
     """The whole bf16 GEMM's time over its two row halves' ([rows, inner] x [inner, width]), median of rounds."""
     x = torch.randn(rows, inner).bfloat16()
-    weight = torch.randn(width, inner).bfloat16()
-    out = torch.empty(rows, width, dtype=torch.bfloat16)
-    half = rows // 2
+    weight = torch.randn(width, inner).bfloat16().t()
+    in_halves = RowSplit(width, math.ceil(rows / 2), ((rows, rows),))  # as training splits a GEMM (`gemm_rows`)
 
     def whole() -> None:
-        torch.mm(x, weight.t(), out=out)
+        gemm_rows.matmul(x, weight, None, None)
 
     def halves() -> None:
-        torch.mm(x[:half], weight.t(), out=out[:half])
-        torch.mm(x[half:], weight.t(), out=out[half:])
+        gemm_rows.matmul(x, weight, None, in_halves)
 
     ratios = [_median_seconds(whole, repeats) / _median_seconds(halves, repeats) for _ in range(rounds)]
     return float(np.median(ratios))
